@@ -1,0 +1,316 @@
+//! The driver contract: the one seam between the lifecycle layer and HCS.
+//!
+//! A [`Driver`] makes exactly one HCS call per method and reports exactly what HCS said:
+//! success with an optional document, failure with an HRESULT and an optional result document,
+//! or *pending*. Drivers never wait for notifications, never retry and never swallow errors; all
+//! of that lives in the lifecycle layer ([`crate::System`], [`crate::Process`]), once, for every
+//! driver. Notifications flow back through [`crate::dispatch`] with the [`NotifyContext`] the
+//! lifecycle handed to the driver.
+//!
+//! # Rules every driver follows
+//!
+//! * Handles are opaque, non-zero `u64` values chosen by the driver ([`SystemHandle`],
+//!   [`ProcessHandle`], [`CallbackHandle`]). The lifecycle never interprets them.
+//! * The pending-capable calls (create, start, pause, resume, save) receive the
+//!   [`NotifyContext`] of the object. A driver that reports [`Reply::pending`] later delivers the
+//!   matching `*Completed` notification to that context (V1 does so through its registered
+//!   callback, V2 turns its operation completion into the same notification).
+//! * `unregister_*_callback` returns only after callbacks already running for that registration
+//!   have returned; after it returns no further callback arrives for it from the driver itself.
+//!   (HCS may still call the process-wide trampoline with a stale context: [`crate::dispatch`]
+//!   makes that a no-op.)
+//! * New capabilities (V2-only calls, live migration) arrive as provided methods that return
+//!   [`Failure::unsupported`], so adding one never breaks an existing driver.
+
+use crate::hresult::HResult;
+use crate::stdio::{PipeReader, PipeWriter};
+use std::fmt;
+use std::num::NonZeroU64;
+
+macro_rules! handle_type {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub NonZeroU64);
+
+        impl $name {
+            /// Wraps a raw driver value; `None` for 0 (0 means "no handle").
+            pub fn new(raw: u64) -> Option<Self> {
+                NonZeroU64::new(raw).map(Self)
+            }
+            /// The raw driver value.
+            pub fn raw(self) -> u64 {
+                self.0.get()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({:#x})"), self.0)
+            }
+        }
+    };
+}
+
+handle_type!(
+    /// An open compute-system handle, as issued by a driver.
+    SystemHandle
+);
+handle_type!(
+    /// An open process handle, as issued by a driver.
+    ProcessHandle
+);
+handle_type!(
+    /// A callback registration handle, as issued by a driver.
+    CallbackHandle
+);
+handle_type!(
+    /// The callback context handed to HCS: a 1-based id into the notification registry, never a
+    /// pointer. Drivers pass it back verbatim to [`crate::dispatch`].
+    NotifyContext
+);
+
+/// Which HCS API generation a driver speaks. It decides where exit information comes from:
+/// V1 ignores notification payloads and reads a process's exit code through a properties query;
+/// V2 takes exit code and exit type from the notification payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiGeneration {
+    /// `vmcompute.dll` semantics.
+    V1,
+    /// `computecore.dll` semantics.
+    V2,
+}
+
+/// A successful (or pending) driver call: the value, HCS's optional document, and whether HCS
+/// accepted the call asynchronously (V1 `0xC0370103`, or a V2 operation still running).
+#[derive(Debug)]
+pub struct Reply<T> {
+    /// The call's output (a handle, a JSON document, process information, or `()`).
+    pub value: T,
+    /// The result document HCS returned alongside, if any.
+    pub document: Option<String>,
+    /// `true` when the call was accepted and completes later through a notification.
+    pub pending: bool,
+}
+
+impl<T> Reply<T> {
+    /// A synchronous success.
+    pub fn done(value: T) -> Self {
+        Reply {
+            value,
+            document: None,
+            pending: false,
+        }
+    }
+    /// An accepted call whose completion arrives later as a notification.
+    pub fn pending(value: T) -> Self {
+        Reply {
+            value,
+            document: None,
+            pending: true,
+        }
+    }
+    /// Attaches a result document.
+    pub fn with_document(mut self, document: impl Into<String>) -> Self {
+        self.document = Some(document.into());
+        self
+    }
+}
+
+/// A failed driver call: the HRESULT and HCS's optional result document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The failing HRESULT exactly as HCS returned it (not yet Win32-converted).
+    pub code: HResult,
+    /// The result document returned with the failure, if any.
+    pub document: Option<String>,
+}
+
+impl Failure {
+    /// A failure with no document.
+    pub fn new(code: impl Into<HResult>) -> Self {
+        Failure {
+            code: code.into(),
+            document: None,
+        }
+    }
+    /// A failure with a result document.
+    pub fn with_document(code: impl Into<HResult>, document: impl Into<String>) -> Self {
+        Failure {
+            code: code.into(),
+            document: Some(document.into()),
+        }
+    }
+    /// The capability is not provided by this driver (`E_NOTIMPL`).
+    pub fn unsupported() -> Self {
+        Failure::new(HResult::E_NOTIMPL)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code)
+    }
+}
+
+/// What every driver call returns.
+pub type DriverResult<T> = Result<Reply<T>, Failure>;
+
+/// Information about a created or queried process: its pid and the standard streams HCS
+/// handed back (absent streams are `None`). The driver has already turned raw handles into
+/// [`PipeReader`]/[`PipeWriter`], so the lifecycle never touches OS handles.
+#[derive(Debug, Default)]
+pub struct ProcessInfo {
+    /// Process id inside the compute system.
+    pub pid: u32,
+    /// Writer for the process's standard input.
+    pub stdin: Option<PipeWriter>,
+    /// Reader for the process's standard output.
+    pub stdout: Option<PipeReader>,
+    /// Reader for the process's standard error.
+    pub stderr: Option<PipeReader>,
+}
+
+/// One step of a live migration (V2 only; see `hcs-behavior.md` §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MigrationStep {
+    /// `HcsInitializeLiveMigrationOnSource`.
+    InitializeOnSource,
+    /// `HcsStartLiveMigrationOnSource`.
+    StartOnSource,
+    /// `HcsStartLiveMigrationTransfer`.
+    StartTransfer,
+    /// `HcsFinalizeLiveMigration`.
+    Finalize,
+    /// `HcsCancelLiveMigration`.
+    Cancel,
+}
+
+/// The driver contract. Object safe; shared as `Arc<dyn Driver>` by a System, its Processes and
+/// the temporary objects `Kill` opens.
+///
+/// Each method makes one HCS call and reports what HCS said (see the module documentation).
+/// Strings are JSON documents passed through verbatim; `""` means "no options".
+pub trait Driver: Send + Sync + 'static {
+    /// A short name for logs and errors (`"sim"`, `"vmcompute"`, `"computecore"`, `"fake"`).
+    fn name(&self) -> &str;
+
+    /// The API generation this driver speaks. Defaults to [`ApiGeneration::V1`].
+    fn generation(&self) -> ApiGeneration {
+        ApiGeneration::V1
+    }
+
+    /// `HcsEnumerateComputeSystems(query)`: the JSON array of matching systems.
+    fn enumerate_compute_systems(&self, query: &str) -> DriverResult<String>;
+    /// `HcsCreateComputeSystem(id, configuration)`. May be pending; the completion is
+    /// `SystemCreateCompleted` delivered to `ctx`. A pending reply carries the new handle.
+    fn create_compute_system(
+        &self,
+        id: &str,
+        configuration: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<SystemHandle>;
+    /// `HcsOpenComputeSystem(id)`.
+    fn open_compute_system(&self, id: &str) -> DriverResult<SystemHandle>;
+    /// `HcsCloseComputeSystem(handle)`. A failure leaves the handle open (retryable).
+    fn close_compute_system(&self, system: SystemHandle) -> Result<(), Failure>;
+    /// `HcsStartComputeSystem`. May be pending (`SystemStartCompleted` to `ctx`).
+    fn start_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()>;
+    /// `HcsShutdownComputeSystem`. May be pending; the exit arrives later as `SystemExited`.
+    fn shutdown_compute_system(&self, system: SystemHandle, options: &str) -> DriverResult<()>;
+    /// `HcsTerminateComputeSystem`. May be pending; the exit arrives later as `SystemExited`.
+    fn terminate_compute_system(&self, system: SystemHandle, options: &str) -> DriverResult<()>;
+    /// `HcsPauseComputeSystem`. May be pending (`SystemPauseCompleted` to `ctx`).
+    fn pause_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()>;
+    /// `HcsResumeComputeSystem`. May be pending (`SystemResumeCompleted` to `ctx`).
+    fn resume_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()>;
+    /// `HcsSaveComputeSystem`. May be pending (`SystemSaveCompleted` to `ctx`).
+    fn save_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()>;
+    /// `HcsGetComputeSystemProperties(query)`: the properties JSON.
+    fn get_compute_system_properties(&self, system: SystemHandle, query: &str) -> DriverResult<String>;
+    /// `HcsModifyComputeSystem(configuration)`.
+    fn modify_compute_system(&self, system: SystemHandle, configuration: &str) -> DriverResult<()>;
+    /// `HcsRegisterComputeSystemCallback`: notifications for `system` go to `ctx`.
+    fn register_compute_system_callback(
+        &self,
+        system: SystemHandle,
+        ctx: NotifyContext,
+    ) -> Result<CallbackHandle, Failure>;
+    /// `HcsUnregisterComputeSystemCallback`; returns after running callbacks have finished.
+    fn unregister_compute_system_callback(&self, callback: CallbackHandle) -> Result<(), Failure>;
+
+    /// `HcsCreateProcess(parameters)`: the process handle and its information (pid, stdio).
+    fn create_process(
+        &self,
+        system: SystemHandle,
+        parameters: &str,
+    ) -> DriverResult<(ProcessHandle, ProcessInfo)>;
+    /// `HcsOpenProcess(pid)`.
+    fn open_process(&self, system: SystemHandle, pid: u32) -> DriverResult<ProcessHandle>;
+    /// `HcsCloseProcess`. A failure leaves the handle open (retryable).
+    fn close_process(&self, process: ProcessHandle) -> Result<(), Failure>;
+    /// `HcsTerminateProcess`.
+    fn terminate_process(&self, process: ProcessHandle) -> DriverResult<()>;
+    /// `HcsSignalProcess(options)`.
+    fn signal_process(&self, process: ProcessHandle, options: &str) -> DriverResult<()>;
+    /// `HcsGetProcessInfo`: fresh stdio handles for the process.
+    fn get_process_info(&self, process: ProcessHandle) -> DriverResult<ProcessInfo>;
+    /// `HcsGetProcessProperties`: a `ProcessStatus` JSON document.
+    fn get_process_properties(&self, process: ProcessHandle) -> DriverResult<String>;
+    /// `HcsModifyProcess(settings)`.
+    fn modify_process(&self, process: ProcessHandle, settings: &str) -> DriverResult<()>;
+    /// `HcsRegisterProcessCallback`: notifications for `process` go to `ctx`.
+    fn register_process_callback(
+        &self,
+        process: ProcessHandle,
+        ctx: NotifyContext,
+    ) -> Result<CallbackHandle, Failure>;
+    /// `HcsUnregisterProcessCallback`; returns after running callbacks have finished.
+    fn unregister_process_callback(&self, callback: CallbackHandle) -> Result<(), Failure>;
+
+    /// `HcsGetServiceProperties(query)`. Optional; defaults to unsupported.
+    fn get_service_properties(&self, _query: &str) -> DriverResult<String> {
+        Err(Failure::unsupported())
+    }
+    /// `HcsModifyServiceSettings(settings)`. Optional; defaults to unsupported.
+    fn modify_service_settings(&self, _settings: &str) -> DriverResult<()> {
+        Err(Failure::unsupported())
+    }
+    /// Asks HCS to cancel the pending operation of `ctx` whose completion `kind` the lifecycle
+    /// has stopped waiting for (timeout or caller cancellation). The call is not abandoned: a
+    /// driver keeps whatever HCS may still use until the completion arrives. Drivers that
+    /// cannot cancel (V1, where HCS offers no cancel) keep this default, which does nothing.
+    fn cancel_pending(&self, _ctx: NotifyContext, _kind: crate::NotificationKind) -> Result<(), Failure> {
+        Ok(())
+    }
+    /// One live-migration step (V2 only). Defaults to unsupported.
+    fn live_migration_step(
+        &self,
+        _system: SystemHandle,
+        _step: MigrationStep,
+        _options: &str,
+        _ctx: NotifyContext,
+    ) -> DriverResult<()> {
+        Err(Failure::unsupported())
+    }
+}
