@@ -2,23 +2,63 @@
 //!
 //! * [`Driver`] is the contract between this layer and HCS (V1 `vmcompute.dll`, V2
 //!   `computecore.dll`, the `hcs-sim` simulator, the `hcs-testkit` scripted fake).
+//! * [`System`] and [`Process`] give every driver the same lifecycle semantics: handle guards,
+//!   error swallowing on shutdown/terminate, pending operations completed by notifications,
+//!   timeouts, exit classification, waits (blocking, timed, `Future`) for any number of
+//!   waiters, and safe handling of late callbacks.
 //! * [`dispatch`] is the one entry point for notifications; drivers' callback trampolines and
 //!   tests call it with the registry id the lifecycle handed to the driver.
 //! * [`HResult`] and [`Error`] carry HCS's codes and result-document events, with classifiers
 //!   that accept both the V1 and V2 encodings.
+//!
+//! # Example (with the scripted fake driver from `hcs-testkit`)
+//!
+//! ```
+//! use hcs::{NotificationKind, System};
+//! use hcs_testkit::{Answer, FakeDriver, Method};
+//! use std::time::Duration;
+//!
+//! let fake = FakeDriver::new();
+//! // HCS answers Start with "pending" and completes it 5 ms later from another thread.
+//! fake.script(
+//!     Method::StartComputeSystem,
+//!     Answer::pending().then_complete(NotificationKind::SystemStartCompleted, 0u32, None, Duration::from_millis(5)),
+//! );
+//! let system = System::create(fake.clone(), "demo", r#"{"SchemaVersion":{"Major":2,"Minor":1}}"#)?;
+//! system.start()?;
+//! // The system exits; every waiter sees it.
+//! let ctx = fake.last_system_context().unwrap();
+//! fake.fire(ctx, NotificationKind::SystemExited, 0u32, Some(r#"{"Status":0,"ExitType":"GracefulExit"}"#));
+//! system.wait_timeout(Duration::from_secs(5))?;
+//! assert!(!system.exit_status().unwrap().unexpected);
+//! system.close()?;
+//! fake.assert_no_leaks();
+//! # Ok::<(), hcs::Error>(())
+//! ```
 
 pub mod driver;
+pub mod error;
+mod guard;
 pub mod hresult;
 pub mod notify;
+pub mod process;
+mod state;
 pub mod stdio;
 mod sync;
+pub mod system;
+pub mod timeouts;
+mod worker;
 
 pub use driver::{
-    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, MigrationStep, NotifyContext,
-    ProcessHandle, ProcessInfo, Reply, SystemHandle,
+    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, MigrationStep, NotifyContext, ProcessHandle,
+    ProcessInfo, Reply, SystemHandle,
 };
+pub use error::{classify, Cause, Error, Result, Scope};
 pub use hresult::HResult;
 pub use notify::NotificationKind;
 #[cfg(not(loom))]
 pub use notify::{dispatch, live_registrations};
+pub use process::{ExitCode, Process, ProcessWait};
 pub use stdio::{PipeReader, PipeWriter, Stdio};
+pub use system::{enumerate, modify_service_settings, service_properties, System, SystemExit, SystemWait};
+pub use timeouts::{CallOptions, CancelToken, Timeouts};

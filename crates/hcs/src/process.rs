@@ -1,0 +1,579 @@
+//! [`Process`]: one process inside a compute system, driven through its System's driver.
+//!
+//! Implements `hcs-behavior.md` §5: stdio handed out once, Signal and Kill result semantics
+//! (C8, I12, I13), exit code captured at exit (through a properties query on V1 — run on a
+//! shared worker, never on HCS's callback thread — or from the `ProcessExited` payload on V2),
+//! and the same guard, latch and close rules as [`crate::System`].
+
+use crate::driver::{ApiGeneration, CallbackHandle, Driver, Failure, NotifyContext, ProcessHandle};
+use crate::error::{Cause, Error, Result};
+use crate::guard::HandleCell;
+use crate::hresult::HResult;
+use crate::notify::{self, NotificationKind, Sink};
+use crate::state::{Follow, Notifier, Outcome};
+use crate::stdio::{PipeReader, PipeWriter, Stdio};
+use crate::sync::lock;
+use crate::system::{traced, traced_plain, SystemInner};
+use hcs_schema::{ProcessModifyRequest, ProcessStatus};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+const OP_WAIT: &str = "hcs::Process::waitBackground";
+
+/// The exact "process already gone" set of Signal/Kill (§5.5, I12), compared after the
+/// FACILITY_WIN32 conversion. Not a classifier call: widening a classifier must not widen it.
+const GONE: [u32; 6] = [0xC037_0105, 0x8037_0105, 0xC037_010E, 0x8037_010E, 0x490, 0x8037_011F];
+
+/// Delay before Signal's force-unblock of a gone process's wait.
+pub const SIGNAL_FORCE_UNBLOCK: Duration = Duration::from_secs(1);
+
+/// A process's exit code: known, or explicitly unknown (never rendered as 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitCode {
+    /// The code HCS reported (an unsigned 32-bit value, e.g. `0xC000013A`).
+    Code(u32),
+    /// HCS could not tell (`LastWaitResult ≠ 0`, no payload, closed, disconnected, ...).
+    Unknown,
+}
+
+impl ExitCode {
+    /// hcsshim's representation: the code, or -1 when unknown.
+    pub fn as_i64(self) -> i64 {
+        match self {
+            ExitCode::Code(c) => i64::from(c),
+            ExitCode::Unknown => -1,
+        }
+    }
+}
+
+struct StdioCache {
+    cached: Stdio,
+    has_cached: bool,
+}
+
+pub(crate) struct ProcessInner {
+    me: Weak<ProcessInner>,
+    pid: u32,
+    system_id: String,
+    system: Weak<SystemInner>,
+    driver: Arc<dyn Driver>,
+    generation: ApiGeneration,
+    handle: HandleCell<ProcessHandle>,
+    notifier: Arc<Notifier>,
+    ctx: NotifyContext,
+    registered: Mutex<bool>,
+    callback: Mutex<Option<CallbackHandle>>,
+    stdio: Mutex<StdioCache>,
+    kill_delivered: AtomicBool,
+    resolving: AtomicBool,
+}
+
+struct ProcessSink(Weak<ProcessInner>);
+
+impl Sink for ProcessSink {
+    fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
+        let Some(p) = self.0.upgrade() else { return };
+        if let Follow::Exited(sig) = p.notifier.on_notification(NotificationKind::ProcessExited, kind, status, payload) {
+            if status.is_failure() {
+                let e = Error::process(OP_WAIT, &p.system_id, p.pid, Cause::Hcs(status.to_win32_form()));
+                p.notifier.publish(Outcome::ProcessExit { code: -1, error: Some(e) });
+            } else if p.generation == ApiGeneration::V2 {
+                let (code, error) = p.exit_from_status_doc(sig.payload.as_deref(), true);
+                p.notifier.publish(Outcome::ProcessExit { code, error });
+            } else {
+                // V1: one driver call is needed; never on HCS's thread (I6).
+                let weak = self.0.clone();
+                crate::worker::spawn(move || {
+                    if let Some(p) = weak.upgrade() {
+                        p.resolve_v1_exit(None);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A process in a compute system. Not `Clone`: share with `Arc<Process>`. Dropping closes it.
+pub struct Process {
+    inner: Arc<ProcessInner>,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process").field("system_id", &self.inner.system_id).field("pid", &self.inner.pid).finish()
+    }
+}
+
+impl ProcessInner {
+    fn new(system: &Arc<SystemInner>, pid: u32, handle: ProcessHandle, stdio: Stdio, has_cached: bool) -> Arc<Self> {
+        let generation = system.driver.generation();
+        Arc::new_cyclic(|me: &Weak<ProcessInner>| {
+            let notifier = Arc::new(Notifier::new());
+            let ctx = notify::global().insert(Arc::new(ProcessSink(me.clone())));
+            ProcessInner {
+                me: me.clone(),
+                pid,
+                system_id: system.id.clone(),
+                system: Arc::downgrade(system),
+                driver: system.driver.clone(),
+                generation,
+                handle: HandleCell::new(Some(handle)),
+                notifier,
+                ctx,
+                registered: Mutex::new(true),
+                callback: Mutex::new(None),
+                stdio: Mutex::new(StdioCache { cached: stdio, has_cached }),
+                kill_delivered: AtomicBool::new(false),
+                resolving: AtomicBool::new(false),
+            }
+        })
+    }
+
+    fn err(&self, op: &'static str, cause: impl Into<Error>) -> Error {
+        Error::process(op, &self.system_id, self.pid, cause)
+    }
+
+    fn drop_registration(&self) {
+        let mut r = lock(&self.registered);
+        if *r {
+            notify::global().remove(self.ctx);
+            *r = false;
+        }
+    }
+
+    fn register(&self) -> Result<(), Failure> {
+        let h = self.handle.acquire().map(|u| u.handle()).ok_or_else(|| Failure::new(HResult::ERROR_INVALID_HANDLE))?;
+        let cb = traced_plain("register_process_callback", &self.system_id, Some(self.pid), || {
+            self.driver.register_process_callback(h, self.ctx)
+        })?;
+        *lock(&self.callback) = Some(cb);
+        Ok(())
+    }
+
+    /// Parses a `ProcessStatus` document into (exit code, wait error) per §5.3 / §9.8.
+    fn exit_from_status_doc(&self, doc: Option<&str>, empty_is_unknown: bool) -> (i64, Option<Error>) {
+        let text = doc.unwrap_or("");
+        if text.trim().is_empty() {
+            if empty_is_unknown {
+                return (-1, None);
+            }
+            return (-1, Some(self.err(OP_WAIT, Cause::UnexpectedValue)));
+        }
+        match serde_json::from_str::<ProcessStatus>(text) {
+            Err(e) => (-1, Some(self.err(OP_WAIT, Cause::Json(e.to_string())))),
+            Ok(s) if s.last_wait_result != 0 => {
+                tracing::warn!(
+                    system_id = %self.system_id, pid = self.pid, last_wait_result = s.last_wait_result,
+                    "process exit code unknown"
+                );
+                (-1, None)
+            }
+            Ok(s) => (i64::from(s.exit_code), None),
+        }
+    }
+
+    /// V1: reads the exit code through a properties query and publishes the exit. `closing`
+    /// carries the handle when Close itself resolves (it already owns the handle).
+    fn resolve_v1_exit(&self, closing: Option<ProcessHandle>) {
+        if self.notifier.outcome().is_some() || self.resolving.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (code, error) = match closing {
+            Some(h) => self.query_exit(h),
+            None => match self.handle.acquire() {
+                Some(u) => self.query_exit(u.handle()),
+                None => {
+                    // Close is in progress and resolves it itself.
+                    self.resolving.store(false, Ordering::SeqCst);
+                    return;
+                }
+            },
+        };
+        self.notifier.publish(Outcome::ProcessExit { code, error });
+    }
+
+    fn query_exit(&self, h: ProcessHandle) -> (i64, Option<Error>) {
+        match traced("get_process_properties", &self.system_id, Some(self.pid), || self.driver.get_process_properties(h)) {
+            Err(e) => (-1, Some(self.err(OP_WAIT, &e))),
+            Ok(r) => self.exit_from_status_doc(Some(&r.value), false),
+        }
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.notifier.outcome().is_some()
+    }
+
+    /// Maps a Signal/terminate failure: `Ok(false)` for the gone family (scheduling the
+    /// force-unblock when `force_unblock`), else an error of `op`.
+    fn signal_result(&self, op: &'static str, r: std::result::Result<(), Failure>, force_unblock: bool) -> Result<bool> {
+        let f = match r {
+            Ok(()) => return Ok(true),
+            Err(f) => f,
+        };
+        let code = f.code.to_win32_form();
+        if !GONE.contains(&code.0) {
+            return Err(self.err(op, &f));
+        }
+        if force_unblock && !self.is_stopped() {
+            let weak = self.me.clone();
+            crate::worker::spawn_after(SIGNAL_FORCE_UNBLOCK, move || {
+                if let Some(p) = weak.upgrade() {
+                    // KEEP (Q19): the raw, unwrapped code becomes the wait error.
+                    p.notifier.publish(Outcome::ProcessExit { code: -1, error: Some(Error::bare(Cause::Hcs(code))) });
+                }
+            });
+        }
+        Ok(false)
+    }
+
+    fn close(&self) -> Result<()> {
+        const OP: &str = "hcs::Process::Close";
+        {
+            let mut s = lock(&self.stdio);
+            s.cached = Stdio::default();
+            s.has_cached = false;
+        }
+        self.notifier.set_closing(true);
+        let Some(h) = self.handle.begin_close() else {
+            self.notifier.set_closing(false);
+            self.drop_registration();
+            return Ok(());
+        };
+        // The exit code must survive Close: resolve an observed-but-unread V1 exit first.
+        if self.generation == ApiGeneration::V1 && self.notifier.exit_signal().is_some_and(|s| s.status.is_success()) {
+            self.resolve_v1_exit(Some(h));
+        }
+        let fail = |e: Failure| {
+            self.handle.end_close(false);
+            self.notifier.set_closing(false);
+            Err(self.err(OP, &e))
+        };
+        let cb = *lock(&self.callback);
+        if let Some(cb) = cb {
+            if let Err(e) = traced_plain("unregister_process_callback", &self.system_id, Some(self.pid), || {
+                self.driver.unregister_process_callback(cb)
+            }) {
+                return fail(e);
+            }
+            *lock(&self.callback) = None;
+        }
+        self.drop_registration();
+        if let Err(e) = traced_plain("close_process", &self.system_id, Some(self.pid), || self.driver.close_process(h)) {
+            return fail(e);
+        }
+        self.notifier.publish(Outcome::Closed);
+        self.handle.end_close(true);
+        self.notifier.set_closing(false);
+        Ok(())
+    }
+}
+
+fn map_process_outcome(p: &ProcessInner, o: &Outcome) -> Result<()> {
+    match o {
+        Outcome::ProcessExit { error: Some(e), .. } => Err(e.clone()),
+        Outcome::ProcessExit { error: None, .. } | Outcome::SystemExit(_) => Ok(()),
+        Outcome::Disconnected => Err(p.err(OP_WAIT, Cause::ServiceDisconnected)),
+        Outcome::Closed => Err(Error::bare(Cause::AlreadyClosed)),
+    }
+}
+
+fn command_line(parameters: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(parameters).ok()?;
+    v.get("CommandLine")?.as_str().map(str::to_owned)
+}
+
+impl Process {
+    pub(crate) fn create(system: &Arc<SystemInner>, parameters: &str) -> Result<Process> {
+        const OP: &str = "hcs::System::CreateProcess";
+        let Some(u) = system.handle.acquire() else {
+            return Err(Error::system(OP, &system.id, Cause::AlreadyClosed));
+        };
+        let r = traced("create_process", &system.id, None, || system.driver.create_process(u.handle(), parameters));
+        drop(u);
+        let reply = match r {
+            Ok(r) => r,
+            Err(e) => {
+                let op = match command_line(parameters) {
+                    Some(cl) => format!("{OP}: {cl}"),
+                    None => OP.to_owned(),
+                };
+                return Err(Error::system(op, &system.id, &e));
+            }
+        };
+        let (handle, info) = reply.value;
+        let pid = info.pid;
+        let stdio = Stdio { stdin: info.stdin, stdout: info.stdout, stderr: info.stderr };
+        let inner = ProcessInner::new(system, pid, handle, stdio, true);
+        let process = Process { inner };
+        if reply.pending {
+            let e = Error::system(OP, &system.id, Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING));
+            return Err(e); // Drop closes the handle
+        }
+        if let Err(e) = process.inner.register() {
+            return Err(Error::system(OP, &system.id, &Failure { code: e.code, document: None }));
+        }
+        Ok(process)
+    }
+
+    pub(crate) fn open(system: &Arc<SystemInner>, pid: u32) -> Result<Process> {
+        const OP: &str = "hcs::System::OpenProcess";
+        let Some(u) = system.handle.acquire() else {
+            return Err(Error::system(OP, &system.id, Cause::AlreadyClosed));
+        };
+        let r = traced("open_process", &system.id, Some(pid), || system.driver.open_process(u.handle(), pid));
+        drop(u);
+        let reply = match r {
+            Ok(r) => r,
+            Err(e) => return Err(Error::system(OP, &system.id, &e)),
+        };
+        let process = Process { inner: ProcessInner::new(system, pid, reply.value, Stdio::default(), false) };
+        if let Err(e) = process.inner.register() {
+            // I8: the handle is closed on this path (Drop).
+            return Err(Error::system(OP, &system.id, &Failure { code: e.code, document: None }));
+        }
+        Ok(process)
+    }
+
+    /// The process id inside the compute system.
+    pub fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+    /// The id of the owning compute system.
+    pub fn system_id(&self) -> &str {
+        &self.inner.system_id
+    }
+
+    /// Hands out the process's standard streams. The first call returns the streams HCS gave at
+    /// creation (exactly once); later calls query HCS for fresh handles (`HcsGetProcessInfo`).
+    pub fn stdio(&self) -> Result<Stdio> {
+        const OP: &str = "hcs::Process::StdioLegacy";
+        let Some(u) = self.inner.handle.acquire() else {
+            return Err(self.inner.err(OP, Cause::AlreadyClosed));
+        };
+        {
+            let mut s = lock(&self.inner.stdio);
+            if s.has_cached {
+                s.has_cached = false;
+                return Ok(std::mem::take(&mut s.cached));
+            }
+        }
+        let r = traced("get_process_info", &self.inner.system_id, Some(self.inner.pid), || {
+            self.inner.driver.get_process_info(u.handle())
+        });
+        match r {
+            Ok(reply) => Ok(Stdio { stdin: reply.value.stdin, stdout: reply.value.stdout, stderr: reply.value.stderr }),
+            Err(e) => Err(self.inner.err(OP, &e)),
+        }
+    }
+    /// Takes only the cached stdin writer, if still cached.
+    pub fn take_stdin(&self) -> Option<PipeWriter> {
+        lock(&self.inner.stdio).cached.stdin.take()
+    }
+    /// Takes only the cached stdout reader, if still cached.
+    pub fn take_stdout(&self) -> Option<PipeReader> {
+        lock(&self.inner.stdio).cached.stdout.take()
+    }
+    /// Takes only the cached stderr reader, if still cached.
+    pub fn take_stderr(&self) -> Option<PipeReader> {
+        lock(&self.inner.stdio).cached.stderr.take()
+    }
+
+    /// Sends a signal (`SignalProcessOptions`, passed verbatim, e.g. `{"Signal":15}`).
+    /// `Ok(true)`: delivered. `Ok(false)`: the process is already gone (its wait is force-
+    /// completed after one second if no exit arrives). Any other failure is an error (I12).
+    pub fn signal(&self, options: &str) -> Result<bool> {
+        const OP: &str = "hcs::Process::Signal";
+        let Some(u) = self.inner.handle.acquire() else {
+            return Err(self.inner.err(OP, Cause::AlreadyClosed));
+        };
+        let r = traced("signal_process", &self.inner.system_id, Some(self.inner.pid), || {
+            self.inner.driver.signal_process(u.handle(), options)
+        });
+        drop(u);
+        self.inner.signal_result(OP, r.map(|_| ()), true)
+    }
+
+    /// Kills the process through a second handle to its system on the same driver (§5.6):
+    /// idempotent once delivered; access-denied and already-stopped count as delivered.
+    pub fn kill(&self) -> Result<bool> {
+        const OP: &str = "hcs::Process::Kill";
+        if self.inner.handle.is_closed() {
+            return Err(self.inner.err(OP, Cause::AlreadyClosed));
+        }
+        if self.inner.is_stopped() {
+            return Err(self.inner.err(OP, Cause::Hcs(HResult::HCS_E_PROCESS_ALREADY_STOPPED)));
+        }
+        if self.inner.kill_delivered.load(Ordering::SeqCst) {
+            return Ok(true);
+        }
+        let timeouts = crate::timeouts::Timeouts::from_env();
+        let second = match SystemInner::open(self.inner.driver.clone(), &self.inner.system_id, timeouts) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(system_id = %self.inner.system_id, error = %e, "kill: could not open a second handle; terminating the system");
+                // I13: terminate only; the caller's System stays open.
+                if let Some(sys) = self.inner.system.upgrade() {
+                    sys.terminate()?;
+                }
+                return Ok(true);
+            }
+        };
+        let result = (|| {
+            let temp = match Process::open(&second, self.inner.pid) {
+                Ok(p) => p,
+                Err(e) if e.is_already_stopped() => return Ok(true),
+                Err(e) => return Err(e),
+            };
+            let h = temp.inner.handle.acquire().map(|u| u.handle());
+            let Some(h) = h else { return Err(self.inner.err(OP, Cause::AlreadyClosed)) };
+            let r = traced("terminate_process", &self.inner.system_id, Some(self.inner.pid), || {
+                self.inner.driver.terminate_process(h)
+            });
+            let r = r.map(|_| ());
+            if let Err(f) = &r {
+                let e = Error::from_failure(f);
+                if e.hresult() == Some(HResult::ERROR_ACCESS_DENIED) || e.is_already_stopped() {
+                    return Ok(true); // delivered, but not remembered: the next Kill tries again
+                }
+            }
+            // The force-unblock would target the temporary object (Q19), which closes now.
+            let delivered = temp.inner.signal_result(OP, r, false)?;
+            self.inner.kill_delivered.store(delivered, Ordering::SeqCst);
+            Ok(delivered)
+        })();
+        let _ = second.close();
+        result
+    }
+
+    /// Terminates the process through its own handle. The "already gone" family is success.
+    pub fn terminate(&self) -> Result<()> {
+        const OP: &str = "hcs::Process::Terminate";
+        let Some(u) = self.inner.handle.acquire() else {
+            return Err(self.inner.err(OP, Cause::AlreadyClosed));
+        };
+        let r = traced("terminate_process", &self.inner.system_id, Some(self.inner.pid), || {
+            self.inner.driver.terminate_process(u.handle())
+        });
+        drop(u);
+        self.inner.signal_result(OP, r.map(|_| ()), false).map(|_| ())
+    }
+
+    fn modify(&self, op: &'static str, req: &ProcessModifyRequest) -> Result<()> {
+        let Some(u) = self.inner.handle.acquire() else {
+            return Err(self.inner.err(op, Cause::AlreadyClosed));
+        };
+        let json = serde_json::to_string(req).map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
+        let r = traced("modify_process", &self.inner.system_id, Some(self.inner.pid), || {
+            self.inner.driver.modify_process(u.handle(), &json)
+        });
+        match r {
+            Ok(reply) if !reply.pending => Ok(()),
+            Ok(_) => Err(self.inner.err(op, Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING))),
+            Err(e) => Err(self.inner.err(op, &e)),
+        }
+    }
+
+    /// Resizes the process's console (a zero dimension is omitted from the request).
+    pub fn resize_console(&self, width: u16, height: u16) -> Result<()> {
+        self.modify("hcs::Process::ResizeConsole", &ProcessModifyRequest::console_size(width, height))
+    }
+
+    /// Closes the process's stdin: tells HCS while the process runs (even without a local
+    /// pipe, so the guest sees EOF), then drops the local writer. Harmless to repeat.
+    pub fn close_stdin(&self) -> Result<()> {
+        const OP: &str = "hcs::Process::CloseStdin";
+        if self.inner.handle.is_closed() {
+            return Err(self.inner.err(OP, Cause::AlreadyClosed));
+        }
+        if !self.inner.is_stopped() {
+            self.modify(OP, &ProcessModifyRequest::close_stdin())?;
+        }
+        lock(&self.inner.stdio).cached.stdin = None;
+        Ok(())
+    }
+    /// Drops the local stdout reader. Always `Ok`, also after close (Q18).
+    pub fn close_stdout(&self) -> Result<()> {
+        lock(&self.inner.stdio).cached.stdout = None;
+        Ok(())
+    }
+    /// Drops the local stderr reader. Always `Ok`, also after close (Q18).
+    pub fn close_stderr(&self) -> Result<()> {
+        lock(&self.inner.stdio).cached.stderr = None;
+        Ok(())
+    }
+
+    /// Blocks until the process exits (exit code captured), the service disconnects, or the
+    /// object is closed (then an already-closed error).
+    pub fn wait(&self) -> Result<()> {
+        let o = self.inner.notifier.wait_outcome(None).expect("unbounded wait yields an outcome");
+        map_process_outcome(&self.inner, &o)
+    }
+    /// [`Process::wait`] bounded by `timeout` (a timeout error leaves the process untouched).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
+        match self.inner.notifier.wait_outcome(Some(Instant::now() + timeout)) {
+            Some(o) => map_process_outcome(&self.inner, &o),
+            None => Err(self.inner.err("hcs::Process::Wait", Cause::Timeout)),
+        }
+    }
+    /// A runtime-agnostic `Future` resolving like [`Process::wait`].
+    pub fn wait_async(&self) -> ProcessWait {
+        ProcessWait { fut: self.inner.notifier.outcome_future(), inner: self.inner.clone() }
+    }
+
+    /// The exit code: an error before the process stopped (`InvalidProcessState`) and when the
+    /// wait failed; -1 when HCS could not tell.
+    pub fn exit_code(&self) -> Result<i64> {
+        match self.inner.notifier.outcome() {
+            None => Err(self.inner.err("hcs::Process::ExitCode", Cause::InvalidProcessState)),
+            Some(Outcome::ProcessExit { code, error: None }) => Ok(code),
+            Some(o) => map_process_outcome(&self.inner, &o).map(|_| -1),
+        }
+    }
+    /// The exit code as [`ExitCode`], once the process has stopped (`None` before).
+    pub fn exit(&self) -> Option<ExitCode> {
+        match self.inner.notifier.outcome()? {
+            Outcome::ProcessExit { code, .. } if (0..=i64::from(u32::MAX)).contains(&code) => {
+                Some(ExitCode::Code(code as u32))
+            }
+            _ => Some(ExitCode::Unknown),
+        }
+    }
+
+    /// Closes the process: local stdio dropped, callback unregistered, handle closed. An exit
+    /// already observed keeps its exit code. Idempotent; retryable on failure.
+    pub fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Err(e) = self.inner.close() {
+            tracing::warn!(system_id = %self.inner.system_id, pid = self.inner.pid, error = %e, "closing a dropped Process failed");
+        }
+    }
+}
+
+/// The future returned by [`Process::wait_async`].
+pub struct ProcessWait {
+    fut: crate::state::OutcomeFuture,
+    inner: Arc<ProcessInner>,
+}
+
+impl Future for ProcessWait {
+    type Output = Result<()>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let inner = self.inner.clone();
+        Pin::new(&mut self.fut).poll(cx).map(|o| map_process_outcome(&inner, &o))
+    }
+}
+
+impl std::fmt::Debug for ProcessWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessWait").field("pid", &self.inner.pid).finish()
+    }
+}

@@ -1,0 +1,685 @@
+//! [`System`]: one compute system (container or VM) driven through a [`Driver`].
+//!
+//! Implements `hcs-behavior.md` §4 with the improvements of §0.3: handle guards (C1), the
+//! handle-use guard (C2), pending operations completed by their armed notification (C3, I3),
+//! exit and disconnect latched for every waiter (I1), deterministic wait-after-close (I4),
+//! stop idempotent over both encodings (C7, I11), and a close that never waits for a
+//! notification (I10).
+
+use crate::driver::{Driver, DriverResult, Failure, NotifyContext, Reply, SystemHandle};
+use crate::error::{Cause, Error, Result};
+use crate::guard::HandleCell;
+use crate::hresult::HResult;
+use crate::notify::{self, NotificationKind, Sink};
+use crate::process::Process;
+use crate::state::{Notifier, Outcome, PendingEnd};
+use crate::sync::lock;
+use crate::timeouts::{CallOptions, Timeouts};
+use hcs_schema::{ComputeSystemQuery, ContainerProperties, ExitType, PropertyQuery, PropertyType, SystemExitStatus};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Runs one driver call inside a `tracing` span recording operation, object, duration and
+/// HRESULT.
+pub(crate) fn traced<T>(call: &'static str, id: &str, pid: Option<u32>, f: impl FnOnce() -> DriverResult<T>) -> DriverResult<T> {
+    let span = tracing::debug_span!("hcs_call", call, id, pid);
+    let _enter = span.enter();
+    let start = Instant::now();
+    let r = f();
+    let elapsed_us = start.elapsed().as_micros() as u64;
+    match &r {
+        Ok(reply) => tracing::debug!(elapsed_us, pending = reply.pending, "ok"),
+        Err(f) => tracing::debug!(elapsed_us, hresult = %f.code, "failed"),
+    }
+    r
+}
+
+/// Like [`traced`] for calls returning `Result<T, Failure>`.
+pub(crate) fn traced_plain<T>(call: &'static str, id: &str, pid: Option<u32>, f: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
+    traced(call, id, pid, || f().map(Reply::done)).map(|r| r.value)
+}
+
+/// Exact allow-list of stop results treated as success (C7, I11).
+pub(crate) const STOP_SWALLOW: [u32; 6] = [0xC037_0110, 0x8037_0110, 0xC037_010E, 0x8037_010E, 0xC037_0103, 0x8037_0117];
+
+/// How a System exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemExit {
+    /// The `SystemExited` status (0 for a normal exit).
+    pub status: HResult,
+    /// The exit type from the notification payload, when the driver provides one.
+    pub exit_type: Option<ExitType>,
+    /// `true` for an unexpected exit (crash status `0xC0370106`/`0x80370106`, or
+    /// `ExitType: UnexpectedExit`).
+    pub unexpected: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Cached {
+    os: String,
+    typ: String,
+    owner: String,
+}
+
+pub(crate) struct SystemInner {
+    pub(crate) id: String,
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) handle: HandleCell<SystemHandle>,
+    notifier: Arc<Notifier>,
+    ctx: NotifyContext,
+    callback: Mutex<Option<crate::driver::CallbackHandle>>,
+    registered: Mutex<bool>,
+    timeouts: Mutex<Timeouts>,
+    cached: Mutex<Cached>,
+    started_at: Mutex<Option<SystemTime>>,
+}
+
+struct SystemSink(Arc<Notifier>);
+
+impl Sink for SystemSink {
+    fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
+        if let crate::state::Follow::Exited(sig) = self.0.on_notification(NotificationKind::SystemExited, kind, status, payload) {
+            self.0.publish(Outcome::SystemExit(sig));
+        }
+    }
+}
+
+/// A compute system. Not `Clone`: share it with `Arc<System>`. Dropping it closes it.
+pub struct System {
+    inner: Arc<SystemInner>,
+}
+
+impl std::fmt::Debug for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("System").field("id", &self.inner.id).field("driver", &self.inner.driver.name()).finish()
+    }
+}
+
+const OP_CREATE: &str = "hcs::CreateComputeSystem";
+const OP_OPEN: &str = "hcs::OpenComputeSystem";
+const OP_WAIT: &str = "hcs::System::waitBackground";
+
+impl SystemInner {
+    fn new(driver: Arc<dyn Driver>, id: &str, timeouts: Timeouts) -> Arc<Self> {
+        let notifier = Arc::new(Notifier::new());
+        let ctx = notify::global().insert(Arc::new(SystemSink(notifier.clone())));
+        Arc::new(SystemInner {
+            id: id.to_owned(),
+            driver,
+            handle: HandleCell::new(None),
+            notifier,
+            ctx,
+            callback: Mutex::new(None),
+            registered: Mutex::new(true),
+            timeouts: Mutex::new(timeouts),
+            cached: Mutex::new(Cached::default()),
+            started_at: Mutex::new(None),
+        })
+    }
+
+    fn drop_registration(&self) {
+        let mut r = lock(&self.registered);
+        if *r {
+            notify::global().remove(self.ctx);
+            *r = false;
+        }
+    }
+
+    fn register(&self, h: SystemHandle) -> Result<(), Failure> {
+        let cb = traced_plain("register_compute_system_callback", &self.id, None, || {
+            self.driver.register_compute_system_callback(h, self.ctx)
+        })?;
+        *lock(&self.callback) = Some(cb);
+        Ok(())
+    }
+
+    /// Close: stop new uses, wait for calls in progress, unregister, close the handle, latch.
+    pub(crate) fn close(&self) -> Result<()> {
+        self.notifier.set_closing(true);
+        let Some(h) = self.handle.begin_close() else {
+            self.notifier.set_closing(false);
+            self.drop_registration();
+            return Ok(());
+        };
+        let fail = |e: Failure| {
+            self.handle.end_close(false);
+            self.notifier.set_closing(false);
+            Err(Error::system("hcs::System::Close", &self.id, e))
+        };
+        let cb = *lock(&self.callback);
+        if let Some(cb) = cb {
+            if let Err(e) = traced_plain("unregister_compute_system_callback", &self.id, None, || {
+                self.driver.unregister_compute_system_callback(cb)
+            }) {
+                return fail(e);
+            }
+            *lock(&self.callback) = None;
+        }
+        self.drop_registration();
+        if let Err(e) = traced_plain("close_compute_system", &self.id, None, || self.driver.close_compute_system(h)) {
+            return fail(e);
+        }
+        self.notifier.publish(Outcome::Closed);
+        self.handle.end_close(true);
+        self.notifier.set_closing(false);
+        Ok(())
+    }
+
+    /// Terminates through this object, treating the stop allow-list as success.
+    pub(crate) fn terminate(&self) -> Result<()> {
+        self.stop("hcs::System::Terminate", "terminate_compute_system", |d, h| d.terminate_compute_system(h, ""))
+    }
+
+    fn stop(
+        &self,
+        op: &'static str,
+        call: &'static str,
+        f: impl FnOnce(&dyn Driver, SystemHandle) -> DriverResult<()>,
+    ) -> Result<()> {
+        if self.notifier.outcome().is_some() {
+            return Ok(());
+        }
+        let Some(u) = self.handle.acquire() else { return Ok(()) };
+        let r = traced(call, &self.id, None, || f(&*self.driver, u.handle()));
+        drop(u);
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if STOP_SWALLOW.contains(&e.code.0) => Ok(()),
+            Err(e) => Err(Error::system(op, &self.id, &e)),
+        }
+    }
+
+    fn deadline(&self, opts: &CallOptions, default: Duration) -> Instant {
+        let d = opts.timeout.unwrap_or(default);
+        Instant::now().checked_add(d).unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+    }
+
+    /// The pending-operation path shared by Start, Pause, Resume and Save (and the completion
+    /// wait of Create).
+    fn wait_armed(&self, op: &'static str, kind: NotificationKind, seq: u64, deadline: Instant, opts: &CallOptions) -> Result<()> {
+        if let Some(t) = &opts.cancel {
+            let w: Arc<dyn crate::timeouts::Wake> = self.notifier.clone();
+            t.watch(Arc::downgrade(&w));
+        }
+        let cancelled = || opts.cancel.as_ref().is_some_and(|t| t.is_cancelled());
+        let end = self.notifier.wait_pending(seq, true, deadline, &cancelled);
+        self.notifier.disarm(seq);
+        let cause = match end {
+            PendingEnd::Completed(status, payload) => {
+                if status.is_success() {
+                    return Ok(());
+                }
+                let e = Error::bare(Cause::Hcs(status.to_win32_form()))
+                    .with_events(crate::error::events_from_document(payload.as_deref()));
+                return Err(Error::system(op, &self.id, e));
+            }
+            PendingEnd::Exited => Cause::UnexpectedContainerExit,
+            PendingEnd::Disconnected => Cause::ServiceDisconnected,
+            PendingEnd::Closed => Cause::AlreadyClosed,
+            PendingEnd::TimedOut => Cause::Timeout,
+            PendingEnd::Cancelled => Cause::Cancelled,
+        };
+        if matches!(cause, Cause::Timeout | Cause::Cancelled) {
+            if let Err(f) = self.driver.cancel_pending(self.ctx, kind) {
+                tracing::debug!(id = %self.id, %kind, hresult = %f.code, "driver could not cancel the pending operation");
+            }
+        }
+        Err(Error::system(op, &self.id, cause))
+    }
+
+    fn run_pending(
+        &self,
+        op: &'static str,
+        call: &'static str,
+        kind: NotificationKind,
+        timeout: Duration,
+        opts: &CallOptions,
+        f: impl FnOnce(&dyn Driver, SystemHandle, NotifyContext) -> DriverResult<()>,
+    ) -> Result<()> {
+        let seq = self.notifier.arm(kind);
+        let Some(u) = self.handle.acquire() else {
+            self.notifier.disarm(seq);
+            return Err(Error::system(op, &self.id, Cause::AlreadyClosed));
+        };
+        let deadline = self.deadline(opts, timeout);
+        let r = traced(call, &self.id, None, || f(&*self.driver, u.handle(), self.ctx));
+        drop(u);
+        match r {
+            Ok(reply) if !reply.pending => {
+                self.notifier.disarm(seq);
+                Ok(())
+            }
+            Err(e) if !e.code.is_pending_code() => {
+                self.notifier.disarm(seq);
+                Err(Error::system(op, &self.id, &e))
+            }
+            // Pending (either way of saying it): the result document's events are discarded
+            // (Q13) and the armed completion decides.
+            _ => self.wait_armed(op, kind, seq, deadline, opts),
+        }
+    }
+
+    fn properties_raw(&self, op: &'static str, query: &str) -> Result<String> {
+        let Some(u) = self.handle.acquire() else {
+            return Err(Error::system(op, &self.id, Cause::AlreadyClosed));
+        };
+        let r = traced("get_compute_system_properties", &self.id, None, || {
+            self.driver.get_compute_system_properties(u.handle(), query)
+        });
+        drop(u);
+        match r {
+            Err(e) => Err(Error::system(op, &self.id, &e)),
+            Ok(reply) if reply.pending => Err(Error::system(op, &self.id, Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING))),
+            Ok(reply) if reply.value.trim().is_empty() => Err(Error::bare(Cause::UnexpectedValue)),
+            Ok(reply) => Ok(reply.value),
+        }
+    }
+
+    fn properties(&self, op: &'static str, types: &[PropertyType]) -> Result<ContainerProperties> {
+        let query = serde_json::to_string(&PropertyQuery { property_types: types.to_vec() })
+            .map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
+        let json = self.properties_raw(op, &query)?;
+        serde_json::from_str(&json).map_err(|e| Error::system(op, &self.id, Cause::Json(e.to_string())))
+    }
+
+    fn load_cached(&self) -> Result<()> {
+        let p = self.properties("hcs::System::Properties", &[])?;
+        let mut c = lock(&self.cached);
+        c.typ = p.system_type.to_lowercase();
+        c.os = p.runtime_os_type.to_lowercase();
+        c.owner = p.owner.to_lowercase();
+        if c.os.is_empty() && c.typ == "container" {
+            c.os = "windows".into();
+        }
+        Ok(())
+    }
+
+    /// Open → register → properties, for `System::open` and `Process::kill`'s second handle.
+    pub(crate) fn open(driver: Arc<dyn Driver>, id: &str, timeouts: Timeouts) -> Result<Arc<Self>> {
+        let r = traced("open_compute_system", id, None, || driver.open_compute_system(id));
+        let reply = match r {
+            Ok(r) => r,
+            Err(e) => return Err(Error::system(OP_OPEN, id, &e)),
+        };
+        let inner = SystemInner::new(driver, id, timeouts);
+        inner.handle.set(reply.value);
+        if let Err(e) = inner.register(reply.value) {
+            let err = Error::system(OP_OPEN, id, &Failure { code: e.code, document: None });
+            let _ = inner.close();
+            return Err(err);
+        }
+        if let Err(e) = inner.load_cached() {
+            let _ = inner.close();
+            return Err(e);
+        }
+        Ok(inner)
+    }
+}
+
+impl System {
+    /// Creates a compute system from a configuration document, passed to HCS verbatim, with
+    /// timeouts from the environment ([`Timeouts::from_env`]).
+    pub fn create(driver: Arc<dyn Driver>, id: &str, configuration: &str) -> Result<System> {
+        Self::create_with(driver, id, configuration, Timeouts::from_env())
+    }
+
+    /// Creates a compute system from any serialisable document (e.g. an `hcs-schema` type).
+    pub fn create_from<T: serde::Serialize>(driver: Arc<dyn Driver>, id: &str, document: &T) -> Result<System> {
+        let json = serde_json::to_string(document).map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
+        Self::create(driver, id, &json)
+    }
+
+    /// Creates a compute system with explicit timeouts (`hcs-behavior.md` §4.3): create, register,
+    /// wait for `SystemCreateCompleted` if pending (terminating on timeout), load cached
+    /// properties. Every failure path releases the handle and the registration.
+    pub fn create_with(driver: Arc<dyn Driver>, id: &str, configuration: &str, timeouts: Timeouts) -> Result<System> {
+        let inner = SystemInner::new(driver, id, timeouts);
+        let kind = NotificationKind::SystemCreateCompleted;
+        let seq = inner.notifier.arm(kind);
+        let deadline = inner.deadline(&CallOptions::default(), timeouts.create);
+        let r = traced("create_compute_system", id, None, || {
+            inner.driver.create_compute_system(id, configuration, inner.ctx)
+        });
+        let reply = match r {
+            Ok(r) => r,
+            Err(e) => {
+                inner.notifier.disarm(seq);
+                inner.drop_registration();
+                return Err(Error::system(OP_CREATE, id, &e));
+            }
+        };
+        inner.handle.set(reply.value);
+        let system = System { inner };
+        if let Err(e) = system.inner.register(reply.value) {
+            system.inner.notifier.disarm(seq);
+            let _ = system.inner.terminate();
+            return Err(Error::system(OP_CREATE, id, &Failure { code: e.code, document: None }));
+        }
+        if reply.pending {
+            if let Err(e) = system.inner.wait_armed(OP_CREATE, kind, seq, deadline, &CallOptions::default()) {
+                if e.is_timeout() {
+                    let _ = system.inner.terminate();
+                }
+                return Err(e);
+            }
+        } else {
+            system.inner.notifier.disarm(seq);
+        }
+        system.inner.load_cached()?;
+        Ok(system)
+    }
+
+    /// Opens an existing compute system by id (open → register → properties).
+    pub fn open(driver: Arc<dyn Driver>, id: &str) -> Result<System> {
+        Ok(System { inner: SystemInner::open(driver, id, Timeouts::from_env())? })
+    }
+
+    /// The system id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+    /// The driver this system is driven through.
+    pub fn driver(&self) -> &Arc<dyn Driver> {
+        &self.inner.driver
+    }
+    /// Lower-cased runtime OS (`windows`, `linux`), as cached at create/open.
+    pub fn os(&self) -> String {
+        lock(&self.inner.cached).os.clone()
+    }
+    /// Lower-cased system type (`container`, `virtualmachine`), as cached at create/open.
+    pub fn system_type(&self) -> String {
+        lock(&self.inner.cached).typ.clone()
+    }
+    /// Lower-cased owner, as cached at create/open.
+    pub fn owner(&self) -> String {
+        lock(&self.inner.cached).owner.clone()
+    }
+    /// `true` for a Linux container (`os == "linux"` and `type == "container"`).
+    pub fn is_oci(&self) -> bool {
+        let c = lock(&self.inner.cached);
+        c.os == "linux" && c.typ == "container"
+    }
+    /// The completion-wait timeouts of this system.
+    pub fn timeouts(&self) -> Timeouts {
+        *lock(&self.inner.timeouts)
+    }
+    /// Replaces the completion-wait timeouts of this system.
+    pub fn set_timeouts(&self, t: Timeouts) {
+        *lock(&self.inner.timeouts) = t;
+    }
+
+    /// Starts the system, waiting for `SystemStartCompleted` when HCS answers pending.
+    pub fn start(&self) -> Result<()> {
+        self.start_with(&CallOptions::default())
+    }
+    /// [`System::start`] with a per-call timeout and/or cancellation.
+    pub fn start_with(&self, opts: &CallOptions) -> Result<()> {
+        let t = self.timeouts().start;
+        self.inner.run_pending(
+            "hcs::System::Start",
+            "start_compute_system",
+            NotificationKind::SystemStartCompleted,
+            t,
+            opts,
+            |d, h, c| d.start_compute_system(h, "", c),
+        )?;
+        *lock(&self.inner.started_at) = Some(SystemTime::now());
+        Ok(())
+    }
+
+    /// Asks the system to shut down gracefully. Returns without waiting for the exit; already
+    /// stopped, not found and pending (both encodings) are success, as is a closed or exited
+    /// object.
+    pub fn shutdown(&self) -> Result<()> {
+        self.shutdown_with_options("")
+    }
+    /// [`System::shutdown`] with a `ShutdownOptions` document.
+    pub fn shutdown_with_options(&self, options: &str) -> Result<()> {
+        self.inner
+            .stop("hcs::System::Shutdown", "shutdown_compute_system", |d, h| d.shutdown_compute_system(h, options))
+    }
+    /// Forcibly terminates the system, with the same idempotence as [`System::shutdown`].
+    pub fn terminate(&self) -> Result<()> {
+        self.inner.terminate()
+    }
+
+    /// Pauses the system (waits for `SystemPauseCompleted` when pending).
+    pub fn pause(&self) -> Result<()> {
+        self.pause_with(&CallOptions::default())
+    }
+    /// [`System::pause`] with per-call options.
+    pub fn pause_with(&self, opts: &CallOptions) -> Result<()> {
+        let t = self.timeouts().pause;
+        self.inner.run_pending(
+            "hcs::System::Pause",
+            "pause_compute_system",
+            NotificationKind::SystemPauseCompleted,
+            t,
+            opts,
+            |d, h, c| d.pause_compute_system(h, "", c),
+        )
+    }
+    /// Resumes a paused system (waits for `SystemResumeCompleted` when pending).
+    pub fn resume(&self) -> Result<()> {
+        self.resume_with(&CallOptions::default())
+    }
+    /// [`System::resume`] with per-call options.
+    pub fn resume_with(&self, opts: &CallOptions) -> Result<()> {
+        let t = self.timeouts().resume;
+        self.inner.run_pending(
+            "hcs::System::Resume",
+            "resume_compute_system",
+            NotificationKind::SystemResumeCompleted,
+            t,
+            opts,
+            |d, h, c| d.resume_compute_system(h, "", c),
+        )
+    }
+    /// Saves the system; `options` (a `SaveOptions` document) is passed through verbatim.
+    pub fn save(&self, options: &str) -> Result<()> {
+        self.save_with(options, &CallOptions::default())
+    }
+    /// [`System::save`] with per-call options.
+    pub fn save_with(&self, options: &str, opts: &CallOptions) -> Result<()> {
+        let t = self.timeouts().save;
+        self.inner.run_pending(
+            "hcs::System::Save",
+            "save_compute_system",
+            NotificationKind::SystemSaveCompleted,
+            t,
+            opts,
+            |d, h, c| d.save_compute_system(h, options, c),
+        )
+    }
+
+    /// Applies a modify request (passed verbatim). A pending answer is an error (Q10).
+    pub fn modify(&self, configuration: &str) -> Result<()> {
+        const OP: &str = "hcs::System::Modify";
+        let Some(u) = self.inner.handle.acquire() else {
+            return Err(Error::system(OP, &self.inner.id, Cause::AlreadyClosed));
+        };
+        let r = traced("modify_compute_system", &self.inner.id, None, || {
+            self.inner.driver.modify_compute_system(u.handle(), configuration)
+        });
+        match r {
+            Ok(reply) if !reply.pending => Ok(()),
+            Ok(_) => Err(Error::system(OP, &self.inner.id, Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING))),
+            Err(e) => Err(Error::system(OP, &self.inner.id, &e)),
+        }
+    }
+
+    /// V1 property query (`{"PropertyTypes":[...]}`, or `{}` with no types).
+    pub fn properties(&self, types: &[PropertyType]) -> Result<ContainerProperties> {
+        self.inner.properties("hcs::System::Properties", types)
+    }
+    /// V2 property query with the given types (plain HCS query for every system type).
+    pub fn properties_v2(&self, types: &[PropertyType]) -> Result<ContainerProperties> {
+        self.inner.properties("hcs::System::PropertiesV2", types)
+    }
+    /// A full V2 property query document (with `Queries`), passed verbatim; returns the raw
+    /// response JSON.
+    pub fn properties_v3(&self, query: &str) -> Result<String> {
+        self.inner.properties_raw("hcs::System::PropertiesV3", query)
+    }
+
+    /// Starts a process from a `ProcessParameters` (V2) or `ProcessConfig` (V1) document,
+    /// passed verbatim.
+    pub fn create_process(&self, parameters: &str) -> Result<Process> {
+        Process::create(&self.inner, parameters)
+    }
+    /// Opens an existing process by pid.
+    pub fn open_process(&self, pid: u32) -> Result<Process> {
+        Process::open(&self.inner, pid)
+    }
+
+    /// Blocks until the system exits, the service disconnects, or the object is closed.
+    /// A normal or unexpected exit is `Ok` (see [`System::exit_status`]); other failure
+    /// statuses and a disconnect are errors; after `close` it is an already-closed error.
+    pub fn wait(&self) -> Result<()> {
+        let o = self.inner.notifier.wait_outcome(None).expect("unbounded wait yields an outcome");
+        self.map_outcome(&o)
+    }
+    /// [`System::wait`] bounded by `timeout`; a timeout is an error for which `is_timeout()`
+    /// holds and leaves the system untouched.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        match self.inner.notifier.wait_outcome(Some(deadline)) {
+            Some(o) => self.map_outcome(&o),
+            None => Err(Error::system("hcs::System::Wait", &self.inner.id, Cause::Timeout)),
+        }
+    }
+    /// A runtime-agnostic `Future` resolving like [`System::wait`].
+    pub fn wait_async(&self) -> SystemWait {
+        SystemWait { fut: self.inner.notifier.outcome_future(), id: self.inner.id.clone() }
+    }
+
+    fn map_outcome(&self, o: &Outcome) -> Result<()> {
+        map_system_outcome(&self.inner.id, o)
+    }
+
+    /// How the system exited, once it has (`None` before, and after a close or disconnect
+    /// without an exit).
+    pub fn exit_status(&self) -> Option<SystemExit> {
+        let sig = self.inner.notifier.exit_signal()?;
+        let parsed: Option<SystemExitStatus> = sig.payload.as_deref().and_then(|p| serde_json::from_str(p).ok());
+        let exit_type = parsed.and_then(|p| p.exit_type);
+        let unexpected = matches!(sig.status.0, 0xC037_0106 | 0x8037_0106) || exit_type == Some(ExitType::UnexpectedExit);
+        Some(SystemExit { status: sig.status, exit_type, unexpected })
+    }
+
+    /// The exit error: "container not exited" before the system stopped; afterwards the wait
+    /// error if any, else the unexpected-exit error if the exit was unexpected, else `None`.
+    pub fn exit_error(&self) -> Option<Error> {
+        let o = match self.inner.notifier.outcome() {
+            None => return Some(Error::bare(Cause::NotExited)),
+            Some(o) => o,
+        };
+        if let Err(e) = self.map_outcome(&o) {
+            return Some(e);
+        }
+        match self.exit_status() {
+            Some(x) if x.unexpected => Some(Error::system(OP_WAIT, &self.inner.id, Cause::Hcs(x.status))),
+            _ => None,
+        }
+    }
+
+    /// When `start` last succeeded.
+    pub fn started_at(&self) -> Option<SystemTime> {
+        *lock(&self.inner.started_at)
+    }
+    /// When the system stopped (exit, disconnect or close).
+    pub fn stopped_at(&self) -> Option<SystemTime> {
+        self.inner.notifier.stopped_at()
+    }
+    /// `true` once the object has been closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.handle.is_closed()
+    }
+
+    /// Closes the system: pending operations end promptly with an already-closed error, calls
+    /// in progress finish, the callback is unregistered and the handle closed. Idempotent; on
+    /// failure the object stays open and close can be retried.
+    pub fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+}
+
+pub(crate) fn map_system_outcome(id: &str, o: &Outcome) -> Result<()> {
+    match o {
+        Outcome::SystemExit(sig) => {
+            if sig.status.is_success() || matches!(sig.status.0, 0xC037_0106 | 0x8037_0106) {
+                Ok(())
+            } else {
+                Err(Error::system(OP_WAIT, id, Cause::Hcs(sig.status.to_win32_form())))
+            }
+        }
+        Outcome::Disconnected => Err(Error::system(OP_WAIT, id, Cause::ServiceDisconnected)),
+        Outcome::Closed => Err(Error::bare(Cause::AlreadyClosed)),
+        Outcome::ProcessExit { .. } => Ok(()),
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        if let Err(e) = self.inner.close() {
+            tracing::warn!(id = %self.inner.id, error = %e, "closing a dropped System failed");
+        }
+    }
+}
+
+/// The future returned by [`System::wait_async`].
+pub struct SystemWait {
+    fut: crate::state::OutcomeFuture,
+    id: String,
+}
+
+impl Future for SystemWait {
+    type Output = Result<()>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let id = self.id.clone();
+        Pin::new(&mut self.fut).poll(cx).map(|o| map_system_outcome(&id, &o))
+    }
+}
+
+impl std::fmt::Debug for SystemWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemWait").field("id", &self.id).finish()
+    }
+}
+
+/// Enumerates compute systems matching `query` (`hcs::GetComputeSystems`).
+pub fn enumerate(driver: &dyn Driver, query: &ComputeSystemQuery) -> Result<Vec<ContainerProperties>> {
+    const OP: &str = "hcs::GetComputeSystems";
+    let q = serde_json::to_string(query).map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
+    let r = traced("enumerate_compute_systems", "", None, || driver.enumerate_compute_systems(&q));
+    match r {
+        Err(e) => Err(Error::op(OP, Cause::Hcs(e.code.to_win32_form()))
+            .with_events(crate::error::events_from_document(e.document.as_deref()))),
+        Ok(reply) if reply.value.trim().is_empty() => Err(Error::bare(Cause::UnexpectedValue)),
+        Ok(reply) => serde_json::from_str(&reply.value).map_err(|e| Error::bare(Cause::Json(e.to_string()))),
+    }
+}
+
+/// `HcsGetServiceProperties(query)`: the raw properties document.
+pub fn service_properties(driver: &dyn Driver, query: &str) -> Result<String> {
+    const OP: &str = "hcs::GetServiceProperties";
+    match traced("get_service_properties", "", None, || driver.get_service_properties(query)) {
+        Err(e) => Err(Error::op(OP, Cause::Hcs(e.code.to_win32_form()))
+            .with_events(crate::error::events_from_document(e.document.as_deref()))),
+        Ok(reply) if reply.value.trim().is_empty() => Err(Error::bare(Cause::UnexpectedValue)),
+        Ok(reply) => Ok(reply.value),
+    }
+}
+
+/// `HcsModifyServiceSettings(settings)`.
+pub fn modify_service_settings(driver: &dyn Driver, settings: &str) -> Result<()> {
+    const OP: &str = "hcs::ModifyServiceSettings";
+    match traced("modify_service_settings", "", None, || driver.modify_service_settings(settings)) {
+        Err(e) => Err(Error::op(OP, Cause::Hcs(e.code.to_win32_form()))
+            .with_events(crate::error::events_from_document(e.document.as_deref()))),
+        Ok(_) => Ok(()),
+    }
+}
