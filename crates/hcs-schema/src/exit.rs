@@ -58,7 +58,8 @@ mod tests {
     fn exit_status_parses_known_and_unknown_exit_types() {
         let s: SystemExitStatus = serde_json::from_str(r#"{"Status":0,"ExitType":"GracefulExit"}"#).unwrap();
         assert_eq!(s.exit_type, Some(ExitType::GracefulExit));
-        let s: SystemExitStatus = serde_json::from_str(r#"{"Status":-1070137082,"ExitType":"Brand new"}"#).unwrap();
+        let s: SystemExitStatus =
+            serde_json::from_str(r#"{"Status":-1070137082,"ExitType":"Brand new"}"#).unwrap();
         assert_eq!(s.exit_type, Some(ExitType::Unrecognized));
         assert_eq!(s.status as u32, 0xC0370106);
         let s: SystemExitStatus = serde_json::from_str("{}").unwrap();

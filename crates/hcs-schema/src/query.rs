@@ -27,8 +27,14 @@ mod tests {
 
     #[test]
     fn empty_members_are_omitted() {
-        let q = ComputeSystemQuery { ids: vec!["a".into()], ..Default::default() };
+        let q = ComputeSystemQuery {
+            ids: vec!["a".into()],
+            ..Default::default()
+        };
         assert_eq!(serde_json::to_string(&q).unwrap(), r#"{"Ids":["a"]}"#);
-        assert_eq!(serde_json::to_string(&ComputeSystemQuery::default()).unwrap(), "{}");
+        assert_eq!(
+            serde_json::to_string(&ComputeSystemQuery::default()).unwrap(),
+            "{}"
+        );
     }
 }

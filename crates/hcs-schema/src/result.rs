@@ -91,7 +91,11 @@ mod tests {
 
     #[test]
     fn error_event_display_includes_only_present_parts() {
-        let e = ErrorEvent { message: "boom".into(), event_id: 7, ..Default::default() };
+        let e = ErrorEvent {
+            message: "boom".into(),
+            event_id: 7,
+            ..Default::default()
+        };
         assert_eq!(e.to_string(), "[Event Detail: boom EventID: 7]");
         let e = ErrorEvent {
             message: "m".into(),
@@ -102,7 +106,10 @@ mod tests {
             source: "s".into(),
             data: vec![],
         };
-        assert_eq!(e.to_string(), "[Event Detail: m Stack Trace: st Provider: p EventID: 1 flags: 2 Source: s]");
+        assert_eq!(
+            e.to_string(),
+            "[Event Detail: m Stack Trace: st Provider: p EventID: 1 flags: 2 Source: s]"
+        );
     }
 
     #[test]
