@@ -1,0 +1,914 @@
+//! [`ComputeCoreDriver`]: the V2 [`hcs::Driver`] over a [`ComputeCoreTable`].
+
+use crate::table::{ComputeCoreTable, SystemOperationFn, HCS_EVENT};
+use hcs::{
+    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, MigrationStep, NotificationKind,
+    NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
+};
+use hcs_vmcompute::ffi::{
+    self, invalid_utf16, opt_ptr, wide_opt, OutString, StdioMapper, SystemStdio, WideCString, HCS_OPERATION,
+    HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, INFINITE, NULL_HANDLE,
+};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+const DLL: &str = "computecore.dll";
+/// `GENERIC_ALL`, the access hcsshim requests when opening systems and processes.
+pub const GENERIC_ALL: u32 = 0x1000_0000;
+/// `HcsEventOptionEnableLiveMigrationEvents` (not in windows-sys).
+pub const EVENT_OPTION_ENABLE_LIVE_MIGRATION_EVENTS: i32 = 4;
+/// `HcsEventOptionNone`.
+pub const EVENT_OPTION_NONE: i32 = 0;
+
+/// The V2 driver.
+///
+/// * **Asynchronous calls** (create, start, pause, resume, save): an operation is created with a
+///   completion callback whose context is an internal operation id (never a pointer), the call is
+///   made, and the driver replies [`Reply::pending`]. When HCS completes the operation, the
+///   completion callback reads `HcsGetOperationResult` and dispatches the completion kind the
+///   lifecycle expects (`SystemCreateCompleted`, `SystemStartCompleted`, ...) to the
+///   [`NotifyContext`] of the call, with status = the operation's HRESULT and payload = its result
+///   document. Shutdown and terminate are submitted the same way without a completion kind
+///   (hcsshim's `submitOperation`): they reply pending and the exit arrives as `SystemExited`.
+/// * **Synchronous calls** (properties, modify, enumerate, process calls, live-migration steps)
+///   wait inside the driver call with `HcsWaitForOperationResult(INFINITE)`; that is the one HCS
+///   call of the V2 driver. A failing call is reported with `HcsGetOperationResult`'s document.
+/// * **Operation handles** are owned by the driver and closed exactly once, after HCS is done
+///   with them: synchronous ones when the wait returned, asynchronous ones when their completion
+///   callback has run (closing from within the callback is documented as allowed) and no
+///   [`Driver::cancel_pending`] call is still using them.
+/// * **Notifications**: `HcsSetComputeSystemCallback`/`HcsSetProcessCallback` with an event
+///   callback translating V2 events with [`NotificationKind::from_v2`] and passing `EventData` as
+///   the payload (exit code and exit type live there in V2). Unregistration is a no-op: closing
+///   the handle unregisters in V2, and a stale context id is a no-op in [`hcs::dispatch`].
+/// * **Create-process recovery (F32)**: when the create-process *wait* fails but HCS produced a
+///   process handle, the driver recovers the process information with `HcsGetProcessInfo`; if
+///   that fails too, it closes the process and reports the original failure. It never re-queries
+///   after a successful wait.
+pub struct ComputeCoreDriver {
+    table: Arc<ComputeCoreTable>,
+    stdio: Box<dyn StdioMapper>,
+    next_callback: AtomicU64,
+}
+
+impl std::fmt::Debug for ComputeCoreDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComputeCoreDriver")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Pending operations (process-wide: the completion trampoline finds them by id)
+
+/// An asynchronous operation in flight. The operation handle is closed when the last reference
+/// goes (after the completion callback ran and no cancel call is using it): exactly once.
+struct PendingOp {
+    table: Arc<ComputeCoreTable>,
+    op: usize,
+    target: Option<(NotifyContext, NotificationKind)>,
+    name: &'static str,
+}
+
+impl Drop for PendingOp {
+    fn drop(&mut self) {
+        // SAFETY: we created this operation and are its only owner; HCS is done with it (its
+        // completion ran, or the call that would have started it failed), and no other driver
+        // code holds a reference (this is the last one).
+        unsafe { (self.table.close_operation)(self.op as HCS_OPERATION) };
+    }
+}
+
+static NEXT_OP: AtomicU64 = AtomicU64::new(1);
+
+fn pending() -> MutexGuard<'static, HashMap<u64, Arc<PendingOp>>> {
+    static PENDING: OnceLock<Mutex<HashMap<u64, Arc<PendingOp>>>> = OnceLock::new();
+    let m = PENDING.get_or_init(|| Mutex::new(HashMap::new()));
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Number of asynchronous operations whose completion has not arrived yet (all drivers).
+pub fn pending_operations() -> usize {
+    pending().len()
+}
+
+/// The `HCS_OPERATION_COMPLETION` of every asynchronous operation. `context` is the internal
+/// operation id; an unknown id is a no-op.
+///
+/// # Safety
+///
+/// Called by HCS with an operation it completed; `context` is never dereferenced.
+pub unsafe extern "system" fn operation_completion_trampoline(
+    operation: HCS_OPERATION,
+    context: *const c_void,
+) {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let id = context as usize as u64;
+        let Some(entry) = pending().remove(&id) else {
+            tracing::trace!(id, "completion for an unknown operation id ignored");
+            return;
+        };
+        if entry.op != operation as usize {
+            tracing::warn!(
+                id,
+                "completion carries a different operation handle than the one registered"
+            );
+        }
+        let mut doc = OutString::new(entry.table.free_string);
+        // SAFETY: the operation is ours, still open (we hold a reference), and completed.
+        let hr = unsafe { (entry.table.get_operation_result)(entry.op as HCS_OPERATION, doc.as_out()) };
+        let doc = doc.take().unwrap_or_else(Some);
+        let hr = HResult::from_i32(hr);
+        tracing::debug!(op = entry.name, dll = DLL, hresult = %hr, "HCS operation completed");
+        match entry.target {
+            Some((ctx, kind)) => {
+                hcs::dispatch(ctx.raw(), kind, hr, doc.as_deref());
+            }
+            None if hr.is_failure() => {
+                tracing::warn!(op = entry.name, hresult = %hr, "submitted HCS operation failed");
+            }
+            None => {}
+        }
+        drop(entry); // closes the operation unless a cancel call still holds it
+    }));
+    if r.is_err() {
+        tracing::error!("panic in the computecore completion callback was contained");
+    }
+}
+
+/// The `HCS_EVENT_CALLBACK` of every system and process registration: translates the V2 event
+/// with [`NotificationKind::from_v2`] and dispatches it with `EventData` as the payload.
+///
+/// # Safety
+///
+/// `event` is null or points to an `HCS_EVENT` valid for the call (HCS's guarantee), whose
+/// `EventData` is null or a valid string. `context` is never dereferenced.
+pub unsafe extern "system" fn event_trampoline(event: *const HCS_EVENT, context: *const c_void) {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        if event.is_null() {
+            return;
+        }
+        // SAFETY: non-null and valid for this call (caller's guarantee); we copy it out.
+        let ev = unsafe { *event };
+        // SAFETY: EventData is null or a valid NUL-terminated string owned by HCS.
+        let payload = unsafe { ffi::copy_callback_str(ev.EventData) };
+        hcs::dispatch(
+            context as usize as u64,
+            NotificationKind::from_v2(ev.Type as u32),
+            HResult::S_OK,
+            payload.as_deref(),
+        );
+    }));
+    if r.is_err() {
+        tracing::error!("panic in the computecore event callback was contained");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// RAII
+
+/// A synchronous operation (no callback), closed exactly once on drop.
+struct OperationGuard<'a> {
+    table: &'a ComputeCoreTable,
+    op: HCS_OPERATION,
+}
+
+impl<'a> OperationGuard<'a> {
+    fn new(table: &'a ComputeCoreTable) -> Result<Self, Failure> {
+        // SAFETY: no context, no callback: HCS never calls back for this operation.
+        let op = unsafe { (table.create_operation)(std::ptr::null(), None) };
+        if op.is_null() {
+            return Err(Failure::new(HResult::E_OUTOFMEMORY));
+        }
+        Ok(OperationGuard { table, op })
+    }
+}
+
+impl Drop for OperationGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: our operation; the call using it has returned and any wait has finished.
+        unsafe { (self.table.close_operation)(self.op) };
+    }
+}
+
+struct SystemGuard<'a> {
+    table: &'a ComputeCoreTable,
+    raw: HCS_SYSTEM,
+}
+
+impl SystemGuard<'_> {
+    fn release(mut self) -> Result<SystemHandle, Failure> {
+        let raw = std::mem::replace(&mut self.raw, std::ptr::null_mut());
+        SystemHandle::new(raw as usize as u64).ok_or_else(|| Failure::new(NULL_HANDLE))
+    }
+}
+
+impl Drop for SystemGuard<'_> {
+    fn drop(&mut self) {
+        if !self.raw.is_null() {
+            // SAFETY: a handle HCS gave us that nobody else has; closed once.
+            unsafe { (self.table.close_compute_system)(self.raw) };
+        }
+    }
+}
+
+struct ProcessGuard<'a> {
+    table: &'a ComputeCoreTable,
+    raw: HCS_PROCESS,
+}
+
+impl ProcessGuard<'_> {
+    fn release(mut self) -> Result<ProcessHandle, Failure> {
+        let raw = std::mem::replace(&mut self.raw, std::ptr::null_mut());
+        ProcessHandle::new(raw as usize as u64).ok_or_else(|| Failure::new(NULL_HANDLE))
+    }
+}
+
+impl Drop for ProcessGuard<'_> {
+    fn drop(&mut self) {
+        if !self.raw.is_null() {
+            // SAFETY: a handle HCS gave us that nobody else has; closed once.
+            unsafe { (self.table.close_process)(self.raw) };
+        }
+    }
+}
+
+/// A process-information wait: its HRESULT, document and converted process information.
+type ProcessOutcome = (HResult, Option<String>, Result<ProcessInfo, Failure>);
+
+fn sys(h: SystemHandle) -> HCS_SYSTEM {
+    h.raw() as usize as HCS_SYSTEM
+}
+
+fn proc_(h: ProcessHandle) -> HCS_PROCESS {
+    h.raw() as usize as HCS_PROCESS
+}
+
+// ------------------------------------------------------------------------------------------
+
+impl ComputeCoreDriver {
+    /// A driver over `table` with the platform's stdio mapping.
+    pub fn new(table: ComputeCoreTable) -> Arc<Self> {
+        Self::with_stdio(table, SystemStdio)
+    }
+
+    /// A driver over `table` whose stdio handles are converted by `stdio`.
+    pub fn with_stdio(table: ComputeCoreTable, stdio: impl StdioMapper) -> Arc<Self> {
+        Arc::new(ComputeCoreDriver {
+            table: Arc::new(table),
+            stdio: Box::new(stdio),
+            next_callback: AtomicU64::new(1),
+        })
+    }
+
+    /// Loads `computecore.dll` from System32 and builds the driver.
+    pub fn load() -> Result<Arc<Self>, ffi::LoadError> {
+        ComputeCoreTable::load().map(Self::new)
+    }
+
+    /// The function table.
+    pub fn table(&self) -> &ComputeCoreTable {
+        &self.table
+    }
+
+    fn out(&self) -> OutString {
+        OutString::new(self.table.free_string)
+    }
+
+    fn trace(op: &'static str, start: Instant, hr: HResult) {
+        tracing::debug!(op, dll = DLL, hresult = %hr, elapsed = ?start.elapsed(), "HCS call");
+    }
+
+    /// Best-effort result document of an operation whose call failed synchronously.
+    fn failed_call(&self, op: &'static str, operation: HCS_OPERATION, hr: HResult) -> Failure {
+        let mut doc = self.out();
+        // SAFETY: our open operation; the call that used it has returned.
+        let _ = unsafe { (self.table.get_operation_result)(operation, doc.as_out()) };
+        let document = doc.take().unwrap_or_else(|lossy| {
+            invalid_utf16(DLL, op, &lossy);
+            None
+        });
+        Failure { code: hr, document }
+    }
+
+    /// Starts an asynchronous operation: `call` receives the operation handle. On success the
+    /// completion is dispatched to `target` later (or only logged for `None`).
+    fn submit(
+        &self,
+        op: &'static str,
+        target: Option<(NotifyContext, NotificationKind)>,
+        call: impl FnOnce(HCS_OPERATION) -> HRESULT,
+    ) -> Result<(), Failure> {
+        let id = NEXT_OP.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the context is an integer id (never dereferenced); the trampoline matches
+        // HCS_OPERATION_COMPLETION and lives for the whole process.
+        let operation = unsafe {
+            (self.table.create_operation)(
+                id as usize as *const c_void,
+                Some(operation_completion_trampoline),
+            )
+        };
+        if operation.is_null() {
+            return Err(Failure::new(HResult::E_OUTOFMEMORY));
+        }
+        let entry = Arc::new(PendingOp {
+            table: self.table.clone(),
+            op: operation as usize,
+            target,
+            name: op,
+        });
+        // Registered before the call: the completion may arrive before the call returns.
+        pending().insert(id, entry.clone());
+        let start = Instant::now();
+        let hr = HResult::from_i32(call(operation));
+        Self::trace(op, start, hr);
+        if hr.is_failure() {
+            // Never started, so HCS will not complete it: take it back and close it (through
+            // the last reference) after reading its result document.
+            let removed = pending().remove(&id);
+            let failure = self.failed_call(op, operation, hr);
+            drop(removed);
+            drop(entry);
+            return Err(failure);
+        }
+        Ok(())
+    }
+
+    /// Makes a call on a fresh operation and waits for its result (`INFINITE`).
+    fn run(
+        &self,
+        op: &'static str,
+        call: impl FnOnce(HCS_OPERATION) -> HRESULT,
+    ) -> Result<Option<String>, Failure> {
+        let guard = OperationGuard::new(&self.table)?;
+        let start = Instant::now();
+        let hr = HResult::from_i32(call(guard.op));
+        if hr.is_failure() {
+            Self::trace(op, start, hr);
+            return Err(self.failed_call(op, guard.op, hr));
+        }
+        let mut doc = self.out();
+        // SAFETY: our open operation, started by `call`; the out-slot is valid.
+        let hr = HResult::from_i32(unsafe {
+            (self.table.wait_for_operation_result)(guard.op, INFINITE, doc.as_out())
+        });
+        Self::trace(op, start, hr);
+        let doc = doc.take().map_err(|lossy| invalid_utf16(DLL, op, &lossy));
+        if hr.is_failure() {
+            return Err(Failure {
+                code: hr,
+                document: doc?,
+            });
+        }
+        doc
+    }
+
+    /// Like [`Self::run`] with the process-information variant of the wait. Returns the wait's
+    /// HRESULT, document and (converted) process information; stdio handles are always taken
+    /// over, so none leaks on any path.
+    fn run_process(
+        &self,
+        op: &'static str,
+        call: impl FnOnce(HCS_OPERATION) -> HRESULT,
+    ) -> Result<ProcessOutcome, Failure> {
+        let guard = OperationGuard::new(&self.table)?;
+        let start = Instant::now();
+        let hr = HResult::from_i32(call(guard.op));
+        if hr.is_failure() {
+            Self::trace(op, start, hr);
+            return Err(self.failed_call(op, guard.op, hr));
+        }
+        let mut info = HCS_PROCESS_INFORMATION::default();
+        let mut doc = self.out();
+        // SAFETY: our open operation, started by `call`; `info` and the slot are valid.
+        let hr = HResult::from_i32(unsafe {
+            (self.table.wait_for_operation_result_and_process_info)(
+                guard.op,
+                INFINITE,
+                &mut info,
+                doc.as_out(),
+            )
+        });
+        Self::trace(op, start, hr);
+        let pinfo = ffi::process_info(&*self.stdio, &info);
+        let doc = match doc.take() {
+            Ok(d) => d,
+            Err(lossy) => return Err(invalid_utf16(DLL, op, &lossy)),
+        };
+        Ok((hr, doc, pinfo))
+    }
+
+    fn system_op(
+        &self,
+        op: &'static str,
+        f: SystemOperationFn,
+        system: SystemHandle,
+        options: &str,
+        target: Option<(NotifyContext, NotificationKind)>,
+    ) -> DriverResult<()> {
+        let options = wide_opt(options)?;
+        // SAFETY: `system` is an open handle issued by this driver (lifecycle contract); the
+        // options string outlives the call (the operation owns no reference to it afterwards).
+        self.submit(op, target, |o| unsafe { f(sys(system), o, opt_ptr(&options)) })?;
+        Ok(Reply::pending(()))
+    }
+
+    fn process_info_of(&self, process: HCS_PROCESS) -> Result<ProcessInfo, Failure> {
+        // SAFETY: an open process handle; the operation is fresh.
+        let (hr, doc, pinfo) = self.run_process("HcsGetProcessInfo", |o| unsafe {
+            (self.table.get_process_info)(process, o)
+        })?;
+        if hr.is_failure() {
+            return Err(Failure {
+                code: hr,
+                document: doc,
+            });
+        }
+        pinfo
+    }
+
+    fn set_callback(
+        &self,
+        op: &'static str,
+        f: crate::table::SetCallbackFn,
+        handle: *mut c_void,
+        options: i32,
+        ctx: NotifyContext,
+    ) -> Result<CallbackHandle, Failure> {
+        let start = Instant::now();
+        // SAFETY: `handle` is open and issued by this driver; the context is an integer id;
+        // the trampoline matches HCS_EVENT_CALLBACK and lives for the whole process.
+        let hr = HResult::from_i32(unsafe {
+            f(
+                handle,
+                options,
+                ctx.raw() as usize as *const c_void,
+                Some(event_trampoline),
+            )
+        });
+        Self::trace(op, start, hr);
+        if hr.is_failure() {
+            return Err(Failure::new(hr));
+        }
+        let id = self.next_callback.fetch_add(1, Ordering::Relaxed);
+        CallbackHandle::new(id).ok_or_else(|| Failure::new(NULL_HANDLE))
+    }
+}
+
+impl Driver for ComputeCoreDriver {
+    fn name(&self) -> &str {
+        "computecore"
+    }
+
+    fn generation(&self) -> ApiGeneration {
+        ApiGeneration::V2
+    }
+
+    fn enumerate_compute_systems(&self, query: &str) -> DriverResult<String> {
+        let query = wide_opt(query)?;
+        // SAFETY: the query outlives the call and the wait.
+        let doc = self.run("HcsEnumerateComputeSystems", |o| unsafe {
+            (self.table.enumerate_compute_systems)(opt_ptr(&query), o)
+        })?;
+        Ok(Reply::done(doc.unwrap_or_default()))
+    }
+
+    fn create_compute_system(
+        &self,
+        id: &str,
+        configuration: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<SystemHandle> {
+        let id = WideCString::new(id)?;
+        let configuration = WideCString::new(configuration)?;
+        let mut guard = SystemGuard {
+            table: &self.table,
+            raw: std::ptr::null_mut(),
+        };
+        let slot: *mut HCS_SYSTEM = &mut guard.raw;
+        self.submit(
+            "HcsCreateComputeSystem",
+            Some((ctx, NotificationKind::SystemCreateCompleted)),
+            |o| {
+                // SAFETY: both strings outlive the call; no security descriptor; `slot` points to
+                // the guard's handle slot, valid for the call.
+                unsafe {
+                    (self.table.create_compute_system)(
+                        id.as_ptr(),
+                        configuration.as_ptr(),
+                        o,
+                        std::ptr::null(),
+                        slot,
+                    )
+                }
+            },
+        )?;
+        Ok(Reply::pending(guard.release()?))
+    }
+
+    fn open_compute_system(&self, id: &str) -> DriverResult<SystemHandle> {
+        let id = WideCString::new(id)?;
+        let mut guard = SystemGuard {
+            table: &self.table,
+            raw: std::ptr::null_mut(),
+        };
+        let start = Instant::now();
+        // SAFETY: the id outlives the call; the out-slot is valid.
+        let hr = HResult::from_i32(unsafe {
+            (self.table.open_compute_system)(id.as_ptr(), GENERIC_ALL, &mut guard.raw)
+        });
+        Self::trace("HcsOpenComputeSystem", start, hr);
+        if hr.is_failure() {
+            return Err(Failure::new(hr));
+        }
+        Ok(Reply::done(guard.release()?))
+    }
+
+    fn close_compute_system(&self, system: SystemHandle) -> Result<(), Failure> {
+        // SAFETY: an open handle issued by this driver, closed once, with no call in flight on it
+        // (lifecycle contract). In V2 this also unregisters the callback and drains it.
+        unsafe { (self.table.close_compute_system)(sys(system)) };
+        Ok(())
+    }
+
+    fn start_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()> {
+        let target = Some((ctx, NotificationKind::SystemStartCompleted));
+        self.system_op(
+            "HcsStartComputeSystem",
+            self.table.start_compute_system,
+            system,
+            options,
+            target,
+        )
+    }
+
+    fn shutdown_compute_system(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.system_op(
+            "HcsShutDownComputeSystem",
+            self.table.shutdown_compute_system,
+            system,
+            options,
+            None,
+        )
+    }
+
+    fn terminate_compute_system(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.system_op(
+            "HcsTerminateComputeSystem",
+            self.table.terminate_compute_system,
+            system,
+            options,
+            None,
+        )
+    }
+
+    fn pause_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()> {
+        let target = Some((ctx, NotificationKind::SystemPauseCompleted));
+        self.system_op(
+            "HcsPauseComputeSystem",
+            self.table.pause_compute_system,
+            system,
+            options,
+            target,
+        )
+    }
+
+    fn resume_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()> {
+        let target = Some((ctx, NotificationKind::SystemResumeCompleted));
+        self.system_op(
+            "HcsResumeComputeSystem",
+            self.table.resume_compute_system,
+            system,
+            options,
+            target,
+        )
+    }
+
+    fn save_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()> {
+        let target = Some((ctx, NotificationKind::SystemSaveCompleted));
+        self.system_op(
+            "HcsSaveComputeSystem",
+            self.table.save_compute_system,
+            system,
+            options,
+            target,
+        )
+    }
+
+    fn get_compute_system_properties(&self, system: SystemHandle, query: &str) -> DriverResult<String> {
+        let query = wide_opt(query)?;
+        // SAFETY: open handle issued by this driver; the query outlives the call and the wait.
+        let doc = self.run("HcsGetComputeSystemProperties", |o| unsafe {
+            (self.table.get_compute_system_properties)(sys(system), o, opt_ptr(&query))
+        })?;
+        Ok(Reply::done(doc.unwrap_or_default()))
+    }
+
+    fn modify_compute_system(&self, system: SystemHandle, configuration: &str) -> DriverResult<()> {
+        let configuration = WideCString::new(configuration)?;
+        // SAFETY: open handle issued by this driver; the string outlives the call; identity 0.
+        let doc = self.run("HcsModifyComputeSystem", |o| unsafe {
+            (self.table.modify_compute_system)(sys(system), o, configuration.as_ptr(), std::ptr::null_mut())
+        })?;
+        Ok(with_doc(Reply::done(()), doc))
+    }
+
+    fn register_compute_system_callback(
+        &self,
+        system: SystemHandle,
+        ctx: NotifyContext,
+    ) -> Result<CallbackHandle, Failure> {
+        let options = if self.table.has_live_migration() {
+            EVENT_OPTION_ENABLE_LIVE_MIGRATION_EVENTS
+        } else {
+            EVENT_OPTION_NONE
+        };
+        self.set_callback(
+            "HcsSetComputeSystemCallback",
+            self.table.set_compute_system_callback,
+            sys(system),
+            options,
+            ctx,
+        )
+    }
+
+    fn unregister_compute_system_callback(&self, _callback: CallbackHandle) -> Result<(), Failure> {
+        Ok(()) // V2: HcsCloseComputeSystem unregisters
+    }
+
+    fn create_process(
+        &self,
+        system: SystemHandle,
+        parameters: &str,
+    ) -> DriverResult<(ProcessHandle, ProcessInfo)> {
+        let parameters = WideCString::new(parameters)?;
+        let mut guard = ProcessGuard {
+            table: &self.table,
+            raw: std::ptr::null_mut(),
+        };
+        let slot: *mut HCS_PROCESS = &mut guard.raw;
+        let (hr, doc, pinfo) = self.run_process("HcsCreateProcess", |o| {
+            // SAFETY: open system handle; parameters outlive the call; `slot` is the guard's
+            // handle slot, valid for the call.
+            unsafe {
+                (self.table.create_process)(sys(system), parameters.as_ptr(), o, std::ptr::null(), slot)
+            }
+        })?;
+        if hr.is_failure() {
+            let original = Failure {
+                code: hr,
+                document: doc,
+            };
+            drop(pinfo);
+            if guard.raw.is_null() {
+                return Err(original);
+            }
+            // F32: the wait failed spuriously although HCS created the process: recover its
+            // information. On failure the guard closes the process; report the original error.
+            tracing::warn!(hresult = %hr, "create-process wait failed with a process handle; recovering with HcsGetProcessInfo");
+            return match self.process_info_of(guard.raw) {
+                Ok(info) => Ok(Reply::done((guard.release()?, info))),
+                Err(_) => Err(original),
+            };
+        }
+        let info = pinfo?;
+        Ok(with_doc(Reply::done((guard.release()?, info)), doc))
+    }
+
+    fn open_process(&self, system: SystemHandle, pid: u32) -> DriverResult<ProcessHandle> {
+        let mut guard = ProcessGuard {
+            table: &self.table,
+            raw: std::ptr::null_mut(),
+        };
+        let start = Instant::now();
+        // SAFETY: open system handle; the out-slot is valid.
+        let hr = HResult::from_i32(unsafe {
+            (self.table.open_process)(sys(system), pid, GENERIC_ALL, &mut guard.raw)
+        });
+        Self::trace("HcsOpenProcess", start, hr);
+        if hr.is_failure() {
+            return Err(Failure::new(hr));
+        }
+        Ok(Reply::done(guard.release()?))
+    }
+
+    fn close_process(&self, process: ProcessHandle) -> Result<(), Failure> {
+        // SAFETY: open process handle issued by this driver, closed once with no call in flight.
+        unsafe { (self.table.close_process)(proc_(process)) };
+        Ok(())
+    }
+
+    fn terminate_process(&self, process: ProcessHandle) -> DriverResult<()> {
+        // SAFETY: open process handle; no options.
+        let doc = self.run("HcsTerminateProcess", |o| unsafe {
+            (self.table.terminate_process)(proc_(process), o, std::ptr::null())
+        })?;
+        Ok(with_doc(Reply::done(()), doc))
+    }
+
+    fn signal_process(&self, process: ProcessHandle, options: &str) -> DriverResult<()> {
+        let options = wide_opt(options)?;
+        // SAFETY: open process handle; the options outlive the call and the wait.
+        let doc = self.run("HcsSignalProcess", |o| unsafe {
+            (self.table.signal_process)(proc_(process), o, opt_ptr(&options))
+        })?;
+        Ok(with_doc(Reply::done(()), doc))
+    }
+
+    fn get_process_info(&self, process: ProcessHandle) -> DriverResult<ProcessInfo> {
+        self.process_info_of(proc_(process)).map(Reply::done)
+    }
+
+    fn get_process_properties(&self, process: ProcessHandle) -> DriverResult<String> {
+        // SAFETY: open process handle; no query (null).
+        let doc = self.run("HcsGetProcessProperties", |o| unsafe {
+            (self.table.get_process_properties)(proc_(process), o, std::ptr::null())
+        })?;
+        Ok(Reply::done(doc.unwrap_or_default()))
+    }
+
+    fn modify_process(&self, process: ProcessHandle, settings: &str) -> DriverResult<()> {
+        let settings = WideCString::new(settings)?;
+        // SAFETY: open process handle; the settings outlive the call and the wait.
+        let doc = self.run("HcsModifyProcess", |o| unsafe {
+            (self.table.modify_process)(proc_(process), o, settings.as_ptr())
+        })?;
+        Ok(with_doc(Reply::done(()), doc))
+    }
+
+    fn register_process_callback(
+        &self,
+        process: ProcessHandle,
+        ctx: NotifyContext,
+    ) -> Result<CallbackHandle, Failure> {
+        self.set_callback(
+            "HcsSetProcessCallback",
+            self.table.set_process_callback,
+            proc_(process),
+            EVENT_OPTION_NONE,
+            ctx,
+        )
+    }
+
+    fn unregister_process_callback(&self, _callback: CallbackHandle) -> Result<(), Failure> {
+        Ok(()) // V2: HcsCloseProcess unregisters
+    }
+
+    fn get_service_properties(&self, query: &str) -> DriverResult<String> {
+        let query = WideCString::new(query)?;
+        let mut result = self.out();
+        let start = Instant::now();
+        // SAFETY: the query outlives the call; the out-slot is valid.
+        let hr = HResult::from_i32(unsafe {
+            (self.table.get_service_properties)(query.as_ptr(), result.as_out())
+        });
+        Self::trace("HcsGetServiceProperties", start, hr);
+        let doc = result
+            .take()
+            .map_err(|l| invalid_utf16(DLL, "HcsGetServiceProperties", &l));
+        if hr.is_failure() {
+            return Err(Failure {
+                code: hr,
+                document: doc?,
+            });
+        }
+        Ok(Reply::done(doc?.unwrap_or_default()))
+    }
+
+    fn modify_service_settings(&self, settings: &str) -> DriverResult<()> {
+        let settings = WideCString::new(settings)?;
+        let mut result = self.out();
+        let start = Instant::now();
+        // SAFETY: the settings outlive the call; the out-slot is valid.
+        let hr = HResult::from_i32(unsafe {
+            (self.table.modify_service_settings)(settings.as_ptr(), result.as_out())
+        });
+        Self::trace("HcsModifyServiceSettings", start, hr);
+        let doc = result
+            .take()
+            .map_err(|l| invalid_utf16(DLL, "HcsModifyServiceSettings", &l));
+        if hr.is_failure() {
+            return Err(Failure {
+                code: hr,
+                document: doc?,
+            });
+        }
+        Ok(with_doc(Reply::done(()), doc?))
+    }
+
+    fn cancel_pending(&self, ctx: NotifyContext, kind: NotificationKind) -> Result<(), Failure> {
+        // Take references (the operations stay open until we drop them), then call without
+        // holding the registry lock: the completion callback takes it.
+        let ops: Vec<Arc<PendingOp>> = pending()
+            .values()
+            .filter(|e| e.target == Some((ctx, kind)))
+            .cloned()
+            .collect();
+        let mut result = Ok(());
+        for entry in ops {
+            // SAFETY: the operation is open: our reference keeps it from being closed.
+            let hr = HResult::from_i32(unsafe { (self.table.cancel_operation)(entry.op as HCS_OPERATION) });
+            tracing::debug!(op = entry.name, hresult = %hr, "HcsCancelOperation");
+            let tolerated = hr.is_success()
+                || hr == HResult::E_NOTIMPL
+                || hr == HResult::HCS_E_OPERATION_ALREADY_CANCELLED;
+            if !tolerated && result.is_ok() {
+                result = Err(Failure::new(hr));
+            }
+        }
+        result
+    }
+
+    fn live_migration_step(
+        &self,
+        system: SystemHandle,
+        step: MigrationStep,
+        options: &str,
+        _ctx: NotifyContext,
+    ) -> DriverResult<()> {
+        let (name, f) = match step {
+            MigrationStep::InitializeOnSource => (
+                "HcsInitializeLiveMigrationOnSource",
+                self.table.initialize_live_migration_on_source,
+            ),
+            MigrationStep::StartOnSource => (
+                "HcsStartLiveMigrationOnSource",
+                self.table.start_live_migration_on_source,
+            ),
+            MigrationStep::StartTransfer => (
+                "HcsStartLiveMigrationTransfer",
+                self.table.start_live_migration_transfer,
+            ),
+            MigrationStep::Finalize => ("HcsFinalizeLiveMigration", self.table.finalize_live_migration),
+            MigrationStep::Cancel => ("HcsCancelLiveMigration", self.table.cancel_live_migration),
+        };
+        let Some(f) = f else {
+            tracing::debug!(export = name, "live-migration export not present on this host");
+            return Err(Failure::unsupported());
+        };
+        let options = WideCString::new(if options.is_empty() { "{}" } else { options })?;
+        // SAFETY: open system handle; the options outlive the call and the wait.
+        let doc = self.run(name, |o| unsafe { f(sys(system), o, options.as_ptr()) })?;
+        Ok(with_doc(Reply::done(()), doc))
+    }
+}
+
+fn with_doc<T>(mut r: Reply<T>, doc: Option<String>) -> Reply<T> {
+    r.document = doc;
+    r
+}
+
+#[cfg(all(test, windows))]
+mod windows_typedefs {
+    use super::*;
+    use windows_sys::Win32::System::HostComputeSystem as ws;
+
+    #[test]
+    fn trampolines_and_event_layout_match_windows_sys() {
+        let a: ws::HCS_EVENT_CALLBACK = Some(unsafe_cast_event);
+        let b: ws::HCS_OPERATION_COMPLETION = Some(operation_completion_trampoline);
+        assert!(a.is_some() && b.is_some());
+        assert_eq!(
+            std::mem::size_of::<HCS_EVENT>(),
+            std::mem::size_of::<ws::HCS_EVENT>()
+        );
+        assert_eq!(
+            std::mem::offset_of!(HCS_EVENT, EventData),
+            std::mem::offset_of!(ws::HCS_EVENT, EventData)
+        );
+    }
+
+    /// `event_trampoline` with windows-sys's pointer type (same layout, checked above).
+    unsafe extern "system" fn unsafe_cast_event(event: *const ws::HCS_EVENT, context: *const c_void) {
+        // SAFETY: HCS_EVENT and ws::HCS_EVENT have the same layout.
+        unsafe { event_trampoline(event.cast(), context) }
+    }
+}

@@ -1,0 +1,1033 @@
+//! The V2 driver against a fake `computecore.dll`: Rust `unsafe extern "system"` functions with a
+//! small operation state machine (operations complete from their own threads, results carry
+//! documents allocated by the fake and counted on free). Runs natively and under Wine.
+#![allow(unsafe_code)]
+
+use hcs::notify::Subscription;
+use hcs::{Driver, Failure, HResult, MigrationStep, NotificationKind, NotifyContext, PipeReader, PipeWriter};
+use hcs_computecore::table::{EventCallback, OperationCompletion, HCS_EVENT};
+use hcs_computecore::{ComputeCoreDriver, ComputeCoreTable, LoadError};
+use hcs_vmcompute::ffi::{
+    self, StdioMapper, HANDLE, HCS_OPERATION, HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT,
+    PCWSTR, PWSTR,
+};
+use std::collections::{HashMap, HashSet};
+use std::ffi::c_void;
+use std::io;
+use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const E_ACCESSDENIED: HRESULT = 0x8007_0005_u32 as i32;
+const E_INVALIDARG: HRESULT = 0x8007_0057_u32 as i32;
+const E_NOTIMPL: HRESULT = 0x8000_4001_u32 as i32;
+const NOT_STARTED: HRESULT = 0x8037_0115_u32 as i32;
+
+#[derive(Clone, Default)]
+struct Script {
+    /// HRESULT of the API call itself (a synchronous failure when negative)
+    call: HRESULT,
+    /// the operation's result
+    result: HRESULT,
+    doc: Option<Vec<u16>>,
+    /// do not complete the operation by itself (tests trigger it)
+    hold: bool,
+}
+
+#[derive(Default)]
+struct Op {
+    ctx: usize,
+    cb: Option<OperationCompletion>,
+    result: Option<(HRESULT, Option<Vec<u16>>, [usize; 3])>,
+    closes: usize,
+    name: &'static str,
+}
+
+#[derive(Default)]
+struct State {
+    live: HashMap<usize, usize>,
+    allocated: usize,
+    freed: usize,
+    bad_frees: usize,
+    next_handle: usize,
+    ops: HashMap<usize, Op>,
+    systems: HashSet<usize>,
+    processes: HashSet<usize>,
+    closed_processes: usize,
+    scripts: HashMap<&'static str, Script>,
+    calls: HashMap<&'static str, usize>,
+    callbacks: Vec<(usize, i32, EventCallback, usize)>,
+    cancels: usize,
+    stdio: [usize; 3],
+    /// create-process hands out a process handle even when its operation fails
+    process_handle_on_failure: bool,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.as_mut().expect("fake initialised"))
+}
+
+fn begin() -> MutexGuard<'static, ()> {
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(State {
+        next_handle: 0x4000,
+        ..State::default()
+    });
+    g
+}
+
+fn wide(s: &str) -> Vec<u16> {
+    s.encode_utf16().collect()
+}
+
+fn script(name: &'static str, s: Script) {
+    with(|st| st.scripts.insert(name, s));
+}
+
+fn ok_doc(doc: &str) -> Script {
+    Script {
+        doc: Some(wide(doc)),
+        ..Script::default()
+    }
+}
+
+fn calls(name: &str) -> usize {
+    with(|s| s.calls.get(name).copied().unwrap_or(0))
+}
+
+fn alloc(s: &mut State, units: &[u16]) -> PWSTR {
+    let mut v = units.to_vec();
+    v.push(0);
+    let b = v.into_boxed_slice();
+    let len = b.len();
+    let p = Box::into_raw(b) as *mut u16;
+    s.live.insert(p as usize, len);
+    s.allocated += 1;
+    p
+}
+
+unsafe extern "system" fn fake_free(p: *mut c_void) {
+    with(|s| match s.live.remove(&(p as usize)) {
+        Some(len) => {
+            // SAFETY: allocated by `alloc` with this length; removed above so freed once.
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p as *mut u16, len)) });
+            s.freed += 1;
+        }
+        None => s.bad_frees += 1,
+    })
+}
+
+fn handle(s: &mut State) -> usize {
+    s.next_handle += 0x10;
+    s.next_handle
+}
+
+/// Records an API call on `op` and applies its script. Returns the call's HRESULT.
+fn start_op(name: &'static str, op: HCS_OPERATION) -> HRESULT {
+    let (call, cb, ctx, hold) = with(|s| {
+        *s.calls.entry(name).or_default() += 1;
+        let sc = s.scripts.get(name).cloned().unwrap_or_default();
+        let stdio = s.stdio;
+        let o = s
+            .ops
+            .get_mut(&(op as usize))
+            .expect("call with an unknown operation");
+        assert_eq!(o.closes, 0, "{name}: operation used after close");
+        o.name = name;
+        if sc.call >= 0 {
+            o.result = Some((sc.result, sc.doc.clone(), stdio));
+        }
+        (sc.call, o.cb, o.ctx, sc.hold)
+    });
+    if call >= 0 && !hold {
+        if let Some(cb) = cb {
+            let op = op as usize;
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(10));
+                // SAFETY: the driver's completion trampoline with its own context.
+                unsafe { cb(op as HCS_OPERATION, ctx as *const c_void) };
+            });
+        }
+    }
+    call
+}
+
+/// Completes a held operation now, from another thread.
+fn complete_held(name: &str) {
+    let (op, cb, ctx) = with(|s| {
+        let (op, o) = s
+            .ops
+            .iter()
+            .find(|(_, o)| o.name == name && o.closes == 0)
+            .expect("held op");
+        (*op, o.cb.expect("callback"), o.ctx)
+    });
+    std::thread::spawn(move || {
+        // SAFETY: as above.
+        unsafe { cb(op as HCS_OPERATION, ctx as *const c_void) };
+    })
+    .join()
+    .unwrap();
+}
+
+fn result_of(op: HCS_OPERATION, info: *mut HCS_PROCESS_INFORMATION, doc: *mut PWSTR) -> HRESULT {
+    with(|s| {
+        let o = s.ops.get(&(op as usize)).expect("unknown op");
+        assert_eq!(o.closes, 0, "result of a closed operation");
+        let Some((hr, d, stdio)) = o.result.clone() else {
+            return NOT_STARTED;
+        };
+        if let Some(d) = d {
+            // SAFETY: valid out-slot from the driver.
+            unsafe { *doc = alloc(s, &d) };
+        }
+        if !info.is_null() && hr >= 0 {
+            // SAFETY: valid out-parameter from the driver.
+            unsafe {
+                *info = HCS_PROCESS_INFORMATION {
+                    ProcessId: 77,
+                    Reserved: 0,
+                    StdInput: stdio[0] as HANDLE,
+                    StdOutput: stdio[1] as HANDLE,
+                    StdError: stdio[2] as HANDLE,
+                }
+            };
+        }
+        hr
+    })
+}
+
+// ----------------------------------------------------------------------------- exports
+
+unsafe extern "system" fn create_operation(
+    ctx: *const c_void,
+    cb: Option<OperationCompletion>,
+) -> HCS_OPERATION {
+    with(|s| {
+        let h = handle(s);
+        s.ops.insert(
+            h,
+            Op {
+                ctx: ctx as usize,
+                cb,
+                ..Op::default()
+            },
+        );
+        h as HCS_OPERATION
+    })
+}
+
+unsafe extern "system" fn close_operation(op: HCS_OPERATION) {
+    with(|s| s.ops.get_mut(&(op as usize)).expect("close of unknown op").closes += 1);
+}
+
+unsafe extern "system" fn get_result(op: HCS_OPERATION, doc: *mut PWSTR) -> HRESULT {
+    result_of(op, std::ptr::null_mut(), doc)
+}
+
+unsafe extern "system" fn get_result_info(
+    op: HCS_OPERATION,
+    info: *mut HCS_PROCESS_INFORMATION,
+    doc: *mut PWSTR,
+) -> HRESULT {
+    result_of(op, info, doc)
+}
+
+unsafe extern "system" fn wait_result(op: HCS_OPERATION, timeout: u32, doc: *mut PWSTR) -> HRESULT {
+    assert_eq!(timeout, ffi::INFINITE);
+    result_of(op, std::ptr::null_mut(), doc)
+}
+
+unsafe extern "system" fn wait_result_info(
+    op: HCS_OPERATION,
+    timeout: u32,
+    info: *mut HCS_PROCESS_INFORMATION,
+    doc: *mut PWSTR,
+) -> HRESULT {
+    assert_eq!(timeout, ffi::INFINITE);
+    result_of(op, info, doc)
+}
+
+unsafe extern "system" fn cancel_operation(op: HCS_OPERATION) -> HRESULT {
+    with(|s| {
+        assert_eq!(s.ops[&(op as usize)].closes, 0, "cancel of a closed operation");
+        s.cancels += 1;
+    });
+    E_NOTIMPL
+}
+
+unsafe extern "system" fn enumerate(_q: PCWSTR, op: HCS_OPERATION) -> HRESULT {
+    start_op("enumerate", op)
+}
+
+unsafe extern "system" fn create_system(
+    id: PCWSTR,
+    _config: PCWSTR,
+    op: HCS_OPERATION,
+    sd: *const c_void,
+    out: *mut HCS_SYSTEM,
+) -> HRESULT {
+    assert!(sd.is_null());
+    // SAFETY: NUL-terminated string from the driver.
+    let _ = unsafe { ffi::wide_units(id) };
+    let hr = start_op("create", op);
+    if hr >= 0 {
+        let h = with(|s| {
+            let h = handle(s);
+            s.systems.insert(h);
+            h
+        });
+        // SAFETY: valid out-slot.
+        unsafe { *out = h as HCS_SYSTEM };
+    }
+    hr
+}
+
+unsafe extern "system" fn open_system(_id: PCWSTR, access: u32, out: *mut HCS_SYSTEM) -> HRESULT {
+    assert_eq!(access, 0x1000_0000);
+    let h = with(|s| {
+        let h = handle(s);
+        s.systems.insert(h);
+        h
+    });
+    // SAFETY: valid out-slot.
+    unsafe { *out = h as HCS_SYSTEM };
+    0
+}
+
+unsafe extern "system" fn close_system(sys: HCS_SYSTEM) {
+    with(|s| assert!(s.systems.remove(&(sys as usize)), "close of unknown system"));
+}
+
+macro_rules! sys_op {
+    ($name:ident, $label:literal) => {
+        unsafe extern "system" fn $name(_sys: HCS_SYSTEM, op: HCS_OPERATION, _options: PCWSTR) -> HRESULT {
+            start_op($label, op)
+        }
+    };
+}
+sys_op!(start, "start");
+sys_op!(shutdown, "shutdown");
+sys_op!(terminate, "terminate");
+sys_op!(pause, "pause");
+sys_op!(resume, "resume");
+sys_op!(save, "save");
+sys_op!(properties, "properties");
+sys_op!(lm_init, "lm_init");
+
+unsafe extern "system" fn modify(
+    _sys: HCS_SYSTEM,
+    op: HCS_OPERATION,
+    _c: PCWSTR,
+    identity: HANDLE,
+) -> HRESULT {
+    assert!(identity.is_null());
+    start_op("modify", op)
+}
+
+unsafe extern "system" fn set_callback(
+    h: *mut c_void,
+    options: i32,
+    ctx: *const c_void,
+    cb: Option<EventCallback>,
+) -> HRESULT {
+    with(|s| {
+        s.callbacks
+            .push((h as usize, options, cb.expect("callback"), ctx as usize))
+    });
+    0
+}
+
+unsafe extern "system" fn create_process(
+    _sys: HCS_SYSTEM,
+    _params: PCWSTR,
+    op: HCS_OPERATION,
+    _sd: *const c_void,
+    out: *mut HCS_PROCESS,
+) -> HRESULT {
+    let hr = start_op("create_process", op);
+    let give = hr >= 0 || with(|s| s.process_handle_on_failure);
+    if give {
+        let h = with(|s| {
+            let h = handle(s);
+            s.processes.insert(h);
+            h
+        });
+        // SAFETY: valid out-slot.
+        unsafe { *out = h as HCS_PROCESS };
+    }
+    hr
+}
+
+unsafe extern "system" fn open_process(
+    _sys: HCS_SYSTEM,
+    _pid: u32,
+    access: u32,
+    out: *mut HCS_PROCESS,
+) -> HRESULT {
+    assert_eq!(access, 0x1000_0000);
+    let h = with(|s| {
+        let h = handle(s);
+        s.processes.insert(h);
+        h
+    });
+    // SAFETY: valid out-slot.
+    unsafe { *out = h as HCS_PROCESS };
+    0
+}
+
+unsafe extern "system" fn close_process(p: HCS_PROCESS) {
+    with(|s| {
+        assert!(s.processes.remove(&(p as usize)), "close of unknown process");
+        s.closed_processes += 1;
+    });
+}
+
+macro_rules! proc_op {
+    ($name:ident, $label:literal) => {
+        unsafe extern "system" fn $name(_p: HCS_PROCESS, op: HCS_OPERATION, _o: PCWSTR) -> HRESULT {
+            start_op($label, op)
+        }
+    };
+}
+proc_op!(terminate_process, "terminate_process");
+proc_op!(signal_process, "signal_process");
+proc_op!(process_properties, "process_properties");
+proc_op!(modify_process, "modify_process");
+
+unsafe extern "system" fn get_process_info(_p: HCS_PROCESS, op: HCS_OPERATION) -> HRESULT {
+    start_op("process_info", op)
+}
+
+unsafe extern "system" fn service_props(_q: PCWSTR, result: *mut PWSTR) -> HRESULT {
+    // SAFETY: valid out-slot.
+    with(|s| unsafe { *result = alloc(s, &wide(r#"{"SupportedSchemaVersions":[]}"#)) });
+    0
+}
+
+unsafe extern "system" fn service_modify(_q: PCWSTR, result: *mut PWSTR) -> HRESULT {
+    // SAFETY: valid out-slot.
+    with(|s| unsafe { *result = alloc(s, &wide(r#"{"Error":5}"#)) });
+    E_ACCESSDENIED
+}
+
+fn table() -> ComputeCoreTable {
+    ComputeCoreTable {
+        create_operation,
+        close_operation,
+        get_operation_result: get_result,
+        get_operation_result_and_process_info: get_result_info,
+        wait_for_operation_result: wait_result,
+        wait_for_operation_result_and_process_info: wait_result_info,
+        cancel_operation,
+        enumerate_compute_systems: enumerate,
+        create_compute_system: create_system,
+        open_compute_system: open_system,
+        close_compute_system: close_system,
+        start_compute_system: start,
+        shutdown_compute_system: shutdown,
+        terminate_compute_system: terminate,
+        pause_compute_system: pause,
+        resume_compute_system: resume,
+        save_compute_system: save,
+        get_compute_system_properties: properties,
+        modify_compute_system: modify,
+        set_compute_system_callback: set_callback,
+        create_process,
+        open_process,
+        close_process,
+        terminate_process,
+        signal_process,
+        get_process_info,
+        get_process_properties: process_properties,
+        modify_process,
+        set_process_callback: set_callback,
+        get_service_properties: service_props,
+        modify_service_settings: service_modify,
+        crash_compute_system: None,
+        wait_for_compute_system_exit: None,
+        wait_for_process_exit: None,
+        add_resource_to_operation: None,
+        get_operation_properties: None,
+        initialize_live_migration_on_source: None,
+        start_live_migration_on_source: None,
+        start_live_migration_transfer: None,
+        finalize_live_migration: None,
+        cancel_live_migration: None,
+        free_string: fake_free,
+        library: None,
+    }
+}
+
+/// Waits (bounded) until every operation has been closed, then checks each was closed once and
+/// every returned string was freed once.
+fn assert_all_closed_and_freed() {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while with(|s| s.ops.values().any(|o| o.closes == 0)) {
+        assert!(Instant::now() < deadline, "an operation was never closed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    with(|s| {
+        for (h, o) in &s.ops {
+            assert_eq!(
+                o.closes, 1,
+                "operation {h:#x} ({}) closed {} times",
+                o.name, o.closes
+            );
+        }
+        assert_eq!(s.bad_frees, 0);
+        assert!(s.live.is_empty(), "{} strings never freed", s.live.len());
+        assert_eq!(s.allocated, s.freed);
+    });
+}
+
+type Seen = (NotificationKind, HResult, Option<String>, std::thread::ThreadId);
+
+fn collector() -> (Subscription, mpsc::Receiver<Seen>) {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let sub = Subscription::new(move |k, st, p| {
+        let _ = tx
+            .lock()
+            .unwrap()
+            .send((k, st, p.map(str::to_owned), std::thread::current().id()));
+    });
+    (sub, rx)
+}
+
+fn open_sys(d: &ComputeCoreDriver) -> hcs::SystemHandle {
+    d.open_compute_system("sys").unwrap().value
+}
+
+// ----------------------------------------------------------------------------- tests
+
+#[test]
+fn pending_start_completes_through_the_operation_callback_from_another_thread() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let (sub, rx) = collector();
+    let sys = open_sys(&d);
+    script("start", ok_doc(r#"{"Started":true}"#));
+    let reply = d.start_compute_system(sys, "", sub.context()).unwrap();
+    assert!(reply.pending);
+    let (kind, status, payload, thread) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(kind, NotificationKind::SystemStartCompleted);
+    assert_eq!(status, HResult::S_OK);
+    assert_eq!(payload.as_deref(), Some(r#"{"Started":true}"#));
+    assert_ne!(thread, std::thread::current().id());
+    d.close_compute_system(sys).unwrap();
+    assert_all_closed_and_freed();
+}
+
+#[test]
+fn asynchronous_failure_is_dispatched_with_its_hresult_and_result_document() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let (sub, rx) = collector();
+    let sys = open_sys(&d);
+    let doc = r#"{"Error":-2147024809,"ErrorEvents":[{"Message":"bad"}]}"#;
+    for (name, kind) in [
+        ("pause", NotificationKind::SystemPauseCompleted),
+        ("resume", NotificationKind::SystemResumeCompleted),
+        ("save", NotificationKind::SystemSaveCompleted),
+    ] {
+        script(
+            name,
+            Script {
+                result: E_INVALIDARG,
+                doc: Some(wide(doc)),
+                ..Script::default()
+            },
+        );
+        let r = match name {
+            "pause" => d.pause_compute_system(sys, "", sub.context()),
+            "resume" => d.resume_compute_system(sys, "", sub.context()),
+            _ => d.save_compute_system(sys, r#"{"SaveType":"ToFile"}"#, sub.context()),
+        };
+        assert!(r.unwrap().pending);
+        let (k, status, payload, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            (k, status, payload.as_deref()),
+            (kind, HResult::E_INVALIDARG, Some(doc))
+        );
+    }
+    d.close_compute_system(sys).unwrap();
+    assert_all_closed_and_freed();
+}
+
+#[test]
+fn pending_create_returns_its_handle_and_completes_with_system_create_completed() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let (sub, rx) = collector();
+    let reply = d.create_compute_system("vm", "{}", sub.context()).unwrap();
+    assert!(reply.pending);
+    let (k, st, _, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((k, st), (NotificationKind::SystemCreateCompleted, HResult::S_OK));
+    d.close_compute_system(reply.value).unwrap();
+    with(|s| assert!(s.systems.is_empty()));
+    assert_all_closed_and_freed();
+}
+
+#[test]
+fn shutdown_and_terminate_are_submitted_and_report_pending_without_a_completion() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let (sub, rx) = collector();
+    let sys = open_sys(&d);
+    let _keep = sub;
+    assert!(d.shutdown_compute_system(sys, "").unwrap().pending);
+    script(
+        "terminate",
+        Script {
+            result: E_ACCESSDENIED,
+            ..Script::default()
+        },
+    );
+    assert!(d.terminate_compute_system(sys, "").unwrap().pending);
+    assert_all_closed_and_freed();
+    assert!(
+        rx.recv_timeout(Duration::from_millis(50)).is_err(),
+        "no completion kind for shutdown/terminate"
+    );
+    d.close_compute_system(sys).unwrap();
+}
+
+#[test]
+fn synchronous_call_failure_reports_the_operation_result_document_freed_once() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let sys = open_sys(&d);
+    // the call itself fails: the driver reads the operation's result document
+    script(
+        "modify",
+        Script {
+            call: E_ACCESSDENIED,
+            ..Script::default()
+        },
+    );
+    let err = d.modify_compute_system(sys, "{}").unwrap_err();
+    assert_eq!(err, Failure::new(HResult::E_ACCESSDENIED)); // not started: no document
+                                                            // the wait fails with a document
+    script(
+        "properties",
+        Script {
+            result: E_ACCESSDENIED,
+            doc: Some(wide(r#"{"Error":5}"#)),
+            ..Script::default()
+        },
+    );
+    let err = d.get_compute_system_properties(sys, "{}").unwrap_err();
+    assert_eq!(
+        err,
+        Failure::with_document(HResult::E_ACCESSDENIED, r#"{"Error":5}"#)
+    );
+    // an asynchronous call that fails synchronously is reported, not pending
+    let (sub, rx) = collector();
+    script(
+        "start",
+        Script {
+            call: E_ACCESSDENIED,
+            ..Script::default()
+        },
+    );
+    assert_eq!(
+        d.start_compute_system(sys, "", sub.context()).unwrap_err().code,
+        HResult::E_ACCESSDENIED
+    );
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+    assert_eq!(hcs_computecore::pending_operations(), 0);
+    d.close_compute_system(sys).unwrap();
+    assert_all_closed_and_freed();
+}
+
+#[test]
+fn synchronous_calls_wait_and_return_the_result_document_as_their_output() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let sys = open_sys(&d);
+    script("properties", ok_doc(r#"{"State":"Running"}"#));
+    assert_eq!(
+        d.get_compute_system_properties(sys, "{}").unwrap().value,
+        r#"{"State":"Running"}"#
+    );
+    script("enumerate", ok_doc(r#"[{"Id":"vm"}]"#));
+    assert_eq!(d.enumerate_compute_systems("").unwrap().value, r#"[{"Id":"vm"}]"#);
+    assert_eq!(
+        d.enumerate_compute_systems("{}").unwrap().value,
+        r#"[{"Id":"vm"}]"#
+    );
+    assert!(d.modify_compute_system(sys, "{}").unwrap().document.is_none());
+    let p = d.open_process(sys, 9).unwrap().value;
+    script("process_properties", ok_doc(r#"{"ExitCode":0}"#));
+    assert_eq!(d.get_process_properties(p).unwrap().value, r#"{"ExitCode":0}"#);
+    assert!(d.signal_process(p, "{}").is_ok());
+    assert!(d.modify_process(p, "{}").is_ok());
+    assert!(d.terminate_process(p).is_ok());
+    assert_eq!(d.get_process_info(p).unwrap().value.pid, 77);
+    d.close_process(p).unwrap();
+    d.close_compute_system(sys).unwrap();
+    assert_eq!(
+        d.get_service_properties("{}").unwrap().value,
+        r#"{"SupportedSchemaVersions":[]}"#
+    );
+    assert_eq!(
+        d.modify_service_settings("{}").unwrap_err(),
+        Failure::with_document(HResult::E_ACCESSDENIED, r#"{"Error":5}"#)
+    );
+    assert_all_closed_and_freed();
+}
+
+#[test]
+fn cancel_is_tolerated_and_the_operation_stays_open_until_its_completion() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let (sub, rx) = collector();
+    let sys = open_sys(&d);
+    script(
+        "start",
+        Script {
+            hold: true,
+            ..Script::default()
+        },
+    );
+    assert!(d.start_compute_system(sys, "", sub.context()).unwrap().pending);
+    d.cancel_pending(sub.context(), NotificationKind::SystemStartCompleted)
+        .unwrap(); // E_NOTIMPL tolerated
+    with(|s| {
+        assert_eq!(s.cancels, 1);
+        assert!(
+            s.ops.values().all(|o| o.closes == 0),
+            "not closed before the completion"
+        );
+    });
+    // a cancel for another kind touches nothing
+    d.cancel_pending(sub.context(), NotificationKind::SystemPauseCompleted)
+        .unwrap();
+    assert_eq!(with(|s| s.cancels), 1);
+    complete_held("start");
+    let (k, ..) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(k, NotificationKind::SystemStartCompleted);
+    d.close_compute_system(sys).unwrap();
+    assert_all_closed_and_freed();
+}
+
+#[test]
+fn completion_for_an_unknown_operation_id_is_a_noop() {
+    let _g = begin();
+    // SAFETY: the trampoline with an id that was never issued; the handle is never used.
+    unsafe {
+        hcs_computecore::operation_completion_trampoline(
+            0x1234 as HCS_OPERATION,
+            u64::MAX as usize as *const c_void,
+        )
+    };
+    with(|s| assert!(s.ops.is_empty()));
+}
+
+#[test]
+fn missing_live_migration_exports_are_unsupported_and_present_ones_are_waited_on() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let sys = open_sys(&d);
+    let ctx = NotifyContext::new(1).unwrap();
+    for step in [
+        MigrationStep::InitializeOnSource,
+        MigrationStep::StartOnSource,
+        MigrationStep::StartTransfer,
+        MigrationStep::Finalize,
+        MigrationStep::Cancel,
+    ] {
+        assert_eq!(
+            d.live_migration_step(sys, step, "{}", ctx).unwrap_err(),
+            Failure::unsupported()
+        );
+    }
+    let mut t = table();
+    t.initialize_live_migration_on_source = Some(lm_init);
+    let d2 = ComputeCoreDriver::new(t);
+    script(
+        "lm_init",
+        Script {
+            result: E_ACCESSDENIED,
+            ..Script::default()
+        },
+    );
+    assert_eq!(
+        d2.live_migration_step(sys, MigrationStep::InitializeOnSource, "", ctx)
+            .unwrap_err()
+            .code,
+        HResult::E_ACCESSDENIED
+    );
+    assert_eq!(
+        d2.live_migration_step(sys, MigrationStep::Finalize, "", ctx)
+            .unwrap_err(),
+        Failure::unsupported()
+    );
+    d.close_compute_system(sys).unwrap();
+    assert_all_closed_and_freed();
+}
+
+#[test]
+fn create_process_recovers_through_get_process_info_when_the_wait_fails_with_a_handle() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let sys = open_sys(&d);
+    with(|s| s.process_handle_on_failure = true);
+    script(
+        "create_process",
+        Script {
+            result: E_INVALIDARG,
+            ..Script::default()
+        },
+    );
+    let (p, info) = d.create_process(sys, r#"{"CommandLine":"cmd"}"#).unwrap().value;
+    assert_eq!(info.pid, 77);
+    assert_eq!(calls("process_info"), 1);
+    d.close_process(p).unwrap();
+
+    // recovery fails too: the original error, and the process handle is closed
+    script(
+        "process_info",
+        Script {
+            result: 0x8037_011F_u32 as i32,
+            ..Script::default()
+        },
+    );
+    let err = d.create_process(sys, "{}").unwrap_err();
+    assert_eq!(err.code, HResult::E_INVALIDARG);
+    with(|s| assert!(s.processes.is_empty()));
+
+    // no handle: no recovery
+    with(|s| s.process_handle_on_failure = false);
+    script(
+        "create_process",
+        Script {
+            call: E_ACCESSDENIED,
+            ..Script::default()
+        },
+    );
+    assert_eq!(
+        d.create_process(sys, "{}").unwrap_err().code,
+        HResult::E_ACCESSDENIED
+    );
+    assert_eq!(calls("process_info"), 2);
+    d.close_compute_system(sys).unwrap();
+    assert_all_closed_and_freed();
+}
+
+#[test]
+fn create_process_never_requeries_after_a_successful_wait() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let sys = open_sys(&d);
+    let (p, info) = d.create_process(sys, "{}").unwrap().value;
+    assert_eq!(info.pid, 77);
+    assert_eq!(calls("process_info"), 0);
+    d.close_process(p).unwrap();
+    d.close_compute_system(sys).unwrap();
+    assert_all_closed_and_freed();
+}
+
+struct FakeStdio;
+
+impl StdioMapper for FakeStdio {
+    fn reader(&self, raw: usize) -> io::Result<PipeReader> {
+        Ok(PipeReader::new(io::Cursor::new(vec![raw as u8])))
+    }
+    fn writer(&self, _raw: usize) -> io::Result<PipeWriter> {
+        Ok(PipeWriter::new(io::sink()))
+    }
+    fn discard(&self, _raw: usize) {}
+}
+
+#[test]
+fn process_stdio_handles_are_mapped_and_invalid_handle_value_is_absent() {
+    let _g = begin();
+    let d = ComputeCoreDriver::with_stdio(table(), FakeStdio);
+    let sys = open_sys(&d);
+    with(|s| s.stdio = [usize::MAX, 0x21, 0]);
+    let (p, info) = d.create_process(sys, "{}").unwrap().value;
+    assert!(info.stdin.is_none() && info.stderr.is_none());
+    let mut b = Vec::new();
+    io::Read::read_to_end(&mut info.stdout.unwrap(), &mut b).unwrap();
+    assert_eq!(b, vec![0x21]);
+    d.close_process(p).unwrap();
+    d.close_compute_system(sys).unwrap();
+    assert_all_closed_and_freed();
+}
+
+#[test]
+fn events_are_translated_from_v2_numbering_with_event_data_as_payload() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let (sub, rx) = collector();
+    let sys = open_sys(&d);
+    d.register_compute_system_callback(sys, sub.context()).unwrap();
+    let p = d.open_process(sys, 1).unwrap().value;
+    let pcb = d.register_process_callback(p, sub.context()).unwrap();
+    let regs = with(|s| s.callbacks.clone());
+    assert_eq!(regs.len(), 2);
+    assert_eq!(regs[0].1, 0, "no live-migration events without the exports");
+    assert_eq!(
+        regs[0].3 as u64,
+        sub.context().raw(),
+        "the context is the registry id"
+    );
+    let (cb, ctx) = (regs[1].2, regs[1].3);
+    let data: Vec<u16> = wide(r#"{"ExitCode":3}"#).into_iter().chain([0]).collect();
+    std::thread::spawn(move || {
+        let ev = HCS_EVENT {
+            Type: 0x1_0000,
+            EventData: data.as_ptr(),
+            Operation: std::ptr::null_mut(),
+        };
+        // SAFETY: the driver's event trampoline; `ev` and `data` outlive the call.
+        unsafe {
+            cb(&ev, ctx as *const c_void);
+            cb(std::ptr::null(), ctx as *const c_void); // null event: ignored
+            let disc = HCS_EVENT {
+                Type: 0x200_0000,
+                EventData: std::ptr::null(),
+                Operation: std::ptr::null_mut(),
+            };
+            cb(&disc, ctx as *const c_void);
+        }
+    })
+    .join()
+    .unwrap();
+    let (k, st, payload, _) = rx.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        (k, st, payload.as_deref()),
+        (
+            NotificationKind::ProcessExited,
+            HResult::S_OK,
+            Some(r#"{"ExitCode":3}"#)
+        )
+    );
+    let (k, _, payload, _) = rx.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert_eq!((k, payload), (NotificationKind::ServiceDisconnect, None));
+    // unregister is a no-op success; a late event after the registry entry is gone is dropped
+    d.unregister_process_callback(pcb).unwrap();
+    drop(sub);
+    let ev = HCS_EVENT {
+        Type: 1,
+        EventData: std::ptr::null(),
+        Operation: std::ptr::null_mut(),
+    };
+    // SAFETY: as above.
+    unsafe { cb(&ev, ctx as *const c_void) };
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+    d.close_process(p).unwrap();
+    d.close_compute_system(sys).unwrap();
+
+    // with the live-migration exports the system callback asks for migration events
+    let mut t = table();
+    t.initialize_live_migration_on_source = Some(lm_init);
+    t.start_live_migration_on_source = Some(lm_init);
+    t.start_live_migration_transfer = Some(lm_init);
+    t.finalize_live_migration = Some(lm_init);
+    t.cancel_live_migration = Some(lm_init);
+    let d = ComputeCoreDriver::new(t);
+    let sys = open_sys(&d);
+    d.register_compute_system_callback(sys, NotifyContext::new(5).unwrap())
+        .unwrap();
+    assert_eq!(with(|s| s.callbacks.last().unwrap().1), 4);
+    d.close_compute_system(sys).unwrap();
+}
+
+#[test]
+fn interior_nul_is_rejected_before_any_operation_is_created() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let err = d
+        .create_compute_system("a\0", "{}", NotifyContext::new(1).unwrap())
+        .unwrap_err();
+    assert_eq!(err.code, HResult::E_INVALIDARG);
+    assert_eq!(
+        d.enumerate_compute_systems("{\0").unwrap_err().code,
+        HResult::E_INVALIDARG
+    );
+    with(|s| assert!(s.ops.is_empty()));
+}
+
+#[test]
+fn invalid_utf16_in_a_result_document_is_a_clear_failure_and_is_freed() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let sys = open_sys(&d);
+    script(
+        "properties",
+        Script {
+            doc: Some(vec![0xD800]),
+            ..Script::default()
+        },
+    );
+    assert_eq!(
+        d.get_compute_system_properties(sys, "").unwrap_err().code,
+        ffi::INVALID_UTF16
+    );
+    d.close_compute_system(sys).unwrap();
+    assert_all_closed_and_freed();
+}
+
+#[test]
+fn table_lookup_names_the_missing_required_export_and_leaves_optional_ones_empty() {
+    let full = table();
+    let mut exports: HashMap<&str, usize> = HashMap::new();
+    exports.insert("HcsCreateOperation", full.create_operation as usize);
+    // SAFETY: the one address returned has the field's signature.
+    let err = unsafe {
+        ComputeCoreTable::from_lookup(
+            |n| {
+                exports
+                    .get(n)
+                    .and_then(|a| std::ptr::NonNull::new(*a as *mut c_void))
+            },
+            fake_free,
+            None,
+        )
+    }
+    .unwrap_err();
+    assert_eq!(
+        err,
+        LoadError::MissingExport {
+            dll: "computecore.dll",
+            export: "HcsCloseOperation"
+        }
+    );
+    assert!(err.to_string().starts_with("driver unavailable"));
+}
+
+#[cfg(not(windows))]
+#[test]
+fn loading_off_windows_reports_driver_unavailable() {
+    let err = ComputeCoreTable::load().unwrap_err();
+    assert_eq!(
+        err,
+        LoadError::NotWindows {
+            dll: "computecore.dll"
+        }
+    );
+    assert!(ComputeCoreDriver::load().is_err());
+}
+
+#[cfg(windows)]
+#[test]
+fn loading_a_dll_without_the_exports_names_the_first_missing_one() {
+    use hcs_computecore::DllSource;
+    let err = ComputeCoreTable::load_from(&DllSource::Path("kernel32.dll".into())).unwrap_err();
+    assert_eq!(
+        err,
+        LoadError::MissingExport {
+            dll: "computecore.dll",
+            export: "HcsCreateOperation"
+        }
+    );
+    let err = ComputeCoreTable::load_from(&DllSource::Path("no-such-computecore.dll".into())).unwrap_err();
+    assert!(matches!(err, LoadError::MissingDll { .. }), "{err}");
+}
