@@ -1,0 +1,416 @@
+//! Simulator configuration: process backend, API generation, latency, which operations answer
+//! synchronously, and the scripted-process table.
+
+use crate::fault::FaultPlan;
+use hcs::{ApiGeneration, NotificationKind};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+/// An HCS API call, by its HCS function name (without the `Hcs` prefix). Used to select
+/// synchronous operations ([`SimConfig::sync_ops`]) and to match fault rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    /// `HcsEnumerateComputeSystems`.
+    EnumerateComputeSystems,
+    /// `HcsCreateComputeSystem`.
+    CreateComputeSystem,
+    /// `HcsOpenComputeSystem`.
+    OpenComputeSystem,
+    /// `HcsCloseComputeSystem`.
+    CloseComputeSystem,
+    /// `HcsStartComputeSystem`.
+    StartComputeSystem,
+    /// `HcsShutdownComputeSystem`.
+    ShutdownComputeSystem,
+    /// `HcsTerminateComputeSystem`.
+    TerminateComputeSystem,
+    /// `HcsPauseComputeSystem`.
+    PauseComputeSystem,
+    /// `HcsResumeComputeSystem`.
+    ResumeComputeSystem,
+    /// `HcsSaveComputeSystem`.
+    SaveComputeSystem,
+    /// `HcsGetComputeSystemProperties`.
+    GetComputeSystemProperties,
+    /// `HcsModifyComputeSystem`.
+    ModifyComputeSystem,
+    /// `HcsRegisterComputeSystemCallback`.
+    RegisterComputeSystemCallback,
+    /// `HcsUnregisterComputeSystemCallback`.
+    UnregisterComputeSystemCallback,
+    /// `HcsCreateProcess`.
+    CreateProcess,
+    /// `HcsOpenProcess`.
+    OpenProcess,
+    /// `HcsCloseProcess`.
+    CloseProcess,
+    /// `HcsTerminateProcess`.
+    TerminateProcess,
+    /// `HcsSignalProcess`.
+    SignalProcess,
+    /// `HcsGetProcessInfo`.
+    GetProcessInfo,
+    /// `HcsGetProcessProperties`.
+    GetProcessProperties,
+    /// `HcsModifyProcess`.
+    ModifyProcess,
+    /// `HcsRegisterProcessCallback`.
+    RegisterProcessCallback,
+    /// `HcsUnregisterProcessCallback`.
+    UnregisterProcessCallback,
+    /// `HcsGetServiceProperties`.
+    GetServiceProperties,
+    /// `HcsModifyServiceSettings`.
+    ModifyServiceSettings,
+}
+
+impl Op {
+    /// Every operation, in declaration order.
+    pub const ALL: [Op; 26] = [
+        Op::EnumerateComputeSystems,
+        Op::CreateComputeSystem,
+        Op::OpenComputeSystem,
+        Op::CloseComputeSystem,
+        Op::StartComputeSystem,
+        Op::ShutdownComputeSystem,
+        Op::TerminateComputeSystem,
+        Op::PauseComputeSystem,
+        Op::ResumeComputeSystem,
+        Op::SaveComputeSystem,
+        Op::GetComputeSystemProperties,
+        Op::ModifyComputeSystem,
+        Op::RegisterComputeSystemCallback,
+        Op::UnregisterComputeSystemCallback,
+        Op::CreateProcess,
+        Op::OpenProcess,
+        Op::CloseProcess,
+        Op::TerminateProcess,
+        Op::SignalProcess,
+        Op::GetProcessInfo,
+        Op::GetProcessProperties,
+        Op::ModifyProcess,
+        Op::RegisterProcessCallback,
+        Op::UnregisterProcessCallback,
+        Op::GetServiceProperties,
+        Op::ModifyServiceSettings,
+    ];
+
+    /// The operation's name, e.g. `"StartComputeSystem"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::EnumerateComputeSystems => "EnumerateComputeSystems",
+            Op::CreateComputeSystem => "CreateComputeSystem",
+            Op::OpenComputeSystem => "OpenComputeSystem",
+            Op::CloseComputeSystem => "CloseComputeSystem",
+            Op::StartComputeSystem => "StartComputeSystem",
+            Op::ShutdownComputeSystem => "ShutdownComputeSystem",
+            Op::TerminateComputeSystem => "TerminateComputeSystem",
+            Op::PauseComputeSystem => "PauseComputeSystem",
+            Op::ResumeComputeSystem => "ResumeComputeSystem",
+            Op::SaveComputeSystem => "SaveComputeSystem",
+            Op::GetComputeSystemProperties => "GetComputeSystemProperties",
+            Op::ModifyComputeSystem => "ModifyComputeSystem",
+            Op::RegisterComputeSystemCallback => "RegisterComputeSystemCallback",
+            Op::UnregisterComputeSystemCallback => "UnregisterComputeSystemCallback",
+            Op::CreateProcess => "CreateProcess",
+            Op::OpenProcess => "OpenProcess",
+            Op::CloseProcess => "CloseProcess",
+            Op::TerminateProcess => "TerminateProcess",
+            Op::SignalProcess => "SignalProcess",
+            Op::GetProcessInfo => "GetProcessInfo",
+            Op::GetProcessProperties => "GetProcessProperties",
+            Op::ModifyProcess => "ModifyProcess",
+            Op::RegisterProcessCallback => "RegisterProcessCallback",
+            Op::UnregisterProcessCallback => "UnregisterProcessCallback",
+            Op::GetServiceProperties => "GetServiceProperties",
+            Op::ModifyServiceSettings => "ModifyServiceSettings",
+        }
+    }
+
+    /// Parses an operation name; the `Hcs` prefix is optional (`"HcsStartComputeSystem"`).
+    pub fn from_name(name: &str) -> Option<Op> {
+        let name = name.strip_prefix("Hcs").unwrap_or(name);
+        Op::ALL.into_iter().find(|op| op.name() == name)
+    }
+
+    /// `true` for the calls that may answer "pending" and finish later: create, start, pause,
+    /// resume and save (with a `*Completed` notification), shutdown and terminate (the exit
+    /// arrives as `SystemExited`).
+    pub fn can_pend(self) -> bool {
+        matches!(
+            self,
+            Op::CreateComputeSystem
+                | Op::StartComputeSystem
+                | Op::PauseComputeSystem
+                | Op::ResumeComputeSystem
+                | Op::SaveComputeSystem
+                | Op::ShutdownComputeSystem
+                | Op::TerminateComputeSystem
+        )
+    }
+
+    /// The completion notification of a pending call, if the call has one.
+    pub fn completion(self) -> Option<NotificationKind> {
+        match self {
+            Op::CreateComputeSystem => Some(NotificationKind::SystemCreateCompleted),
+            Op::StartComputeSystem => Some(NotificationKind::SystemStartCompleted),
+            Op::PauseComputeSystem => Some(NotificationKind::SystemPauseCompleted),
+            Op::ResumeComputeSystem => Some(NotificationKind::SystemResumeCompleted),
+            Op::SaveComputeSystem => Some(NotificationKind::SystemSaveCompleted),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A notification kind the simulator can emit, by name (for fault rules and late callbacks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SimNotification {
+    /// `SystemExited`.
+    SystemExited,
+    /// `SystemCreateCompleted`.
+    SystemCreateCompleted,
+    /// `SystemStartCompleted`.
+    SystemStartCompleted,
+    /// `SystemPauseCompleted`.
+    SystemPauseCompleted,
+    /// `SystemResumeCompleted`.
+    SystemResumeCompleted,
+    /// `SystemSaveCompleted`.
+    SystemSaveCompleted,
+    /// `ProcessExited`.
+    ProcessExited,
+    /// `ServiceDisconnect`.
+    ServiceDisconnect,
+}
+
+impl SimNotification {
+    /// Every kind.
+    pub const ALL: [SimNotification; 8] = [
+        SimNotification::SystemExited,
+        SimNotification::SystemCreateCompleted,
+        SimNotification::SystemStartCompleted,
+        SimNotification::SystemPauseCompleted,
+        SimNotification::SystemResumeCompleted,
+        SimNotification::SystemSaveCompleted,
+        SimNotification::ProcessExited,
+        SimNotification::ServiceDisconnect,
+    ];
+
+    /// The lifecycle's notification kind.
+    pub fn kind(self) -> NotificationKind {
+        match self {
+            SimNotification::SystemExited => NotificationKind::SystemExited,
+            SimNotification::SystemCreateCompleted => NotificationKind::SystemCreateCompleted,
+            SimNotification::SystemStartCompleted => NotificationKind::SystemStartCompleted,
+            SimNotification::SystemPauseCompleted => NotificationKind::SystemPauseCompleted,
+            SimNotification::SystemResumeCompleted => NotificationKind::SystemResumeCompleted,
+            SimNotification::SystemSaveCompleted => NotificationKind::SystemSaveCompleted,
+            SimNotification::ProcessExited => NotificationKind::ProcessExited,
+            SimNotification::ServiceDisconnect => NotificationKind::ServiceDisconnect,
+        }
+    }
+
+    /// The kind's name, e.g. `"SystemExited"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SimNotification::SystemExited => "SystemExited",
+            SimNotification::SystemCreateCompleted => "SystemCreateCompleted",
+            SimNotification::SystemStartCompleted => "SystemStartCompleted",
+            SimNotification::SystemPauseCompleted => "SystemPauseCompleted",
+            SimNotification::SystemResumeCompleted => "SystemResumeCompleted",
+            SimNotification::SystemSaveCompleted => "SystemSaveCompleted",
+            SimNotification::ProcessExited => "ProcessExited",
+            SimNotification::ServiceDisconnect => "ServiceDisconnect",
+        }
+    }
+
+    /// Parses a kind name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub(crate) fn from_kind(kind: NotificationKind) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.kind() == kind)
+    }
+}
+
+/// What runs the processes created in simulated systems.
+#[derive(Debug, Clone, Default)]
+pub enum Backend {
+    /// Really runs each command line on the host (split with the `CommandLineToArgvW` rules),
+    /// with real pipes, exit codes, signals and `/proc` statistics.
+    #[default]
+    Host,
+    /// Runs nothing: each command line is looked up in the script and behaves as scripted.
+    Scripted(Script),
+}
+
+/// How one scripted process behaves: what it writes, how long it runs, and its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptedProcess {
+    /// Exit code reported when the process finishes on its own.
+    pub exit_code: u32,
+    /// Bytes readable from its stdout pipe (when one was requested).
+    pub stdout: Vec<u8>,
+    /// Bytes readable from its stderr pipe (when one was requested).
+    pub stderr: Vec<u8>,
+    /// How long it runs before exiting; `None` runs until it is killed.
+    pub runtime: Option<Duration>,
+    /// When `true` the process survives every signal except `SIGKILL` (and terminate), e.g. to
+    /// exercise the SIGKILL escalation of a graceful shutdown.
+    pub ignore_signals: bool,
+}
+
+impl ScriptedProcess {
+    /// A process that exits at once with `exit_code` and writes nothing.
+    pub fn exits(exit_code: u32) -> Self {
+        ScriptedProcess {
+            exit_code,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            runtime: Some(Duration::ZERO),
+            ignore_signals: false,
+        }
+    }
+    /// A process that runs until it is signalled, terminated or its system stops.
+    pub fn forever() -> Self {
+        ScriptedProcess {
+            runtime: None,
+            ..Self::exits(0)
+        }
+    }
+    /// Sets its stdout bytes.
+    pub fn stdout(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdout = bytes.into();
+        self
+    }
+    /// Sets its stderr bytes.
+    pub fn stderr(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stderr = bytes.into();
+        self
+    }
+    /// Sets how long it runs before exiting with its exit code.
+    pub fn runtime(mut self, runtime: Duration) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+    /// Makes it survive every signal except `SIGKILL`.
+    pub fn ignoring_signals(mut self) -> Self {
+        self.ignore_signals = true;
+        self
+    }
+}
+
+/// The scripted backend's table: command line → behaviour, plus an optional default. A command
+/// line matches when it is equal after trimming leading and trailing blanks. A command line with
+/// no entry and no default fails `create_process` like a missing program (`0x80070002`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Script {
+    /// Exact command lines.
+    pub commands: HashMap<String, ScriptedProcess>,
+    /// Behaviour for every other command line.
+    pub default: Option<ScriptedProcess>,
+}
+
+impl Script {
+    /// An empty script (every command line is "not found").
+    pub fn new() -> Self {
+        Script::default()
+    }
+    /// Adds the behaviour of one exact command line.
+    pub fn on(mut self, command_line: impl Into<String>, process: ScriptedProcess) -> Self {
+        self.commands
+            .insert(command_line.into().trim().to_string(), process);
+        self
+    }
+    /// Sets the behaviour of every command line without an entry.
+    pub fn otherwise(mut self, process: ScriptedProcess) -> Self {
+        self.default = Some(process);
+        self
+    }
+    pub(crate) fn lookup(&self, command_line: &str) -> Option<&ScriptedProcess> {
+        self.commands.get(command_line.trim()).or(self.default.as_ref())
+    }
+}
+
+/// Simulator configuration. `SimConfig::default()` is: host backend, V1 generation, 1 ms
+/// notification latency, every pending-capable call answers "pending", 3 s shutdown grace period,
+/// no faults.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// What runs processes.
+    pub backend: Backend,
+    /// Which API generation's error encodings to use (`0xC037…` for V1, `0x8037…` for V2).
+    pub generation: ApiGeneration,
+    /// Delay between an event in the model and the delivery of its notification.
+    pub latency: Duration,
+    /// Pending-capable calls (see [`Op::can_pend`]) that answer synchronously instead of
+    /// "pending"; a synchronous create/start/pause/resume/save sends no `*Completed`.
+    pub sync_ops: HashSet<Op>,
+    /// How long a graceful shutdown waits after `SIGTERM` before it sends `SIGKILL`.
+    pub shutdown_grace: Duration,
+    /// How often the reaper thread polls host children for exits.
+    pub reap_interval: Duration,
+    /// Faults injected from the start (replace later with [`crate::Simulator::set_fault_plan`]).
+    pub faults: FaultPlan,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            backend: Backend::Host,
+            generation: ApiGeneration::V1,
+            latency: Duration::from_millis(1),
+            sync_ops: HashSet::new(),
+            shutdown_grace: Duration::from_secs(3),
+            reap_interval: Duration::from_millis(2),
+            faults: FaultPlan::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// Uses the scripted backend.
+    pub fn scripted(mut self, script: Script) -> Self {
+        self.backend = Backend::Scripted(script);
+        self
+    }
+    /// Sets the API generation.
+    pub fn generation(mut self, generation: ApiGeneration) -> Self {
+        self.generation = generation;
+        self
+    }
+    /// Sets the notification latency.
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+    /// Makes `op` answer synchronously.
+    pub fn sync(mut self, op: Op) -> Self {
+        self.sync_ops.insert(op);
+        self
+    }
+    /// Makes every pending-capable call answer synchronously.
+    pub fn all_sync(mut self) -> Self {
+        self.sync_ops
+            .extend(Op::ALL.into_iter().filter(|op| op.can_pend()));
+        self
+    }
+    /// Sets the graceful-shutdown grace period.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+    /// Sets the initial fault plan.
+    pub fn faults(mut self, plan: FaultPlan) -> Self {
+        self.faults = plan;
+        self
+    }
+}

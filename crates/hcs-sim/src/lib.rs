@@ -1,0 +1,58 @@
+//! `hcs-sim`: a faithful, pure-Rust model of the Windows Host Compute Service (HCS) behind the
+//! [`hcs::Driver`] contract, so that every lifecycle rule can be exercised on Linux without
+//! Windows, admin rights or a running HCS.
+//!
+//! What it models (see `shared/spec/hcs-behavior.md` and `hcs-failure-modes.md` §4):
+//!
+//! * **Systems**: created → running ⇄ paused, running/paused → saved, any → stopped, with the
+//!   HRESULTs real HCS returns for invalid transitions, unknown and duplicate ids, already-stopped
+//!   systems and malformed JSON, in the V1 (`0xC037…`) or V2 (`0x8037…`) encoding; open by id,
+//!   enumerate with query filters, properties (basic, `Statistics`, `ProcessList`, `Memory`), a
+//!   small documented set of modify requests, `ShouldTerminateOnLastHandleClosed`.
+//! * **Notifications** delivered from the simulator's own scheduler thread after a configurable
+//!   latency through [`hcs::dispatch`]: V1-style pending replies with `*Completed` later (or
+//!   synchronous replies, per operation), `SystemExited` with `{Status, ExitType}` to every
+//!   registration of the system, `ProcessExited` with a `ProcessStatus`, `ServiceDisconnect`.
+//!   Unregister waits for a delivery already running for that registration.
+//! * **Processes**: the [`Backend::Host`] backend really runs the command line (split with the
+//!   `CommandLineToArgvW` rules, see [`cmdline`]), with pipes, exit codes, signals, pause =
+//!   `SIGSTOP`, and statistics from `/proc`; the [`Backend::Scripted`] backend is deterministic.
+//! * **Faults** ([`FaultPlan`], in code or JSON): failures, late or missing completions, crashes,
+//!   service disconnects, blocked calls, delayed/duplicated/dropped notifications, late callbacks.
+//! * **Accounting**: [`Simulator::handle_counts`], [`Simulator::assert_no_leaks`].
+//!
+//! Threads: one scheduler and one reaper per simulator, both started lazily. Idle systems cost
+//! memory only.
+//!
+//! ```
+//! use hcs::Driver;
+//! use hcs_sim::{Simulator, SimConfig};
+//! use hcs::notify::Subscription;
+//!
+//! let sim = Simulator::new(SimConfig::default().all_sync());
+//! let sub = Subscription::new(|_, _, _| {});
+//! let sys = sim.create_compute_system("demo", r#"{"Owner":"doc"}"#, sub.context()).unwrap().value;
+//! sim.start_compute_system(sys, "", sub.context()).unwrap();
+//! let props = sim.get_compute_system_properties(sys, "{}").unwrap().value;
+//! assert!(props.contains(r#""State":"Running""#));
+//! sim.terminate_compute_system(sys, "").unwrap();
+//! sim.close_compute_system(sys).unwrap();
+//! sim.assert_no_leaks();
+//! ```
+
+pub mod cmdline;
+mod codes;
+mod config;
+pub mod fault;
+mod host;
+mod model;
+mod sched;
+mod signal;
+mod sim;
+mod sync;
+
+pub use config::{Backend, Op, Script, ScriptedProcess, SimConfig, SimNotification};
+pub use fault::{Action, CallRule, FaultPlan, NotificationRule, PlanError, Rule, Trigger};
+pub use host::proc_state;
+pub use model::{MappedDirectory, SystemState};
+pub use sim::{HandleCounts, ProcessSnapshot, SimError, Simulator, SystemInfo};

@@ -1,0 +1,159 @@
+//! The one scheduler thread: a timer queue of notification deliveries and model events
+//! (scripted exits, shutdown escalation, injected crashes and disconnects). Started lazily on
+//! the first scheduled task; never one thread per system.
+
+use crate::sim::Shared;
+use crate::sync::lock;
+use hcs::{HResult, NotificationKind, NotifyContext};
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where a delivery goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target {
+    /// A callback registration (checked live at delivery, counted in-flight for unregister).
+    Registration(u64),
+    /// The context of a pending call (its completion).
+    Context(NotifyContext),
+    /// A context whose registration is gone: the "late callback" fault, delivered regardless.
+    Late(NotifyContext),
+}
+
+/// One notification to deliver through `hcs::dispatch`.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) target: Target,
+    pub(crate) kind: NotificationKind,
+    pub(crate) status: HResult,
+    pub(crate) payload: Option<String>,
+    /// Service epoch when it was queued; a disconnect or reboot drops older deliveries.
+    pub(crate) epoch: u64,
+}
+
+/// A timed task.
+#[derive(Debug)]
+pub(crate) enum Task {
+    Deliver(Delivery),
+    ScriptedExit { sys: u64, proc: u64, generation: u64 },
+    Escalate { sys: u64, stop_gen: u64 },
+    Crash { sys: u64 },
+    Disconnect,
+}
+
+struct Entry {
+    at: Instant,
+    seq: u64,
+    task: Task,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at && self.seq == other.seq
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    // Reversed: BinaryHeap is a max-heap, we want the earliest (then lowest seq) first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.at.cmp(&self.at).then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    heap: BinaryHeap<Entry>,
+    seq: u64,
+    started: bool,
+}
+
+/// The timer queue.
+#[derive(Default)]
+pub(crate) struct Scheduler {
+    inner: Mutex<Inner>,
+    cv: Condvar,
+}
+
+impl Scheduler {
+    /// Queues `task` to run `delay` from now (FIFO among equal times).
+    pub(crate) fn schedule(&self, shared: &Arc<Shared>, delay: Duration, task: Task) {
+        let now = Instant::now();
+        let at = now
+            .checked_add(delay)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
+        let mut inner = lock(&self.inner);
+        inner.seq += 1;
+        let seq = inner.seq;
+        inner.heap.push(Entry { at, seq, task });
+        if !inner.started {
+            inner.started = true;
+            let shared = Arc::clone(shared);
+            let spawned = std::thread::Builder::new()
+                .name("hcs-sim-scheduler".into())
+                .spawn(move || run(shared));
+            if let Err(e) = spawned {
+                inner.started = false;
+                tracing::error!(error = %e, "hcs-sim: cannot start the scheduler thread");
+            }
+        }
+        drop(inner);
+        self.cv.notify_all();
+    }
+
+    /// Drops every queued task.
+    pub(crate) fn clear(&self) {
+        lock(&self.inner).heap.clear();
+    }
+
+    /// Wakes the thread (used at shutdown).
+    pub(crate) fn wake(&self) {
+        let _guard = lock(&self.inner);
+        self.cv.notify_all();
+    }
+
+    /// Whether the scheduler thread has been started.
+    pub(crate) fn started(&self) -> bool {
+        lock(&self.inner).started
+    }
+}
+
+fn run(shared: Arc<Shared>) {
+    let sched = &shared.sched;
+    loop {
+        let task = {
+            let mut inner = lock(&sched.inner);
+            loop {
+                if shared.shutdown.load(AtomicOrdering::Acquire) {
+                    return;
+                }
+                let now = Instant::now();
+                match inner.heap.peek() {
+                    None => {
+                        inner = sched.cv.wait(inner).unwrap_or_else(|p| p.into_inner());
+                    }
+                    Some(e) if e.at <= now => {
+                        if let Some(e) = inner.heap.pop() {
+                            break e.task;
+                        }
+                    }
+                    Some(e) => {
+                        let wait = e.at - now;
+                        inner = sched
+                            .cv
+                            .wait_timeout(inner, wait)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                }
+            }
+        };
+        shared.run_task(task);
+    }
+}
