@@ -1,0 +1,32 @@
+//! Against the real `vmcompute.dll` on a Windows host with HCS (Containers or Hyper-V feature,
+//! elevated process). Opt-in: `HCS_LIVE_TESTS=1 cargo test -p hcs-vmcompute --test live -- --ignored`.
+//! Read-only: it enumerates compute systems and queries the service; it creates nothing.
+#![cfg(windows)]
+
+use hcs::Driver;
+use hcs_vmcompute::VmComputeDriver;
+
+fn require_opt_in() {
+    assert_eq!(
+        std::env::var("HCS_LIVE_TESTS").as_deref(),
+        Ok("1"),
+        "live HCS tests run only with HCS_LIVE_TESTS=1 (on a Windows host with HCS, elevated)"
+    );
+}
+
+#[test]
+#[ignore = "needs HCS"]
+fn real_vmcompute_enumerates_compute_systems() {
+    require_opt_in();
+    let driver = VmComputeDriver::load().expect("vmcompute.dll loads from System32");
+    let reply = driver
+        .enumerate_compute_systems("{}")
+        .expect("HcsEnumerateComputeSystems");
+    assert!(
+        reply.value.trim_start().starts_with('['),
+        "a JSON array: {}",
+        reply.value
+    );
+    let props = driver.get_service_properties("{}");
+    assert!(props.is_ok() || props.as_ref().unwrap_err().code.is_failure());
+}
