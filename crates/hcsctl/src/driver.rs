@@ -1,0 +1,90 @@
+//! Choosing the driver behind a command.
+//!
+//! * `auto` (the default): on Linux and macOS the simulator (`hcs-sim`) with its host-process
+//!   backend, which really runs the command lines; on Windows the V2 driver when
+//!   `computecore.dll` is present, else the V1 driver — neither is built into `hcsctl` yet, so
+//!   on Windows `auto` reports the driver as unavailable.
+//! * `sim`: the simulator, on any Unix host.
+//! * `vmcompute` / `computecore`: the V1 / V2 FFI drivers; not built into `hcsctl` yet, so they
+//!   are reported as unavailable (exit 69).
+
+use crate::exit::{CliError, UNAVAILABLE};
+use std::sync::Arc;
+
+/// The `--driver` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriverChoice {
+    /// The simulator on Linux/macOS; the native driver on Windows.
+    Auto,
+    /// The simulator with the host-process backend.
+    Sim,
+    /// The V1 driver over `vmcompute.dll`.
+    Vmcompute,
+    /// The V2 driver over `computecore.dll`.
+    Computecore,
+}
+
+impl DriverChoice {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverChoice::Auto => "auto",
+            DriverChoice::Sim => "sim",
+            DriverChoice::Vmcompute => "vmcompute",
+            DriverChoice::Computecore => "computecore",
+        }
+    }
+}
+
+/// A driver ready for use.
+pub struct Selected {
+    /// The driver.
+    pub driver: Arc<dyn hcs::Driver>,
+    /// The simulator, when the driver is one (kept for its handle accounting).
+    pub sim: Option<Arc<hcs_sim::Simulator>>,
+}
+
+fn unavailable(name: &str) -> CliError {
+    CliError::new(
+        UNAVAILABLE,
+        format!("driver '{name}' is unavailable on this platform"),
+    )
+}
+
+/// Resolves `choice` into a driver; `faults` is installed into the simulator (and rejected
+/// with exit 69 for a driver that cannot inject faults).
+pub fn select(choice: DriverChoice, faults: Option<hcs_sim::FaultPlan>) -> Result<Selected, CliError> {
+    let resolved = match choice {
+        DriverChoice::Auto if cfg!(windows) => {
+            let name = if native_v2_present() {
+                "computecore"
+            } else {
+                "vmcompute"
+            };
+            return Err(unavailable(name));
+        }
+        DriverChoice::Auto | DriverChoice::Sim => DriverChoice::Sim,
+        other => return Err(unavailable(other.name())),
+    };
+    debug_assert_eq!(resolved, DriverChoice::Sim);
+    let mut config = hcs_sim::SimConfig::default();
+    if let Some(plan) = faults {
+        config = config.faults(plan);
+    }
+    let sim = hcs_sim::Simulator::try_new(config)
+        .map_err(|e| CliError::new(crate::exit::DATA_ERR, format!("invalid fault plan: {e}")))?;
+    tracing::debug!(driver = "sim", "driver selected");
+    Ok(Selected {
+        driver: sim.clone(),
+        sim: Some(sim),
+    })
+}
+
+/// Whether the V2 API (`computecore.dll`) is present on this Windows host.
+fn native_v2_present() -> bool {
+    let system_root = std::env::var_os("SystemRoot").unwrap_or_else(|| "C:\\Windows".into());
+    std::path::Path::new(&system_root)
+        .join("System32")
+        .join("computecore.dll")
+        .exists()
+}

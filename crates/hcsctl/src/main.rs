@@ -1,0 +1,190 @@
+//! `hcsctl`: a command-line tool for the Windows Host Compute Service, built on the `hcs` library.
+//!
+//! # Commands
+//!
+//! * `hcsctl run [OPTIONS] -- CMD [ARGS...]` — create a compute system, start it, run `CMD` in
+//!   it attached to the terminal, forward Ctrl-C, stop the system and exit with the command's
+//!   exit code. See [`run`] for the details and the `--json` summary.
+//! * `hcsctl list [--json]` — enumerate compute systems on the chosen driver.
+//! * `hcsctl version` — print the version and the default driver.
+//!
+//! On Linux and macOS the default driver is the simulator (`hcs-sim`) with its host-process
+//! backend, so `hcsctl run -- echo hello` really runs `echo` (see [`driver`]).
+//!
+//! # Exit codes
+//!
+//! See [`exit`]; the same table is printed by `hcsctl --help`. In short: the command's own code
+//! for `run`, 2 usage, 65 bad configuration or fault plan, 66 unreadable file, 69 driver
+//! unavailable, 124 timeout, 125 HCS operation failed, 126 not executable, 127 command not found,
+//! 130 interrupted.
+//!
+//! # Logging
+//!
+//! `-v` logs the library's HCS calls (debug) to stderr, `-vv` everything (trace); without `-v`,
+//! `RUST_LOG` (a `tracing-subscriber` filter) is honoured, else only errors are logged.
+
+mod cmdline;
+mod config;
+mod driver;
+mod exit;
+mod run;
+
+use clap::{Args, Parser, Subcommand};
+use driver::DriverChoice;
+use exit::CliError;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "hcsctl", version, about = "Run commands in Windows Host Compute Service compute systems", after_help = exit::HELP)]
+struct Cli {
+    /// Log HCS calls to stderr (-v: debug, -vv: trace); RUST_LOG works too.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command in a new compute system and exit with its exit code.
+    #[command(after_help = exit::HELP)]
+    Run(RunArgs),
+    /// List compute systems.
+    List(ListArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Args)]
+struct DriverArgs {
+    /// Driver: auto (simulator on Linux/macOS), sim, vmcompute (V1), computecore (V2).
+    #[arg(long, value_enum, default_value_t = DriverChoice::Auto)]
+    driver: DriverChoice,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Compute-system configuration (JSON); default: a process-isolated container.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Compute-system id (default: generated).
+    #[arg(long)]
+    id: Option<String>,
+    /// Kill the command after this long (e.g. 500ms, 10s, 2m) and exit 124.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Time between the forwarded Ctrl-C and the kill.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, default_value = "10s")]
+    grace: Duration,
+    /// Simulator fault plan (JSON) to inject.
+    #[arg(long, value_name = "FILE")]
+    faults: Option<PathBuf>,
+    #[command(flatten)]
+    driver: DriverArgs,
+    /// Print a JSON summary as the last line of stdout, after the command's output.
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    #[command(flatten)]
+    driver: DriverArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match verbose {
+        0 => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error")),
+        1 => EnvFilter::new("info,hcs=debug,hcs_sim=debug,hcsctl=debug"),
+        _ => EnvFilter::new("trace"),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn list(args: &ListArgs) -> Result<i32, CliError> {
+    let selected = driver::select(args.driver.driver, None)?;
+    let systems = hcs::enumerate(&*selected.driver, &hcs_schema::ComputeSystemQuery::default())
+        .map_err(|e| CliError::new(exit::HCS_FAILED, format!("cannot list compute systems: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let rows: Vec<_> = systems
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id, "state": s.state, "type": s.system_type, "owner": s.owner,
+                    "runtime_os_type": s.runtime_os_type, "stopped": s.stopped,
+                })
+            })
+            .collect();
+        let _ = writeln!(out, "{}", serde_json::Value::Array(rows));
+    } else {
+        let _ = writeln!(out, "{:<40} {:<16} {:<12} OWNER", "ID", "TYPE", "STATE");
+        for s in &systems {
+            let _ = writeln!(
+                out,
+                "{:<40} {:<16} {:<12} {}",
+                s.id, s.system_type, s.state, s.owner
+            );
+        }
+    }
+    let _ = out.flush();
+    Ok(0)
+}
+
+fn version() -> i32 {
+    let default = if cfg!(windows) {
+        "computecore or vmcompute (unavailable in this build)"
+    } else {
+        "sim"
+    };
+    println!("hcsctl {}", env!("CARGO_PKG_VERSION"));
+    println!("default driver: {default}");
+    0
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let result = match cli.command {
+        Command::Run(a) => run::run(run::RunOptions {
+            config: a.config,
+            id: a.id,
+            timeout: a.timeout,
+            grace: a.grace,
+            faults: a.faults,
+            driver: a.driver.driver,
+            json: a.json,
+            command: a.command,
+        }),
+        Command::List(a) => list(&a),
+        Command::Version => Ok(version()),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("hcsctl: {e}");
+            e.code
+        }
+    };
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(code);
+}
