@@ -86,6 +86,15 @@ pub enum SimError {
     AlreadyStopped(String),
 }
 
+/// One live process, for the properties answer.
+struct ProcRow {
+    pid: u32,
+    image: String,
+    /// The host pid to read `/proc` of (host backend only).
+    host_pid: Option<u32>,
+    created: SystemTime,
+}
+
 #[derive(Debug, Default)]
 struct Gate {
     released: bool,
@@ -422,7 +431,7 @@ impl Shared {
                     self,
                     delay,
                     Task::Deliver(Delivery {
-                        target: target.clone(),
+                        target,
                         kind,
                         status,
                         payload: payload.clone(),
@@ -816,22 +825,19 @@ impl Shared {
         st
     }
 
-    fn process_properties_list(
-        &self,
-        st: &State,
-        sys: u64,
-    ) -> Vec<(u32, String, Option<u32>, SystemTime, Option<u32>)> {
-        // (pid, image, host pid for /proc, created, exit)
+    fn process_rows(&self, st: &State, sys: u64) -> Vec<ProcRow> {
         st.systems
             .get(&sys)
             .map(|s| {
                 s.live_processes()
-                    .map(|(k, p)| {
-                        let host_pid = match p.kind {
+                    .map(|(k, p)| ProcRow {
+                        pid: p.pid,
+                        image: p.image.clone(),
+                        host_pid: match p.kind {
                             ProcKind::Host => self.reaper.pid(*k),
                             ProcKind::Scripted(_) => None,
-                        };
-                        (p.pid, p.image.clone(), host_pid, p.created, p.exit_code)
+                        },
+                        created: p.created,
                     })
                     .collect()
             })
@@ -1091,8 +1097,8 @@ impl Simulator {
     }
 
     /// Panics, listing every leak, unless all handles and registrations are closed, no system
-    /// remains and no host process is running. Waits up to 2 s for stops already in progress
-    /// (processes being killed) to finish first.
+    /// remains and no host process is running. While a stop is in progress or a host process
+    /// is still running (being killed or reaped), it waits up to 2 s for things to settle first.
     pub fn assert_no_leaks(&self) {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
@@ -1100,7 +1106,9 @@ impl Simulator {
             if leaks.is_empty() {
                 return;
             }
-            if Instant::now() >= deadline {
+            let settling = self.shared.reaper.running() > 0
+                || self.shared.lock().systems.values().any(|s| s.stopping.is_some());
+            if !settling || Instant::now() >= deadline {
                 panic!("hcs-sim: {} leak(s):\n  {}", leaks.len(), leaks.join("\n  "));
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -1546,23 +1554,23 @@ impl Driver for Simulator {
             if types.iter().any(|t| t == "Memory") {
                 doc["Memory"] = json!({ "SizeInMB": s.memory_mb });
             }
-            let procs = sh.process_properties_list(st, sys);
+            let procs = sh.process_rows(st, sys);
             Ok((doc, types, procs, s.started))
         })?;
         // /proc is read outside the state lock.
         let stats: Vec<_> = procs
             .iter()
-            .map(|(_, _, host_pid, _, _)| host_pid.and_then(host::proc_stats).unwrap_or_default())
+            .map(|row| row.host_pid.and_then(host::proc_stats).unwrap_or_default())
             .collect();
         if types.iter().any(|t| t == "ProcessList") {
             let list: Vec<Value> = procs
                 .iter()
                 .zip(&stats)
-                .map(|((pid, image, _, created, _), st)| {
+                .map(|(row, st)| {
                     serde_json::to_value(hcs_schema::ProcessDetails {
-                        process_id: *pid,
-                        image_name: image.clone(),
-                        create_timestamp: Some(rfc3339(*created)),
+                        process_id: row.pid,
+                        image_name: row.image.clone(),
+                        create_timestamp: Some(rfc3339(row.created)),
                         user_time_100ns: st.user_100ns,
                         kernel_time_100ns: st.kernel_100ns,
                         memory_working_set_private_bytes: st.private_bytes,
