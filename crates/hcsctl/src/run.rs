@@ -13,7 +13,9 @@
 //!    killed and `hcsctl` exits 124.
 //! 4. After the exit the output relays are drained (bounded, in case a background descendant
 //!    keeps a pipe open), the system is shut down (terminated if it does not stop within 5 s)
-//!    and closed, and `hcsctl` exits with the command's exit code (see [`crate::exit`]).
+//!    and closed, and `hcsctl` exits with the command's exit code (see [`crate::exit`]). When
+//!    the system itself exited unexpectedly (crash), that is reported on stderr and the exit
+//!    code is still the command's (the simulator reports its killed process as 137).
 //!
 //! With `--json` one JSON object is printed on stdout as the **last line**, after all of the
 //! command's relayed output: `{"system_id","pid","exit_code","exit_type","started_at",
@@ -111,6 +113,13 @@ fn run_with_driver(
     teardown(&system, process.as_deref());
     let outcome = outcome?;
     let _ = std::io::stdout().flush();
+    if let Some(x) = system.exit_status().filter(|x| x.unexpected) {
+        eprintln!(
+            "hcsctl: compute system {} exited unexpectedly ({})",
+            system.id(),
+            x.status
+        );
+    }
     let _ = std::io::stderr().flush();
     if opts.json {
         print_summary(&system, &outcome);
@@ -463,6 +472,12 @@ fn teardown(system: &System, process: Option<&Process>) {
             tracing::debug!(error = %e, "shutdown failed; terminating");
         }
         match system.wait_timeout(STOP_WAIT) {
+            Err(e) if e.is_service_disconnected() => {
+                eprintln!(
+                    "hcsctl: lost communication with the compute service; compute system {} may still exist",
+                    system.id()
+                );
+            }
             Err(e) if e.is_timeout() || system.exit_status().is_none() => {
                 tracing::debug!(error = %e, "the system did not stop after shutdown; terminating");
                 if let Err(e) = system.terminate() {
