@@ -60,6 +60,16 @@ pub(crate) fn spawn(params: &Params) -> Result<Spawned, Failure> {
         .stderr(pipe_or_null(params.stderr))
         .process_group(0);
     if let Some(dir) = &params.working_directory {
+        if !std::path::Path::new(dir).is_dir() {
+            // Win32 ERROR_DIRECTORY (267) as HRESULT, what CreateProcess reports for a bad
+            // current directory.
+            let code = HResult(0x8007_010B);
+            let message = format!("The directory name is invalid: `{dir}`");
+            return Err(Failure::with_document(
+                code,
+                codes::result_document(code, &message),
+            ));
+        }
         cmd.current_dir(dir);
     }
     cmd.envs(params.environment.iter().map(|(k, v)| (k, v)));

@@ -24,6 +24,30 @@
 //! Threads: one scheduler and one reaper per simulator, both started lazily. Idle systems cost
 //! memory only.
 //!
+//! # Conventions of the model
+//!
+//! * **Handles** are unique across kinds and never reused; an unknown, closed or wrong-kind
+//!   handle fails with `E_HANDLE` (`0x80070006`). Closing a handle also removes the callback
+//!   registrations made through it (draining a running delivery), as `HcsCloseComputeSystem`
+//!   does. A stopped system is forgotten once its last system and process handle is closed.
+//! * **Exits are sticky**: registering on a stopped system (exited process) delivers
+//!   `SystemExited` (`ProcessExited`) to the new registration.
+//! * **Signals** (`{"Signal": n}`): 0 (Windows CtrlC) → `SIGINT`; 1–64 are Linux signal numbers
+//!   delivered to the process group; others → `E_INVALIDARG`. Terminate is `SIGKILL`. A process
+//!   killed by signal `n` reports exit code `128 + n`.
+//! * **Processes that are gone**: signal/modify → `0xC0370105` (V1) /
+//!   `HCS_E_PROCESS_ALREADY_STOPPED` `0x8037011F` (V2); terminate → `E_ACCESSDENIED` (V1) /
+//!   `0x8037011F` (V2); open of an unknown pid → `0x80070490` (`ERROR_NOT_FOUND`).
+//! * **Stdio** is handed out once, by `create_process`; `get_process_info` reports the pid only.
+//!   Host pipes are the child's own fds (no relay threads); unrequested streams are
+//!   `/dev/null`. A missing program is `0x80070002`, a missing working directory `0x8007010B`.
+//! * **Service disconnect** keeps systems, processes and handles; calls fail with
+//!   `RPC_S_SERVER_UNAVAILABLE` (`0x800706BA`) and notifications are not sent until
+//!   [`Simulator::restart_service`]. [`Simulator::reboot`] forgets everything instead.
+//! * **Statistics** come from `/proc/<pid>/stat` and `/proc/<pid>/status` of live host
+//!   processes (CPU in 100 ns units with `USER_HZ` = 100; working set from `RssAnon`/`VmRSS`);
+//!   scripted processes report zeros.
+//!
 //! ```
 //! use hcs::Driver;
 //! use hcs_sim::{Simulator, SimConfig};

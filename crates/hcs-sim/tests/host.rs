@@ -137,6 +137,11 @@ fn missing_command_fails_with_file_not_found_and_a_result_document() {
         .unwrap();
     assert_eq!(doc.error as u32, 0x8007_0002);
     assert!(doc.error_events[0].message.contains("/no/such/program"));
+    let bad_dir = serde_json::json!({"CommandLine": "true", "WorkingDirectory": "/no/such/dir"}).to_string();
+    assert_eq!(
+        env.sim.create_process(env.sys, &bad_dir).unwrap_err().code,
+        HResult(0x8007_010B)
+    );
     assert_eq!(env.sim.handle_counts().processes, 0);
     env.finish();
 }
