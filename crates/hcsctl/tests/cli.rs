@@ -476,6 +476,29 @@ fn service_disconnect_at_create_process_exits_125_naming_the_cause() {
 }
 
 #[test]
+fn sigint_during_a_start_that_never_completes_exits_130_promptly() {
+    let m = marker(7);
+    let f = TempFile::new(
+        "pendstart.json",
+        r#"{"rules":[{"op":"StartComputeSystem","action":"pending","never":true}]}"#,
+    );
+    let mut child = spawn_sleeper(&["--faults", f.path()], &["sleep", &m]);
+    // Give hcsctl time to install its handler and reach the start wait.
+    std::thread::sleep(Duration::from_millis(500));
+    send_sigint(&child);
+    let (status, elapsed) = wait_bounded(&mut child, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(130));
+    assert!(elapsed < Duration::from_secs(12), "took {elapsed:?}");
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        stderr(&o).contains("interrupted before the command started"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(sleepers(&m).is_empty());
+}
+
+#[test]
 fn native_drivers_are_reported_unavailable_with_exit_69() {
     for name in ["vmcompute", "computecore"] {
         let o = run(&["run", "--driver", name, "--", "echo", "never"]);
