@@ -140,7 +140,7 @@ if [ "${WINCROSS_NO_TEST:-0}" = 1 ]; then log "done (no tests)"; exit 0; fi
 # cannot hold our stdout/stderr pipes open).
 wineserver -p120 </dev/null >/dev/null 2>&1 || true
 wine cmd /c exit </dev/null >/dev/null 2>&1 || true
-trap 'wineserver -k >/dev/null 2>&1; wineserver -w >/dev/null 2>&1 || true' EXIT
+trap 'rc=$?; wineserver -k >/dev/null 2>&1; wineserver -w >/dev/null 2>&1; exit $rc' EXIT
 
 log "cargo test ${CARGO_ARGS[*]} (runner: wine)"
 "$DEB_CARGO" test "${BUILD_STD[@]}" "${CARGO_ARGS[@]}" -- "${TEST_ARGS[@]}"
