@@ -36,18 +36,27 @@
 //! # Ok::<(), hcs::Error>(())
 //! ```
 
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
+
 pub mod driver;
 pub mod error;
+#[cfg(not(loom))]
 mod guard;
 pub mod hresult;
 pub mod notify;
+#[cfg(not(loom))]
 pub mod process;
 mod state;
 pub mod stdio;
 mod sync;
+#[cfg(not(loom))]
 pub mod system;
+#[cfg(not(loom))]
 pub mod timeouts;
+#[cfg(not(loom))]
 mod worker;
+#[cfg(all(test, loom))]
+mod loom_tests;
 
 pub use driver::{
     ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, MigrationStep, NotifyContext, ProcessHandle,
@@ -58,7 +67,10 @@ pub use hresult::HResult;
 pub use notify::NotificationKind;
 #[cfg(not(loom))]
 pub use notify::{dispatch, live_registrations};
+#[cfg(not(loom))]
 pub use process::{ExitCode, Process, ProcessWait};
 pub use stdio::{PipeReader, PipeWriter, Stdio};
+#[cfg(not(loom))]
 pub use system::{enumerate, modify_service_settings, service_properties, System, SystemExit, SystemWait};
+#[cfg(not(loom))]
 pub use timeouts::{CallOptions, CancelToken, Timeouts};

@@ -312,6 +312,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(loom))]
     fn dispatch_to_unknown_context_is_a_noop() {
         assert!(!dispatch(u64::MAX, NotificationKind::SystemExited, 0u32, None));
         assert!(!dispatch(0, NotificationKind::SystemExited, 0u32, Some("{")));

@@ -261,6 +261,7 @@ impl Notifier {
     }
 }
 
+#[cfg(not(loom))]
 impl crate::timeouts::Wake for Notifier {
     fn wake(&self) {
         self.wake_all();
@@ -291,5 +292,13 @@ impl Future for OutcomeFuture {
                 },
             }
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+impl Notifier {
+    /// The completion recorded for an armed operation, if any (loom models only).
+    pub(crate) fn completion_of(&self, seq: u64) -> Option<(HResult, Option<String>)> {
+        lock(&self.inner).armed.iter().find(|a| a.seq == seq).and_then(|a| a.result.clone())
     }
 }
