@@ -8,9 +8,13 @@ use crate::sync::lock;
 use hcs::{Failure, HResult};
 use std::collections::HashMap;
 use std::fs::File;
+#[cfg(unix)]
 use std::os::fd::OwnedFd;
+#[cfg(unix)]
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
+#[cfg(unix)]
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -35,6 +39,7 @@ pub(crate) struct Spawned {
     pub(crate) stderr: Option<File>,
 }
 
+#[cfg(unix)]
 fn pipe_or_null(wanted: bool) -> Stdio {
     if wanted {
         Stdio::piped()
@@ -46,6 +51,7 @@ fn pipe_or_null(wanted: bool) -> Stdio {
 /// Spawns the command as the leader of a new process group. A missing program (or working
 /// directory) fails with `ERROR_FILE_NOT_FOUND` as HRESULT `0x80070002`, as HCS reports a
 /// missing image, with a result document.
+#[cfg(unix)]
 pub(crate) fn spawn(params: &Params) -> Result<Spawned, Failure> {
     let Some((program, args)) = params.argv.split_first() else {
         return Err(Failure::with_document(
@@ -96,14 +102,37 @@ pub(crate) fn spawn(params: &Params) -> Result<Spawned, Failure> {
     })
 }
 
+/// Off Unix the host backend is unavailable (it needs process groups and POSIX signals):
+/// `create_process` fails with `E_NOTIMPL` and a result document saying so. Use
+/// [`crate::Backend::Scripted`] there.
+#[cfg(not(unix))]
+pub(crate) fn spawn(params: &Params) -> Result<Spawned, Failure> {
+    let message = format!(
+        "the simulator's host process backend needs Unix (process groups and POSIX signals); \
+         use Backend::Scripted on this platform (command line `{}`)",
+        params.command_line
+    );
+    Err(Failure::with_document(
+        HResult::E_NOTIMPL,
+        codes::result_document(HResult::E_NOTIMPL, &message),
+    ))
+}
+
 /// The exit code reported for a host exit status: the code, or `128 + signal` for a process
 /// killed by a signal (the Linux shell convention, e.g. 137 after `SIGKILL`).
+#[cfg(unix)]
 pub(crate) fn exit_code(status: ExitStatus) -> u32 {
     match (status.code(), status.signal()) {
         (Some(code), _) => code as u32,
         (None, Some(sig)) => 128 + sig as u32,
         (None, None) => 255,
     }
+}
+
+/// The exit code reported for a host exit status (no host children exist off Unix).
+#[cfg(not(unix))]
+pub(crate) fn exit_code(status: ExitStatus) -> u32 {
+    status.code().map_or(255, |c| c as u32)
 }
 
 struct Child2 {
