@@ -52,7 +52,9 @@ impl fmt::Display for Cause {
         match self {
             Cause::Hcs(code) => write!(f, "{code}"),
             Cause::AlreadyClosed => f.write_str("hcsshim: the handle has already been closed"),
-            Cause::HandleClose => f.write_str("hcsshim: the handle generating this notification has been closed"),
+            Cause::HandleClose => {
+                f.write_str("hcsshim: the handle generating this notification has been closed")
+            }
             Cause::Timeout => f.write_str("hcsshim: timeout waiting for notification"),
             Cause::UnexpectedContainerExit => f.write_str("unexpected container exit"),
             Cause::ServiceDisconnected => f.write_str("lost communication with compute service"),
@@ -107,12 +109,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A bare error: no operation, no object (hcsshim's unwrapped sentinels).
     pub fn bare(cause: Cause) -> Self {
-        Error(Box::new(Inner { op: Cow::Borrowed(""), scope: Scope::None, cause, events: Vec::new() }))
+        Error(Box::new(Inner {
+            op: Cow::Borrowed(""),
+            scope: Scope::None,
+            cause,
+            events: Vec::new(),
+        }))
     }
 
     /// An error of a service-level operation (`HcsError{Op, Err, Events}`).
     pub fn op(op: impl Into<Cow<'static, str>>, cause: Cause) -> Self {
-        Error(Box::new(Inner { op: op.into(), scope: Scope::None, cause, events: Vec::new() }))
+        Error(Box::new(Inner {
+            op: op.into(),
+            scope: Scope::None,
+            cause,
+            events: Vec::new(),
+        }))
     }
 
     /// Wraps `cause` as an error of system `id`'s operation `op`, unless it already names a
@@ -131,7 +143,12 @@ impl Error {
     /// Wraps `cause` as an error of process `pid` in system `system_id`, unless it already names
     /// a process (returned unchanged). An error naming only the system is re-scoped to the
     /// process, keeping its operation.
-    pub fn process(op: impl Into<Cow<'static, str>>, system_id: &str, pid: u32, cause: impl Into<Error>) -> Self {
+    pub fn process(
+        op: impl Into<Cow<'static, str>>,
+        system_id: &str,
+        pid: u32,
+        cause: impl Into<Error>,
+    ) -> Self {
         let e = cause.into();
         if matches!(e.0.scope, Scope::Process { .. }) {
             return e;
@@ -140,7 +157,10 @@ impl Error {
         if inner.op.is_empty() || inner.scope == Scope::None {
             inner.op = op.into();
         }
-        inner.scope = Scope::Process { system_id: system_id.to_owned(), pid };
+        inner.scope = Scope::Process {
+            system_id: system_id.to_owned(),
+            pid,
+        };
         Error(Box::new(inner))
     }
 
@@ -226,7 +246,15 @@ impl Error {
     /// `0x8037010D`/`0x8037010B`, `E_NOTIMPL`, or a capability the driver lacks.
     pub fn is_not_supported(&self) -> bool {
         matches!(self.0.cause, Cause::Unsupported(_))
-            || self.code_in(&[0xC037_010D, 0xD, 0x32, 0xC037_010B, 0x8037_010D, 0x8037_010B, 0x8000_4001])
+            || self.code_in(&[
+                0xC037_010D,
+                0xD,
+                0x32,
+                0xC037_010B,
+                0x8037_010D,
+                0x8037_010B,
+                0x8000_4001,
+            ])
     }
     /// Access denied (`5`, `0x8037011B`).
     pub fn is_access_denied(&self) -> bool {
@@ -290,7 +318,9 @@ impl fmt::Display for Error {
             (_, true) => write!(f, "{}", i.cause)?,
             (Scope::None, false) => write!(f, "{}: {}", i.op, i.cause)?,
             (Scope::System { id }, false) => write!(f, "{} {}: {}", i.op, id, i.cause)?,
-            (Scope::Process { system_id, pid }, false) => write!(f, "{} {}:{}: {}", i.op, system_id, pid, i.cause)?,
+            (Scope::Process { system_id, pid }, false) => {
+                write!(f, "{} {}:{}: {}", i.op, system_id, pid, i.cause)?
+            }
         }
         for e in &i.events {
             write!(f, "\n{e}")?;
@@ -384,7 +414,10 @@ mod tests {
     #[test]
     fn process_error_message_has_system_and_pid() {
         let e = Error::process("hcs::Process::Signal", "c1", 42, Cause::AlreadyClosed);
-        assert_eq!(e.to_string(), "hcs::Process::Signal c1:42: hcsshim: the handle has already been closed");
+        assert_eq!(
+            e.to_string(),
+            "hcs::Process::Signal c1:42: hcsshim: the handle has already been closed"
+        );
         assert!(e.is_already_closed());
     }
 
@@ -393,7 +426,12 @@ mod tests {
         let inner = Error::system("hcs::System::Properties", "c1", Cause::UnexpectedValue);
         let outer = Error::system("hcs::CreateComputeSystem", "c1", inner.clone());
         assert_eq!(outer.to_string(), inner.to_string());
-        let p = Error::process("hcs::Process::Kill", "c1", 3, Error::process("hcs::Process::Signal", "c1", 3, Cause::Timeout));
+        let p = Error::process(
+            "hcs::Process::Kill",
+            "c1",
+            3,
+            Error::process("hcs::Process::Signal", "c1", 3, Cause::Timeout),
+        );
         assert_eq!(p.operation(), "hcs::Process::Signal");
     }
 
@@ -426,7 +464,11 @@ mod tests {
         assert!(c(0x8037_010E).is_not_found());
         assert!(c(0x8037_011E).is_service_disconnected());
         assert!(c(0xC037_0106).is_unexpected_exit() && c(0x8037_0106).is_unexpected_exit());
-        assert!(c(0xC037_010D).is_not_supported() && c(0x32).is_not_supported() && c(0x8007_000D).is_not_supported());
+        assert!(
+            c(0xC037_010D).is_not_supported()
+                && c(0x32).is_not_supported()
+                && c(0x8007_000D).is_not_supported()
+        );
         assert!(c(0x8037_0118).is_timeout());
     }
 

@@ -43,7 +43,14 @@ impl<H: Copy> Drop for HandleUse<'_, H> {
 
 impl<H: Copy> HandleCell<H> {
     pub(crate) fn new(handle: Option<H>) -> Self {
-        HandleCell { state: Mutex::new(State { handle, in_use: 0, closing: false }), idle: Condvar::new() }
+        HandleCell {
+            state: Mutex::new(State {
+                handle,
+                in_use: 0,
+                closing: false,
+            }),
+            idle: Condvar::new(),
+        }
     }
 
     /// Installs the handle (after create/open).
@@ -120,10 +127,16 @@ mod tests {
         rx.recv().unwrap();
         let t = std::time::Instant::now();
         assert_eq!(cell.begin_close(), Some(7));
-        assert!(t.elapsed() >= Duration::from_millis(30), "close did not wait for the use");
+        assert!(
+            t.elapsed() >= Duration::from_millis(30),
+            "close did not wait for the use"
+        );
         assert!(cell.acquire().is_none(), "a use started while closing");
         cell.end_close(false);
-        assert!(cell.acquire().is_some(), "failed close must leave the handle usable");
+        assert!(
+            cell.acquire().is_some(),
+            "failed close must leave the handle usable"
+        );
         assert_eq!(cell.begin_close(), Some(7));
         cell.end_close(true);
         assert!(cell.acquire().is_none() && cell.is_closed());

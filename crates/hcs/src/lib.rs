@@ -43,6 +43,8 @@ pub mod error;
 #[cfg(not(loom))]
 mod guard;
 pub mod hresult;
+#[cfg(all(test, loom))]
+mod loom_tests;
 pub mod notify;
 #[cfg(not(loom))]
 pub mod process;
@@ -55,12 +57,10 @@ pub mod system;
 pub mod timeouts;
 #[cfg(not(loom))]
 mod worker;
-#[cfg(all(test, loom))]
-mod loom_tests;
 
 pub use driver::{
-    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, MigrationStep, NotifyContext, ProcessHandle,
-    ProcessInfo, Reply, SystemHandle,
+    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, MigrationStep, NotifyContext,
+    ProcessHandle, ProcessInfo, Reply, SystemHandle,
 };
 pub use error::{classify, Cause, Error, Result, Scope};
 pub use hresult::HResult;

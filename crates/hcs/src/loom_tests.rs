@@ -31,7 +31,8 @@ fn registry_dispatch_racing_unregister_delivers_at_most_once_and_never_after_rem
         let count = Arc::new(AtomicUsize::new(0));
         let ctx = reg.insert(sink(&count));
         let r2 = reg.clone();
-        let dispatcher = thread::spawn(move || r2.deliver(ctx.raw(), NotificationKind::SystemExited, HResult(0), None));
+        let dispatcher =
+            thread::spawn(move || r2.deliver(ctx.raw(), NotificationKind::SystemExited, HResult(0), None));
         assert!(reg.remove(ctx));
         let after_removal = reg.deliver(ctx.raw(), NotificationKind::SystemExited, HResult(0), None);
         let delivered = dispatcher.join().unwrap();
@@ -58,7 +59,12 @@ fn registry_ids_are_unique_across_concurrent_registrations() {
 }
 
 fn fire_exit(n: &Notifier, status: u32) {
-    if let Follow::Exited(sig) = n.on_notification(NotificationKind::SystemExited, NotificationKind::SystemExited, HResult(status), None) {
+    if let Follow::Exited(sig) = n.on_notification(
+        NotificationKind::SystemExited,
+        NotificationKind::SystemExited,
+        HResult(status),
+        None,
+    ) {
         n.publish(Outcome::SystemExit(sig));
     }
 }
@@ -77,7 +83,11 @@ fn exit_latch_is_set_once_and_every_waiter_wakes() {
         fire_exit(&n, 0xC037_0106); // a duplicate racing the first
         firer.join().unwrap();
         let latched = n.exit_signal().unwrap().status;
-        assert_eq!(waiter.join().unwrap(), latched, "the blocked waiter sees the one latched exit");
+        assert_eq!(
+            waiter.join().unwrap(),
+            latched,
+            "the blocked waiter sees the one latched exit"
+        );
         match n.wait_outcome(None) {
             Some(Outcome::SystemExit(sig)) => assert_eq!(sig.status, latched, "a late waiter sees it too"),
             other => panic!("unexpected outcome {other:?}"),
@@ -106,7 +116,12 @@ fn completion_goes_to_the_armed_operation_or_is_dropped_after_disarm() {
         let seq = n.arm(NotificationKind::SystemStartCompleted);
         let n2 = n.clone();
         let hcs = thread::spawn(move || {
-            n2.on_notification(NotificationKind::SystemExited, NotificationKind::SystemStartCompleted, HResult(0), None)
+            n2.on_notification(
+                NotificationKind::SystemExited,
+                NotificationKind::SystemStartCompleted,
+                HResult(0),
+                None,
+            )
         });
         n.disarm(seq);
         assert_eq!(hcs.join().unwrap(), Follow::Nothing);

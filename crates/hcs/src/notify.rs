@@ -270,6 +270,72 @@ pub fn live_registrations() -> usize {
     global().len()
 }
 
+/// A callback registered directly in the notification registry, for driver-level tests and
+/// tools that want raw notifications without a [`crate::System`] or [`crate::Process`].
+///
+/// Hand [`Subscription::context`] to a driver's `register_*_callback` (or to a pending call);
+/// every notification dispatched to that context runs the closure on the dispatching thread.
+/// Dropping the subscription removes the registry entry; later notifications for it are dropped.
+///
+/// ```
+/// use hcs::notify::{dispatch, NotificationKind, Subscription};
+/// use std::sync::{Arc, Mutex};
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let s2 = seen.clone();
+/// let sub = Subscription::new(move |kind, status, _payload| s2.lock().unwrap().push((kind, status)));
+/// assert!(dispatch(sub.context().raw(), NotificationKind::SystemExited, 0u32, None));
+/// let ctx = sub.context().raw();
+/// drop(sub);
+/// assert!(!dispatch(ctx, NotificationKind::SystemExited, 0u32, None)); // stale: dropped
+/// assert_eq!(seen.lock().unwrap().len(), 1);
+/// ```
+#[cfg(not(loom))]
+pub struct Subscription {
+    ctx: NotifyContext,
+}
+
+#[cfg(not(loom))]
+struct FnSink<F>(F);
+
+#[cfg(not(loom))]
+impl<F> Sink for FnSink<F>
+where
+    F: Fn(NotificationKind, HResult, Option<&str>) + Send + Sync,
+{
+    fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
+        (self.0)(kind, status, payload)
+    }
+}
+
+#[cfg(not(loom))]
+impl Subscription {
+    /// Registers `f` under a fresh context id.
+    pub fn new(f: impl Fn(NotificationKind, HResult, Option<&str>) + Send + Sync + 'static) -> Self {
+        Subscription {
+            ctx: global().insert(Arc::new(FnSink(f))),
+        }
+    }
+    /// The context id to hand to a driver.
+    pub fn context(&self) -> NotifyContext {
+        self.ctx
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        global().remove(self.ctx);
+    }
+}
+
+#[cfg(not(loom))]
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription").field("ctx", &self.ctx).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,69 +382,5 @@ mod tests {
     fn dispatch_to_unknown_context_is_a_noop() {
         assert!(!dispatch(u64::MAX, NotificationKind::SystemExited, 0u32, None));
         assert!(!dispatch(0, NotificationKind::SystemExited, 0u32, Some("{")));
-    }
-}
-
-/// A callback registered directly in the notification registry, for driver-level tests and
-/// tools that want raw notifications without a [`crate::System`] or [`crate::Process`].
-///
-/// Hand [`Subscription::context`] to a driver's `register_*_callback` (or to a pending call);
-/// every notification dispatched to that context runs the closure on the dispatching thread.
-/// Dropping the subscription removes the registry entry; later notifications for it are dropped.
-///
-/// ```
-/// use hcs::notify::{dispatch, NotificationKind, Subscription};
-/// use std::sync::{Arc, Mutex};
-///
-/// let seen = Arc::new(Mutex::new(Vec::new()));
-/// let s2 = seen.clone();
-/// let sub = Subscription::new(move |kind, status, _payload| s2.lock().unwrap().push((kind, status)));
-/// assert!(dispatch(sub.context().raw(), NotificationKind::SystemExited, 0u32, None));
-/// let ctx = sub.context().raw();
-/// drop(sub);
-/// assert!(!dispatch(ctx, NotificationKind::SystemExited, 0u32, None)); // stale: dropped
-/// assert_eq!(seen.lock().unwrap().len(), 1);
-/// ```
-#[cfg(not(loom))]
-pub struct Subscription {
-    ctx: NotifyContext,
-}
-
-#[cfg(not(loom))]
-struct FnSink<F>(F);
-
-#[cfg(not(loom))]
-impl<F> Sink for FnSink<F>
-where
-    F: Fn(NotificationKind, HResult, Option<&str>) + Send + Sync,
-{
-    fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
-        (self.0)(kind, status, payload)
-    }
-}
-
-#[cfg(not(loom))]
-impl Subscription {
-    /// Registers `f` under a fresh context id.
-    pub fn new(f: impl Fn(NotificationKind, HResult, Option<&str>) + Send + Sync + 'static) -> Self {
-        Subscription { ctx: global().insert(Arc::new(FnSink(f))) }
-    }
-    /// The context id to hand to a driver.
-    pub fn context(&self) -> NotifyContext {
-        self.ctx
-    }
-}
-
-#[cfg(not(loom))]
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        global().remove(self.ctx);
-    }
-}
-
-#[cfg(not(loom))]
-impl fmt::Debug for Subscription {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Subscription").field("ctx", &self.ctx).finish()
     }
 }

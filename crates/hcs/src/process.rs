@@ -26,7 +26,14 @@ const OP_WAIT: &str = "hcs::Process::waitBackground";
 
 /// The exact "process already gone" set of Signal/Kill (§5.5, I12), compared after the
 /// FACILITY_WIN32 conversion. Not a classifier call: widening a classifier must not widen it.
-const GONE: [u32; 6] = [0xC037_0105, 0x8037_0105, 0xC037_010E, 0x8037_010E, 0x490, 0x8037_011F];
+const GONE: [u32; 6] = [
+    0xC037_0105,
+    0x8037_0105,
+    0xC037_010E,
+    0x8037_010E,
+    0x490,
+    0x8037_011F,
+];
 
 /// Delay before Signal's force-unblock of a gone process's wait.
 pub const SIGNAL_FORCE_UNBLOCK: Duration = Duration::from_secs(1);
@@ -77,10 +84,16 @@ struct ProcessSink(Weak<ProcessInner>);
 impl Sink for ProcessSink {
     fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
         let Some(p) = self.0.upgrade() else { return };
-        if let Follow::Exited(sig) = p.notifier.on_notification(NotificationKind::ProcessExited, kind, status, payload) {
+        if let Follow::Exited(sig) =
+            p.notifier
+                .on_notification(NotificationKind::ProcessExited, kind, status, payload)
+        {
             if status.is_failure() {
                 let e = Error::process(OP_WAIT, &p.system_id, p.pid, Cause::Hcs(status.to_win32_form()));
-                p.notifier.publish(Outcome::ProcessExit { code: -1, error: Some(e) });
+                p.notifier.publish(Outcome::ProcessExit {
+                    code: -1,
+                    error: Some(e),
+                });
             } else if p.generation == ApiGeneration::V2 {
                 let (code, error) = p.exit_from_status_doc(sig.payload.as_deref(), true);
                 p.notifier.publish(Outcome::ProcessExit { code, error });
@@ -104,12 +117,21 @@ pub struct Process {
 
 impl std::fmt::Debug for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Process").field("system_id", &self.inner.system_id).field("pid", &self.inner.pid).finish()
+        f.debug_struct("Process")
+            .field("system_id", &self.inner.system_id)
+            .field("pid", &self.inner.pid)
+            .finish()
     }
 }
 
 impl ProcessInner {
-    fn new(system: &Arc<SystemInner>, pid: u32, handle: ProcessHandle, stdio: Stdio, has_cached: bool) -> Arc<Self> {
+    fn new(
+        system: &Arc<SystemInner>,
+        pid: u32,
+        handle: ProcessHandle,
+        stdio: Stdio,
+        has_cached: bool,
+    ) -> Arc<Self> {
         let generation = system.driver.generation();
         Arc::new_cyclic(|me: &Weak<ProcessInner>| {
             let notifier = Arc::new(Notifier::new());
@@ -126,7 +148,10 @@ impl ProcessInner {
                 ctx,
                 registered: Mutex::new(true),
                 callback: Mutex::new(None),
-                stdio: Mutex::new(StdioCache { cached: stdio, has_cached }),
+                stdio: Mutex::new(StdioCache {
+                    cached: stdio,
+                    has_cached,
+                }),
                 kill_delivered: AtomicBool::new(false),
                 resolving: AtomicBool::new(false),
             }
@@ -146,10 +171,17 @@ impl ProcessInner {
     }
 
     fn register(&self) -> Result<(), Failure> {
-        let h = self.handle.acquire().map(|u| u.handle()).ok_or_else(|| Failure::new(HResult::ERROR_INVALID_HANDLE))?;
-        let cb = traced_plain("register_process_callback", &self.system_id, Some(self.pid), || {
-            self.driver.register_process_callback(h, self.ctx)
-        })?;
+        let h = self
+            .handle
+            .acquire()
+            .map(|u| u.handle())
+            .ok_or_else(|| Failure::new(HResult::ERROR_INVALID_HANDLE))?;
+        let cb = traced_plain(
+            "register_process_callback",
+            &self.system_id,
+            Some(self.pid),
+            || self.driver.register_process_callback(h, self.ctx),
+        )?;
         *lock(&self.callback) = Some(cb);
         Ok(())
     }
@@ -197,7 +229,9 @@ impl ProcessInner {
     }
 
     fn query_exit(&self, h: ProcessHandle) -> (i64, Option<Error>) {
-        match traced("get_process_properties", &self.system_id, Some(self.pid), || self.driver.get_process_properties(h)) {
+        match traced("get_process_properties", &self.system_id, Some(self.pid), || {
+            self.driver.get_process_properties(h)
+        }) {
             Err(e) => (-1, Some(self.err(OP_WAIT, &e))),
             Ok(r) => self.exit_from_status_doc(Some(&r.value), false),
         }
@@ -209,7 +243,12 @@ impl ProcessInner {
 
     /// Maps a Signal/terminate failure: `Ok(false)` for the gone family (scheduling the
     /// force-unblock when `force_unblock`), else an error of `op`.
-    fn signal_result(&self, op: &'static str, r: std::result::Result<(), Failure>, force_unblock: bool) -> Result<bool> {
+    fn signal_result(
+        &self,
+        op: &'static str,
+        r: std::result::Result<(), Failure>,
+        force_unblock: bool,
+    ) -> Result<bool> {
         let f = match r {
             Ok(()) => return Ok(true),
             Err(f) => f,
@@ -223,7 +262,10 @@ impl ProcessInner {
             crate::worker::spawn_after(SIGNAL_FORCE_UNBLOCK, move || {
                 if let Some(p) = weak.upgrade() {
                     // KEEP (Q19): the raw, unwrapped code becomes the wait error.
-                    p.notifier.publish(Outcome::ProcessExit { code: -1, error: Some(Error::bare(Cause::Hcs(code))) });
+                    p.notifier.publish(Outcome::ProcessExit {
+                        code: -1,
+                        error: Some(Error::bare(Cause::Hcs(code))),
+                    });
                 }
             });
         }
@@ -244,7 +286,9 @@ impl ProcessInner {
             return Ok(());
         };
         // The exit code must survive Close: resolve an observed-but-unread V1 exit first.
-        if self.generation == ApiGeneration::V1 && self.notifier.exit_signal().is_some_and(|s| s.status.is_success()) {
+        if self.generation == ApiGeneration::V1
+            && self.notifier.exit_signal().is_some_and(|s| s.status.is_success())
+        {
             self.resolve_v1_exit(Some(h));
         }
         let fail = |e: Failure| {
@@ -254,15 +298,20 @@ impl ProcessInner {
         };
         let cb = *lock(&self.callback);
         if let Some(cb) = cb {
-            if let Err(e) = traced_plain("unregister_process_callback", &self.system_id, Some(self.pid), || {
-                self.driver.unregister_process_callback(cb)
-            }) {
+            if let Err(e) = traced_plain(
+                "unregister_process_callback",
+                &self.system_id,
+                Some(self.pid),
+                || self.driver.unregister_process_callback(cb),
+            ) {
                 return fail(e);
             }
             *lock(&self.callback) = None;
         }
         self.drop_registration();
-        if let Err(e) = traced_plain("close_process", &self.system_id, Some(self.pid), || self.driver.close_process(h)) {
+        if let Err(e) = traced_plain("close_process", &self.system_id, Some(self.pid), || {
+            self.driver.close_process(h)
+        }) {
             return fail(e);
         }
         self.notifier.publish(Outcome::Closed);
@@ -292,7 +341,9 @@ impl Process {
         let Some(u) = system.handle.acquire() else {
             return Err(Error::system(OP, &system.id, Cause::AlreadyClosed));
         };
-        let r = traced("create_process", &system.id, None, || system.driver.create_process(u.handle(), parameters));
+        let r = traced("create_process", &system.id, None, || {
+            system.driver.create_process(u.handle(), parameters)
+        });
         drop(u);
         let reply = match r {
             Ok(r) => r,
@@ -306,15 +357,30 @@ impl Process {
         };
         let (handle, info) = reply.value;
         let pid = info.pid;
-        let stdio = Stdio { stdin: info.stdin, stdout: info.stdout, stderr: info.stderr };
+        let stdio = Stdio {
+            stdin: info.stdin,
+            stdout: info.stdout,
+            stderr: info.stderr,
+        };
         let inner = ProcessInner::new(system, pid, handle, stdio, true);
         let process = Process { inner };
         if reply.pending {
-            let e = Error::system(OP, &system.id, Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING));
+            let e = Error::system(
+                OP,
+                &system.id,
+                Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING),
+            );
             return Err(e); // Drop closes the handle
         }
         if let Err(e) = process.inner.register() {
-            return Err(Error::system(OP, &system.id, &Failure { code: e.code, document: None }));
+            return Err(Error::system(
+                OP,
+                &system.id,
+                &Failure {
+                    code: e.code,
+                    document: None,
+                },
+            ));
         }
         Ok(process)
     }
@@ -324,16 +390,27 @@ impl Process {
         let Some(u) = system.handle.acquire() else {
             return Err(Error::system(OP, &system.id, Cause::AlreadyClosed));
         };
-        let r = traced("open_process", &system.id, Some(pid), || system.driver.open_process(u.handle(), pid));
+        let r = traced("open_process", &system.id, Some(pid), || {
+            system.driver.open_process(u.handle(), pid)
+        });
         drop(u);
         let reply = match r {
             Ok(r) => r,
             Err(e) => return Err(Error::system(OP, &system.id, &e)),
         };
-        let process = Process { inner: ProcessInner::new(system, pid, reply.value, Stdio::default(), false) };
+        let process = Process {
+            inner: ProcessInner::new(system, pid, reply.value, Stdio::default(), false),
+        };
         if let Err(e) = process.inner.register() {
             // I8: the handle is closed on this path (Drop).
-            return Err(Error::system(OP, &system.id, &Failure { code: e.code, document: None }));
+            return Err(Error::system(
+                OP,
+                &system.id,
+                &Failure {
+                    code: e.code,
+                    document: None,
+                },
+            ));
         }
         Ok(process)
     }
@@ -361,11 +438,18 @@ impl Process {
                 return Ok(std::mem::take(&mut s.cached));
             }
         }
-        let r = traced("get_process_info", &self.inner.system_id, Some(self.inner.pid), || {
-            self.inner.driver.get_process_info(u.handle())
-        });
+        let r = traced(
+            "get_process_info",
+            &self.inner.system_id,
+            Some(self.inner.pid),
+            || self.inner.driver.get_process_info(u.handle()),
+        );
         match r {
-            Ok(reply) => Ok(Stdio { stdin: reply.value.stdin, stdout: reply.value.stdout, stderr: reply.value.stderr }),
+            Ok(reply) => Ok(Stdio {
+                stdin: reply.value.stdin,
+                stdout: reply.value.stdout,
+                stderr: reply.value.stderr,
+            }),
             Err(e) => Err(self.inner.err(OP, &e)),
         }
     }
@@ -390,9 +474,12 @@ impl Process {
         let Some(u) = self.inner.handle.acquire() else {
             return Err(self.inner.err(OP, Cause::AlreadyClosed));
         };
-        let r = traced("signal_process", &self.inner.system_id, Some(self.inner.pid), || {
-            self.inner.driver.signal_process(u.handle(), options)
-        });
+        let r = traced(
+            "signal_process",
+            &self.inner.system_id,
+            Some(self.inner.pid),
+            || self.inner.driver.signal_process(u.handle(), options),
+        );
         drop(u);
         self.inner.signal_result(OP, r.map(|_| ()), true)
     }
@@ -405,7 +492,9 @@ impl Process {
             return Err(self.inner.err(OP, Cause::AlreadyClosed));
         }
         if self.inner.is_stopped() {
-            return Err(self.inner.err(OP, Cause::Hcs(HResult::HCS_E_PROCESS_ALREADY_STOPPED)));
+            return Err(self
+                .inner
+                .err(OP, Cause::Hcs(HResult::HCS_E_PROCESS_ALREADY_STOPPED)));
         }
         if self.inner.kill_delivered.load(Ordering::SeqCst) {
             return Ok(true);
@@ -429,10 +518,15 @@ impl Process {
                 Err(e) => return Err(e),
             };
             let h = temp.inner.handle.acquire().map(|u| u.handle());
-            let Some(h) = h else { return Err(self.inner.err(OP, Cause::AlreadyClosed)) };
-            let r = traced("terminate_process", &self.inner.system_id, Some(self.inner.pid), || {
-                self.inner.driver.terminate_process(h)
-            });
+            let Some(h) = h else {
+                return Err(self.inner.err(OP, Cause::AlreadyClosed));
+            };
+            let r = traced(
+                "terminate_process",
+                &self.inner.system_id,
+                Some(self.inner.pid),
+                || self.inner.driver.terminate_process(h),
+            );
             let r = r.map(|_| ());
             if let Err(f) = &r {
                 let e = Error::from_failure(f);
@@ -455,9 +549,12 @@ impl Process {
         let Some(u) = self.inner.handle.acquire() else {
             return Err(self.inner.err(OP, Cause::AlreadyClosed));
         };
-        let r = traced("terminate_process", &self.inner.system_id, Some(self.inner.pid), || {
-            self.inner.driver.terminate_process(u.handle())
-        });
+        let r = traced(
+            "terminate_process",
+            &self.inner.system_id,
+            Some(self.inner.pid),
+            || self.inner.driver.terminate_process(u.handle()),
+        );
         drop(u);
         self.inner.signal_result(OP, r.map(|_| ()), false).map(|_| ())
     }
@@ -467,19 +564,27 @@ impl Process {
             return Err(self.inner.err(op, Cause::AlreadyClosed));
         };
         let json = serde_json::to_string(req).map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
-        let r = traced("modify_process", &self.inner.system_id, Some(self.inner.pid), || {
-            self.inner.driver.modify_process(u.handle(), &json)
-        });
+        let r = traced(
+            "modify_process",
+            &self.inner.system_id,
+            Some(self.inner.pid),
+            || self.inner.driver.modify_process(u.handle(), &json),
+        );
         match r {
             Ok(reply) if !reply.pending => Ok(()),
-            Ok(_) => Err(self.inner.err(op, Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING))),
+            Ok(_) => Err(self
+                .inner
+                .err(op, Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING))),
             Err(e) => Err(self.inner.err(op, &e)),
         }
     }
 
     /// Resizes the process's console (a zero dimension is omitted from the request).
     pub fn resize_console(&self, width: u16, height: u16) -> Result<()> {
-        self.modify("hcs::Process::ResizeConsole", &ProcessModifyRequest::console_size(width, height))
+        self.modify(
+            "hcs::Process::ResizeConsole",
+            &ProcessModifyRequest::console_size(width, height),
+        )
     }
 
     /// Closes the process's stdin: tells HCS while the process runs (even without a local
@@ -509,7 +614,11 @@ impl Process {
     /// Blocks until the process exits (exit code captured), the service disconnects, or the
     /// object is closed (then an already-closed error).
     pub fn wait(&self) -> Result<()> {
-        let o = self.inner.notifier.wait_outcome(None).expect("unbounded wait yields an outcome");
+        let o = self
+            .inner
+            .notifier
+            .wait_outcome(None)
+            .expect("unbounded wait yields an outcome");
         map_process_outcome(&self.inner, &o)
     }
     /// [`Process::wait`] bounded by `timeout` (a timeout error leaves the process untouched).
@@ -521,14 +630,19 @@ impl Process {
     }
     /// A runtime-agnostic `Future` resolving like [`Process::wait`].
     pub fn wait_async(&self) -> ProcessWait {
-        ProcessWait { fut: self.inner.notifier.outcome_future(), inner: self.inner.clone() }
+        ProcessWait {
+            fut: self.inner.notifier.outcome_future(),
+            inner: self.inner.clone(),
+        }
     }
 
     /// The exit code: an error before the process stopped (`InvalidProcessState`) and when the
     /// wait failed; -1 when HCS could not tell.
     pub fn exit_code(&self) -> Result<i64> {
         match self.inner.notifier.outcome() {
-            None => Err(self.inner.err("hcs::Process::ExitCode", Cause::InvalidProcessState)),
+            None => Err(self
+                .inner
+                .err("hcs::Process::ExitCode", Cause::InvalidProcessState)),
             Some(Outcome::ProcessExit { code, error: None }) => Ok(code),
             Some(o) => map_process_outcome(&self.inner, &o).map(|_| -1),
         }
@@ -568,12 +682,16 @@ impl Future for ProcessWait {
     type Output = Result<()>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let inner = self.inner.clone();
-        Pin::new(&mut self.fut).poll(cx).map(|o| map_process_outcome(&inner, &o))
+        Pin::new(&mut self.fut)
+            .poll(cx)
+            .map(|o| map_process_outcome(&inner, &o))
     }
 }
 
 impl std::fmt::Debug for ProcessWait {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessWait").field("pid", &self.inner.pid).finish()
+        f.debug_struct("ProcessWait")
+            .field("pid", &self.inner.pid)
+            .finish()
     }
 }

@@ -104,7 +104,10 @@ impl Notifier {
                 if s.exit.is_some() {
                     return Follow::Nothing; // duplicates collapse into the latch
                 }
-                let sig = ExitSignal { status, payload: payload.map(str::to_owned) };
+                let sig = ExitSignal {
+                    status,
+                    payload: payload.map(str::to_owned),
+                };
                 s.exit = Some(sig.clone());
                 follow = Follow::Exited(sig);
             } else if kind == NotificationKind::ServiceDisconnect {
@@ -165,7 +168,11 @@ impl Notifier {
         let mut s = lock(&self.inner);
         s.next_seq += 1;
         let seq = s.next_seq;
-        s.armed.push(Armed { seq, kind, result: None });
+        s.armed.push(Armed {
+            seq,
+            kind,
+            result: None,
+        });
         seq
     }
 
@@ -257,7 +264,10 @@ impl Notifier {
 
     /// A future resolving to the terminal outcome.
     pub(crate) fn outcome_future(self: &std::sync::Arc<Self>) -> OutcomeFuture {
-        OutcomeFuture { notifier: self.clone(), listener: None }
+        OutcomeFuture {
+            notifier: self.clone(),
+            listener: None,
+        }
     }
 }
 
@@ -299,6 +309,10 @@ impl Future for OutcomeFuture {
 impl Notifier {
     /// The completion recorded for an armed operation, if any (loom models only).
     pub(crate) fn completion_of(&self, seq: u64) -> Option<(HResult, Option<String>)> {
-        lock(&self.inner).armed.iter().find(|a| a.seq == seq).and_then(|a| a.result.clone())
+        lock(&self.inner)
+            .armed
+            .iter()
+            .find(|a| a.seq == seq)
+            .and_then(|a| a.result.clone())
     }
 }

@@ -15,7 +15,9 @@ use crate::process::Process;
 use crate::state::{Notifier, Outcome, PendingEnd};
 use crate::sync::lock;
 use crate::timeouts::{CallOptions, Timeouts};
-use hcs_schema::{ComputeSystemQuery, ContainerProperties, ExitType, PropertyQuery, PropertyType, SystemExitStatus};
+use hcs_schema::{
+    ComputeSystemQuery, ContainerProperties, ExitType, PropertyQuery, PropertyType, SystemExitStatus,
+};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -24,7 +26,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Runs one driver call inside a `tracing` span recording operation, object, duration and
 /// HRESULT.
-pub(crate) fn traced<T>(call: &'static str, id: &str, pid: Option<u32>, f: impl FnOnce() -> DriverResult<T>) -> DriverResult<T> {
+pub(crate) fn traced<T>(
+    call: &'static str,
+    id: &str,
+    pid: Option<u32>,
+    f: impl FnOnce() -> DriverResult<T>,
+) -> DriverResult<T> {
     let span = tracing::debug_span!("hcs_call", call, id, pid);
     let _enter = span.enter();
     let start = Instant::now();
@@ -38,12 +45,24 @@ pub(crate) fn traced<T>(call: &'static str, id: &str, pid: Option<u32>, f: impl 
 }
 
 /// Like [`traced`] for calls returning `Result<T, Failure>`.
-pub(crate) fn traced_plain<T>(call: &'static str, id: &str, pid: Option<u32>, f: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
+pub(crate) fn traced_plain<T>(
+    call: &'static str,
+    id: &str,
+    pid: Option<u32>,
+    f: impl FnOnce() -> Result<T, Failure>,
+) -> Result<T, Failure> {
     traced(call, id, pid, || f().map(Reply::done)).map(|r| r.value)
 }
 
 /// Exact allow-list of stop results treated as success (C7, I11).
-pub(crate) const STOP_SWALLOW: [u32; 6] = [0xC037_0110, 0x8037_0110, 0xC037_010E, 0x8037_010E, 0xC037_0103, 0x8037_0117];
+pub(crate) const STOP_SWALLOW: [u32; 6] = [
+    0xC037_0110,
+    0x8037_0110,
+    0xC037_010E,
+    0x8037_010E,
+    0xC037_0103,
+    0x8037_0117,
+];
 
 /// How a System exited.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +100,10 @@ struct SystemSink(Arc<Notifier>);
 
 impl Sink for SystemSink {
     fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
-        if let crate::state::Follow::Exited(sig) = self.0.on_notification(NotificationKind::SystemExited, kind, status, payload) {
+        if let crate::state::Follow::Exited(sig) =
+            self.0
+                .on_notification(NotificationKind::SystemExited, kind, status, payload)
+        {
             self.0.publish(Outcome::SystemExit(sig));
         }
     }
@@ -94,7 +116,10 @@ pub struct System {
 
 impl std::fmt::Debug for System {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("System").field("id", &self.inner.id).field("driver", &self.inner.driver.name()).finish()
+        f.debug_struct("System")
+            .field("id", &self.inner.id)
+            .field("driver", &self.inner.driver.name())
+            .finish()
     }
 }
 
@@ -159,7 +184,9 @@ impl SystemInner {
             *lock(&self.callback) = None;
         }
         self.drop_registration();
-        if let Err(e) = traced_plain("close_compute_system", &self.id, None, || self.driver.close_compute_system(h)) {
+        if let Err(e) = traced_plain("close_compute_system", &self.id, None, || {
+            self.driver.close_compute_system(h)
+        }) {
             return fail(e);
         }
         self.notifier.publish(Outcome::Closed);
@@ -170,7 +197,9 @@ impl SystemInner {
 
     /// Terminates through this object, treating the stop allow-list as success.
     pub(crate) fn terminate(&self) -> Result<()> {
-        self.stop("hcs::System::Terminate", "terminate_compute_system", |d, h| d.terminate_compute_system(h, ""))
+        self.stop("hcs::System::Terminate", "terminate_compute_system", |d, h| {
+            d.terminate_compute_system(h, "")
+        })
     }
 
     fn stop(
@@ -182,7 +211,9 @@ impl SystemInner {
         if self.notifier.outcome().is_some() {
             return Ok(());
         }
-        let Some(u) = self.handle.acquire() else { return Ok(()) };
+        let Some(u) = self.handle.acquire() else {
+            return Ok(());
+        };
         let r = traced(call, &self.id, None, || f(&*self.driver, u.handle()));
         drop(u);
         match r {
@@ -194,12 +225,21 @@ impl SystemInner {
 
     fn deadline(&self, opts: &CallOptions, default: Duration) -> Instant {
         let d = opts.timeout.unwrap_or(default);
-        Instant::now().checked_add(d).unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+        Instant::now()
+            .checked_add(d)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
     }
 
     /// The pending-operation path shared by Start, Pause, Resume and Save (and the completion
     /// wait of Create).
-    fn wait_armed(&self, op: &'static str, kind: NotificationKind, seq: u64, deadline: Instant, opts: &CallOptions) -> Result<()> {
+    fn wait_armed(
+        &self,
+        op: &'static str,
+        kind: NotificationKind,
+        seq: u64,
+        deadline: Instant,
+        opts: &CallOptions,
+    ) -> Result<()> {
         if let Some(t) = &opts.cancel {
             let w: Arc<dyn crate::timeouts::Wake> = self.notifier.clone();
             t.watch(Arc::downgrade(&w));
@@ -272,15 +312,21 @@ impl SystemInner {
         drop(u);
         match r {
             Err(e) => Err(Error::system(op, &self.id, &e)),
-            Ok(reply) if reply.pending => Err(Error::system(op, &self.id, Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING))),
+            Ok(reply) if reply.pending => Err(Error::system(
+                op,
+                &self.id,
+                Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING),
+            )),
             Ok(reply) if reply.value.trim().is_empty() => Err(Error::bare(Cause::UnexpectedValue)),
             Ok(reply) => Ok(reply.value),
         }
     }
 
     fn properties(&self, op: &'static str, types: &[PropertyType]) -> Result<ContainerProperties> {
-        let query = serde_json::to_string(&PropertyQuery { property_types: types.to_vec() })
-            .map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
+        let query = serde_json::to_string(&PropertyQuery {
+            property_types: types.to_vec(),
+        })
+        .map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
         let json = self.properties_raw(op, &query)?;
         serde_json::from_str(&json).map_err(|e| Error::system(op, &self.id, Cause::Json(e.to_string())))
     }
@@ -307,7 +353,14 @@ impl SystemInner {
         let inner = SystemInner::new(driver, id, timeouts);
         inner.handle.set(reply.value);
         if let Err(e) = inner.register(reply.value) {
-            let err = Error::system(OP_OPEN, id, &Failure { code: e.code, document: None });
+            let err = Error::system(
+                OP_OPEN,
+                id,
+                &Failure {
+                    code: e.code,
+                    document: None,
+                },
+            );
             let _ = inner.close();
             return Err(err);
         }
@@ -327,7 +380,11 @@ impl System {
     }
 
     /// Creates a compute system from any serialisable document (e.g. an `hcs-schema` type).
-    pub fn create_from<T: serde::Serialize>(driver: Arc<dyn Driver>, id: &str, document: &T) -> Result<System> {
+    pub fn create_from<T: serde::Serialize>(
+        driver: Arc<dyn Driver>,
+        id: &str,
+        document: &T,
+    ) -> Result<System> {
         let json = serde_json::to_string(document).map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
         Self::create(driver, id, &json)
     }
@@ -335,7 +392,12 @@ impl System {
     /// Creates a compute system with explicit timeouts (`hcs-behavior.md` §4.3): create, register,
     /// wait for `SystemCreateCompleted` if pending (terminating on timeout), load cached
     /// properties. Every failure path releases the handle and the registration.
-    pub fn create_with(driver: Arc<dyn Driver>, id: &str, configuration: &str, timeouts: Timeouts) -> Result<System> {
+    pub fn create_with(
+        driver: Arc<dyn Driver>,
+        id: &str,
+        configuration: &str,
+        timeouts: Timeouts,
+    ) -> Result<System> {
         let inner = SystemInner::new(driver, id, timeouts);
         let kind = NotificationKind::SystemCreateCompleted;
         let seq = inner.notifier.arm(kind);
@@ -356,10 +418,20 @@ impl System {
         if let Err(e) = system.inner.register(reply.value) {
             system.inner.notifier.disarm(seq);
             let _ = system.inner.terminate();
-            return Err(Error::system(OP_CREATE, id, &Failure { code: e.code, document: None }));
+            return Err(Error::system(
+                OP_CREATE,
+                id,
+                &Failure {
+                    code: e.code,
+                    document: None,
+                },
+            ));
         }
         if reply.pending {
-            if let Err(e) = system.inner.wait_armed(OP_CREATE, kind, seq, deadline, &CallOptions::default()) {
+            if let Err(e) = system
+                .inner
+                .wait_armed(OP_CREATE, kind, seq, deadline, &CallOptions::default())
+            {
                 if e.is_timeout() {
                     let _ = system.inner.terminate();
                 }
@@ -374,7 +446,9 @@ impl System {
 
     /// Opens an existing compute system by id (open → register → properties).
     pub fn open(driver: Arc<dyn Driver>, id: &str) -> Result<System> {
-        Ok(System { inner: SystemInner::open(driver, id, Timeouts::from_env())? })
+        Ok(System {
+            inner: SystemInner::open(driver, id, Timeouts::from_env())?,
+        })
     }
 
     /// The system id.
@@ -439,7 +513,9 @@ impl System {
     /// [`System::shutdown`] with a `ShutdownOptions` document.
     pub fn shutdown_with_options(&self, options: &str) -> Result<()> {
         self.inner
-            .stop("hcs::System::Shutdown", "shutdown_compute_system", |d, h| d.shutdown_compute_system(h, options))
+            .stop("hcs::System::Shutdown", "shutdown_compute_system", |d, h| {
+                d.shutdown_compute_system(h, options)
+            })
     }
     /// Forcibly terminates the system, with the same idempotence as [`System::shutdown`].
     pub fn terminate(&self) -> Result<()> {
@@ -506,7 +582,11 @@ impl System {
         });
         match r {
             Ok(reply) if !reply.pending => Ok(()),
-            Ok(_) => Err(Error::system(OP, &self.inner.id, Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING))),
+            Ok(_) => Err(Error::system(
+                OP,
+                &self.inner.id,
+                Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING),
+            )),
             Err(e) => Err(Error::system(OP, &self.inner.id, &e)),
         }
     }
@@ -539,7 +619,11 @@ impl System {
     /// A normal or unexpected exit is `Ok` (see [`System::exit_status`]); other failure
     /// statuses and a disconnect are errors; after `close` it is an already-closed error.
     pub fn wait(&self) -> Result<()> {
-        let o = self.inner.notifier.wait_outcome(None).expect("unbounded wait yields an outcome");
+        let o = self
+            .inner
+            .notifier
+            .wait_outcome(None)
+            .expect("unbounded wait yields an outcome");
         self.map_outcome(&o)
     }
     /// [`System::wait`] bounded by `timeout`; a timeout is an error for which `is_timeout()`
@@ -553,7 +637,10 @@ impl System {
     }
     /// A runtime-agnostic `Future` resolving like [`System::wait`].
     pub fn wait_async(&self) -> SystemWait {
-        SystemWait { fut: self.inner.notifier.outcome_future(), id: self.inner.id.clone() }
+        SystemWait {
+            fut: self.inner.notifier.outcome_future(),
+            id: self.inner.id.clone(),
+        }
     }
 
     fn map_outcome(&self, o: &Outcome) -> Result<()> {
@@ -564,10 +651,16 @@ impl System {
     /// without an exit).
     pub fn exit_status(&self) -> Option<SystemExit> {
         let sig = self.inner.notifier.exit_signal()?;
-        let parsed: Option<SystemExitStatus> = sig.payload.as_deref().and_then(|p| serde_json::from_str(p).ok());
+        let parsed: Option<SystemExitStatus> =
+            sig.payload.as_deref().and_then(|p| serde_json::from_str(p).ok());
         let exit_type = parsed.and_then(|p| p.exit_type);
-        let unexpected = matches!(sig.status.0, 0xC037_0106 | 0x8037_0106) || exit_type == Some(ExitType::UnexpectedExit);
-        Some(SystemExit { status: sig.status, exit_type, unexpected })
+        let unexpected =
+            matches!(sig.status.0, 0xC037_0106 | 0x8037_0106) || exit_type == Some(ExitType::UnexpectedExit);
+        Some(SystemExit {
+            status: sig.status,
+            exit_type,
+            unexpected,
+        })
     }
 
     /// The exit error: "container not exited" before the system stopped; afterwards the wait
@@ -640,7 +733,9 @@ impl Future for SystemWait {
     type Output = Result<()>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let id = self.id.clone();
-        Pin::new(&mut self.fut).poll(cx).map(|o| map_system_outcome(&id, &o))
+        Pin::new(&mut self.fut)
+            .poll(cx)
+            .map(|o| map_system_outcome(&id, &o))
     }
 }
 
@@ -654,7 +749,9 @@ impl std::fmt::Debug for SystemWait {
 pub fn enumerate(driver: &dyn Driver, query: &ComputeSystemQuery) -> Result<Vec<ContainerProperties>> {
     const OP: &str = "hcs::GetComputeSystems";
     let q = serde_json::to_string(query).map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
-    let r = traced("enumerate_compute_systems", "", None, || driver.enumerate_compute_systems(&q));
+    let r = traced("enumerate_compute_systems", "", None, || {
+        driver.enumerate_compute_systems(&q)
+    });
     match r {
         Err(e) => Err(Error::op(OP, Cause::Hcs(e.code.to_win32_form()))
             .with_events(crate::error::events_from_document(e.document.as_deref()))),
@@ -666,7 +763,9 @@ pub fn enumerate(driver: &dyn Driver, query: &ComputeSystemQuery) -> Result<Vec<
 /// `HcsGetServiceProperties(query)`: the raw properties document.
 pub fn service_properties(driver: &dyn Driver, query: &str) -> Result<String> {
     const OP: &str = "hcs::GetServiceProperties";
-    match traced("get_service_properties", "", None, || driver.get_service_properties(query)) {
+    match traced("get_service_properties", "", None, || {
+        driver.get_service_properties(query)
+    }) {
         Err(e) => Err(Error::op(OP, Cause::Hcs(e.code.to_win32_form()))
             .with_events(crate::error::events_from_document(e.document.as_deref()))),
         Ok(reply) if reply.value.trim().is_empty() => Err(Error::bare(Cause::UnexpectedValue)),
@@ -677,7 +776,9 @@ pub fn service_properties(driver: &dyn Driver, query: &str) -> Result<String> {
 /// `HcsModifyServiceSettings(settings)`.
 pub fn modify_service_settings(driver: &dyn Driver, settings: &str) -> Result<()> {
     const OP: &str = "hcs::ModifyServiceSettings";
-    match traced("modify_service_settings", "", None, || driver.modify_service_settings(settings)) {
+    match traced("modify_service_settings", "", None, || {
+        driver.modify_service_settings(settings)
+    }) {
         Err(e) => Err(Error::op(OP, Cause::Hcs(e.code.to_win32_form()))
             .with_events(crate::error::events_from_document(e.document.as_deref()))),
         Ok(_) => Ok(()),

@@ -38,7 +38,13 @@ impl Default for Timeouts {
 impl Timeouts {
     /// The same timeout for every operation (handy in tests).
     pub const fn uniform(d: Duration) -> Self {
-        Timeouts { create: d, start: d, pause: d, resume: d, save: d }
+        Timeouts {
+            create: d,
+            start: d,
+            pause: d,
+            resume: d,
+            save: d,
+        }
     }
 
     /// The defaults, overridden by the `HCSSHIM_TIMEOUT_*` environment variables.
@@ -78,11 +84,17 @@ pub struct CallOptions {
 impl CallOptions {
     /// Options with only a timeout.
     pub fn timeout(d: Duration) -> Self {
-        CallOptions { timeout: Some(d), cancel: None }
+        CallOptions {
+            timeout: Some(d),
+            cancel: None,
+        }
     }
     /// Options with only a cancellation token.
     pub fn cancellable(token: CancelToken) -> Self {
-        CallOptions { timeout: None, cancel: Some(token) }
+        CallOptions {
+            timeout: None,
+            cancel: Some(token),
+        }
     }
 }
 
@@ -109,7 +121,10 @@ impl Default for CancelToken {
 impl CancelToken {
     /// A fresh, uncancelled token.
     pub fn new() -> Self {
-        CancelToken(Arc::new(CancelInner { cancelled: AtomicBool::new(false), watchers: Mutex::new(Vec::new()) }))
+        CancelToken(Arc::new(CancelInner {
+            cancelled: AtomicBool::new(false),
+            watchers: Mutex::new(Vec::new()),
+        }))
     }
     /// Cancels: every wait using this token ends promptly with a cancellation error.
     pub fn cancel(&self) {
@@ -132,7 +147,9 @@ impl CancelToken {
 
 impl std::fmt::Debug for CancelToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CancelToken").field("cancelled", &self.is_cancelled()).finish()
+        f.debug_struct("CancelToken")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
     }
 }
 

@@ -53,7 +53,10 @@ struct Shared {
 
 fn shared() -> &'static Shared {
     static S: OnceLock<Shared> = OnceLock::new();
-    S.get_or_init(|| Shared { pool: Mutex::new(Pool::default()), cv: Condvar::new() })
+    S.get_or_init(|| Shared {
+        pool: Mutex::new(Pool::default()),
+        cv: Condvar::new(),
+    })
 }
 
 /// Runs `job` on a worker thread soon.
@@ -70,14 +73,20 @@ pub(crate) fn spawn_after(delay: Duration, job: impl FnOnce() + Send + 'static) 
     let mut p = lock(&s.pool);
     p.seq += 1;
     let seq = p.seq;
-    p.timed.push(Timed { at: Instant::now() + delay, seq, job: Box::new(job) });
+    p.timed.push(Timed {
+        at: Instant::now() + delay,
+        seq,
+        job: Box::new(job),
+    });
     wake_or_grow(s, &mut p);
 }
 
 fn wake_or_grow(s: &'static Shared, p: &mut Pool) {
     if p.idle == 0 && p.threads < MAX_WORKERS {
         p.threads += 1;
-        let spawned = std::thread::Builder::new().name("hcs-worker".into()).spawn(move || run(s));
+        let spawned = std::thread::Builder::new()
+            .name("hcs-worker".into())
+            .spawn(move || run(s));
         if spawned.is_err() {
             p.threads -= 1;
             tracing::error!("could not start an hcs worker thread; job stays queued");
@@ -103,7 +112,11 @@ fn run(s: &'static Shared) {
             p = lock(&s.pool);
             continue;
         }
-        let wait = p.timed.peek().map(|t| t.at.saturating_duration_since(now)).unwrap_or(IDLE_EXIT);
+        let wait = p
+            .timed
+            .peek()
+            .map(|t| t.at.saturating_duration_since(now))
+            .unwrap_or(IDLE_EXIT);
         p.idle += 1;
         let (g, res) = match s.cv.wait_timeout(p, wait) {
             Ok(r) => r,

@@ -24,10 +24,17 @@ fn v1_exit_code_comes_from_a_properties_query_and_survives_close() {
     let e = p.exit_code().unwrap_err();
     assert_eq!(e.cause(), &Cause::InvalidProcessState);
     assert_eq!(e.operation(), "hcs::Process::ExitCode");
-    fake.script(Method::GetProcessProperties, Answer::ok_with(r#"{"ProcessId":42,"Exited":true,"ExitCode":3221225786,"LastWaitResult":0}"#));
+    fake.script(
+        Method::GetProcessProperties,
+        Answer::ok_with(r#"{"ProcessId":42,"Exited":true,"ExitCode":3221225786,"LastWaitResult":0}"#),
+    );
     exit_process(&fake, Some("ignored by V1"));
     p.wait_timeout(LONG).unwrap();
-    assert_eq!(p.exit_code().unwrap(), 0xC000_013A_i64, "u32 codes are neither negative nor -1");
+    assert_eq!(
+        p.exit_code().unwrap(),
+        0xC000_013A_i64,
+        "u32 codes are neither negative nor -1"
+    );
     assert_eq!(p.exit(), Some(ExitCode::Code(0xC000_013A)));
     p.close().unwrap();
     assert_eq!(p.exit_code().unwrap(), 0xC000_013A_i64);
@@ -41,7 +48,10 @@ fn v1_exit_code_comes_from_a_properties_query_and_survives_close() {
 fn v1_exit_with_last_wait_result_gives_unknown_minus_one() {
     let (fake, s) = system();
     let p = s.create_process(PARAMS).unwrap();
-    fake.script(Method::GetProcessProperties, Answer::ok_with(r#"{"ProcessId":1,"Exited":true,"ExitCode":0,"LastWaitResult":5}"#));
+    fake.script(
+        Method::GetProcessProperties,
+        Answer::ok_with(r#"{"ProcessId":1,"Exited":true,"ExitCode":0,"LastWaitResult":5}"#),
+    );
     exit_process(&fake, None);
     p.wait_timeout(LONG).unwrap();
     assert_eq!(p.exit_code().unwrap(), -1);
@@ -65,10 +75,17 @@ fn v2_exit_code_comes_from_the_payload() {
     let fake = FakeDriver::with_generation(ApiGeneration::V2);
     let s = System::create_with(fake.clone(), "sys", CONFIG, Timeouts::uniform(LONG)).unwrap();
     let p = s.create_process(PARAMS).unwrap();
-    exit_process(&fake, Some(r#"{"ProcessId":1,"Exited":true,"ExitCode":7,"LastWaitResult":0}"#));
+    exit_process(
+        &fake,
+        Some(r#"{"ProcessId":1,"Exited":true,"ExitCode":7,"LastWaitResult":0}"#),
+    );
     p.wait_timeout(LONG).unwrap();
     assert_eq!(p.exit_code().unwrap(), 7);
-    assert_eq!(fake.count(Method::GetProcessProperties), 0, "V2 makes no properties query");
+    assert_eq!(
+        fake.count(Method::GetProcessProperties),
+        0,
+        "V2 makes no properties query"
+    );
 
     let p = s.create_process(PARAMS).unwrap();
     exit_process(&fake, None);
@@ -77,7 +94,10 @@ fn v2_exit_code_comes_from_the_payload() {
 
     let p = s.create_process(PARAMS).unwrap();
     exit_process(&fake, Some("{garbage"));
-    assert!(matches!(p.wait_timeout(LONG).unwrap_err().cause(), Cause::Json(_)));
+    assert!(matches!(
+        p.wait_timeout(LONG).unwrap_err().cause(),
+        Cause::Json(_)
+    ));
 }
 
 #[test]
@@ -101,7 +121,10 @@ fn failing_exit_status_and_disconnect_are_wait_errors() {
 #[test]
 fn create_process_failure_suffixes_the_command_line() {
     let (fake, s) = system();
-    fake.script(Method::CreateProcess, Answer::fail_with_document(0x8007_0002_u32, r#"{"ErrorEvents":[{"Message":"no such file"}]}"#));
+    fake.script(
+        Method::CreateProcess,
+        Answer::fail_with_document(0x8007_0002_u32, r#"{"ErrorEvents":[{"Message":"no such file"}]}"#),
+    );
     let e = s.create_process(PARAMS).unwrap_err();
     assert_eq!(e.operation(), "hcs::System::CreateProcess: cmd /c exit 3");
     assert_eq!(e.hresult(), Some(HResult(2)));
@@ -136,7 +159,10 @@ fn process_registration_failure_closes_the_process_handle_i8() {
 #[test]
 fn stdio_is_handed_out_once_then_requeried() {
     let (fake, s) = system();
-    fake.script(Method::CreateProcess, Answer::ok_with_stdio("out!", "err!").with_pid(5));
+    fake.script(
+        Method::CreateProcess,
+        Answer::ok_with_stdio("out!", "err!").with_pid(5),
+    );
     let p = s.create_process(PARAMS).unwrap();
     let mut io = p.stdio().unwrap();
     let mut out = String::new();
@@ -146,7 +172,11 @@ fn stdio_is_handed_out_once_then_requeried() {
     assert_eq!(fake.stdin_written(5), b"in!");
     assert_eq!(fake.count(Method::GetProcessInfo), 0);
     let _again = p.stdio().unwrap();
-    assert_eq!(fake.count(Method::GetProcessInfo), 1, "second request queries HCS");
+    assert_eq!(
+        fake.count(Method::GetProcessInfo),
+        1,
+        "second request queries HCS"
+    );
     p.close().unwrap();
     assert!(p.stdio().unwrap_err().is_already_closed());
 }
@@ -161,22 +191,38 @@ fn signal_delivered_gone_and_error_paths_i12() {
     let e = p.signal("{}").unwrap_err();
     assert_eq!(e.operation(), "hcs::Process::Signal");
     assert_eq!(e.hresult(), Some(HResult(0x57)));
-    assert!(p.wait_timeout(ms(1200)).unwrap_err().is_timeout(), "non-gone errors do not force the wait");
+    assert!(
+        p.wait_timeout(ms(1200)).unwrap_err().is_timeout(),
+        "non-gone errors do not force the wait"
+    );
 }
 
 #[test]
 fn signal_to_a_gone_process_force_unblocks_the_wait_with_the_raw_code_q19() {
-    for code in [0xC037_0105_u32, 0x8037_0105, 0xC037_010E, 0x8037_010E, 0x8007_0490, 0x8037_011F] {
+    for code in [
+        0xC037_0105_u32,
+        0x8037_0105,
+        0xC037_010E,
+        0x8037_010E,
+        0x8007_0490,
+        0x8037_011F,
+    ] {
         let (fake, s) = system();
         let p = s.create_process(PARAMS).unwrap();
         fake.script(Method::SignalProcess, Answer::fail(code));
         let t = Instant::now();
         assert!(!p.signal("{}").unwrap(), "{code:#x}: not delivered");
         let e = p.wait_timeout(LONG).unwrap_err();
-        assert!(t.elapsed() >= Duration::from_millis(900), "force-unblock fired early");
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "force-unblock fired early"
+        );
         assert_eq!(e.hresult(), Some(HResult(code).to_win32_form()));
         assert_eq!(e.operation(), "", "the raw, unwrapped error is published");
-        assert_eq!(p.exit_code().unwrap_err().hresult(), Some(HResult(code).to_win32_form()));
+        assert_eq!(
+            p.exit_code().unwrap_err().hresult(),
+            Some(HResult(code).to_win32_form())
+        );
     }
 }
 
@@ -204,7 +250,10 @@ fn kill_uses_a_second_handle_on_the_same_driver_in_order() {
         ]
     );
     assert_eq!(fake.calls_of(Method::OpenProcess)[0].arg, "77");
-    assert_eq!(fake.calls_of(Method::OpenComputeSystem)[0].id.as_deref(), Some("sys"));
+    assert_eq!(
+        fake.calls_of(Method::OpenComputeSystem)[0].id.as_deref(),
+        Some("sys")
+    );
     fake.clear_calls();
     assert!(p.kill().unwrap(), "idempotent once delivered");
     assert!(fake.calls().is_empty(), "no driver calls after delivery");
@@ -221,7 +270,11 @@ fn kill_access_denied_or_already_stopped_counts_as_delivered_but_retries() {
         fake.script(Method::TerminateProcess, Answer::fail(code));
         assert!(p.kill().unwrap(), "{code:#x}");
         assert!(p.kill().unwrap());
-        assert_eq!(fake.count(Method::TerminateProcess), 2, "{code:#x}: delivered flag must not be set");
+        assert_eq!(
+            fake.count(Method::TerminateProcess),
+            2,
+            "{code:#x}: delivered flag must not be set"
+        );
     }
 }
 
@@ -235,7 +288,10 @@ fn kill_gone_family_is_not_delivered_and_other_errors_surface() {
     let e = p.kill().unwrap_err();
     assert_eq!(e.operation(), "hcs::Process::Kill");
     fake.script(Method::OpenProcess, Answer::fail(0x8037_011F_u32));
-    assert!(p.kill().unwrap(), "open-process already stopped counts as delivered");
+    assert!(
+        p.kill().unwrap(),
+        "open-process already stopped counts as delivered"
+    );
     fake.script(Method::OpenProcess, Answer::fail(0x8000_4005_u32));
     assert_eq!(p.kill().unwrap_err().operation(), "hcs::System::OpenProcess");
     drop(p);
@@ -278,7 +334,10 @@ fn close_stdin_always_tells_hcs_while_running_and_only_locally_after_exit() {
         r#"{"Operation":"CloseHandle","CloseHandle":{"Handle":"StdIn"}}"#
     );
     fake.script(Method::ModifyProcess, Answer::fail(0x8000_4005_u32));
-    assert_eq!(p.close_stdin().unwrap_err().operation(), "hcs::Process::CloseStdin");
+    assert_eq!(
+        p.close_stdin().unwrap_err().operation(),
+        "hcs::Process::CloseStdin"
+    );
     exit_process(&fake, None);
     p.wait_timeout(LONG).unwrap();
     p.close_stdin().unwrap();
@@ -309,11 +368,17 @@ fn closed_process_guards_and_wait_after_close() {
     assert!(p.resize_console(1, 1).unwrap_err().is_already_closed());
     assert!(p.terminate().unwrap_err().is_already_closed());
     assert!(p.wait().unwrap_err().is_already_closed());
-    assert!(block_on(p.wait_async(), LONG).unwrap().unwrap_err().is_already_closed());
+    assert!(block_on(p.wait_async(), LONG)
+        .unwrap()
+        .unwrap_err()
+        .is_already_closed());
     assert!(p.close().is_ok());
     assert!(fake.calls().is_empty());
     let ctx = fake.last_process_context().unwrap();
-    assert!(!fake.fire(ctx, NotificationKind::ProcessExited, 0u32, None), "late callback dropped");
+    assert!(
+        !fake.fire(ctx, NotificationKind::ProcessExited, 0u32, None),
+        "late callback dropped"
+    );
 }
 
 #[test]

@@ -43,8 +43,14 @@ fn reply() -> impl Strategy<Value = Reply> {
         Just(Reply::Ok),
         prop_oneof![Just(0u32), Just(0x8000_4005)].prop_map(Reply::PendingCompleted),
         Just(Reply::PendingNever),
-        prop_oneof![Just(0xC037_0110u32), Just(0x8037_0105), Just(0x8007_0005), Just(0x7F), Just(0x8037_011F)]
-            .prop_map(Reply::Fail),
+        prop_oneof![
+            Just(0xC037_0110u32),
+            Just(0x8037_0105),
+            Just(0x8007_0005),
+            Just(0x7F),
+            Just(0x8037_011F)
+        ]
+        .prop_map(Reply::Fail),
     ]
 }
 
@@ -91,23 +97,38 @@ fn run(steps: &[Step]) {
         let t = Instant::now();
         match st {
             Step::Start(r) => {
-                fake.script(Method::StartComputeSystem, answer(r, NotificationKind::SystemStartCompleted));
+                fake.script(
+                    Method::StartComputeSystem,
+                    answer(r, NotificationKind::SystemStartCompleted),
+                );
                 let _ = s.start_with(&opts);
             }
             Step::Pause(r) => {
-                fake.script(Method::PauseComputeSystem, answer(r, NotificationKind::SystemPauseCompleted));
+                fake.script(
+                    Method::PauseComputeSystem,
+                    answer(r, NotificationKind::SystemPauseCompleted),
+                );
                 let _ = s.pause_with(&opts);
             }
             Step::Resume(r) => {
-                fake.script(Method::ResumeComputeSystem, answer(r, NotificationKind::SystemResumeCompleted));
+                fake.script(
+                    Method::ResumeComputeSystem,
+                    answer(r, NotificationKind::SystemResumeCompleted),
+                );
                 let _ = s.resume_with(&opts);
             }
             Step::Shutdown(r) => {
-                fake.script(Method::ShutdownComputeSystem, answer(r, NotificationKind::SystemExited));
+                fake.script(
+                    Method::ShutdownComputeSystem,
+                    answer(r, NotificationKind::SystemExited),
+                );
                 let _ = s.shutdown();
             }
             Step::Terminate(r) => {
-                fake.script(Method::TerminateComputeSystem, answer(r, NotificationKind::SystemExited));
+                fake.script(
+                    Method::TerminateComputeSystem,
+                    answer(r, NotificationKind::SystemExited),
+                );
                 let _ = s.terminate();
             }
             Step::Properties => {
@@ -126,7 +147,12 @@ fn run(steps: &[Step]) {
                 fake.fire(sys_ctx, NotificationKind::SystemStartCompleted, 0u32, None);
             }
             Step::FireUnknown(raw) => {
-                fake.fire(sys_ctx, NotificationKind::from_v1(*raw), *raw, Some("{\u{0}garbage"));
+                fake.fire(
+                    sys_ctx,
+                    NotificationKind::from_v1(*raw),
+                    *raw,
+                    Some("{\u{0}garbage"),
+                );
             }
             Step::CreateProcess => {
                 if let Ok(p) = s.create_process(r#"{"CommandLine":"x"}"#) {
@@ -136,7 +162,10 @@ fn run(steps: &[Step]) {
             }
             Step::FireProcessExit(code) => {
                 if let Some((_, c)) = procs.last() {
-                    fake.set_default(Method::GetProcessProperties, Answer::ok_with(format!(r#"{{"ExitCode":{code}}}"#)));
+                    fake.set_default(
+                        Method::GetProcessProperties,
+                        Answer::ok_with(format!(r#"{{"ExitCode":{code}}}"#)),
+                    );
                     fake.fire(*c, NotificationKind::ProcessExited, 0u32, None);
                 }
             }
@@ -154,7 +183,9 @@ fn run(steps: &[Step]) {
             Step::CloseProcess => {
                 if let Some((p, _)) = procs.pop() {
                     p.close().expect("process close");
-                    assert!(!p.wait_timeout(Duration::from_secs(2)).is_err_and(|e| e.is_timeout()));
+                    assert!(!p
+                        .wait_timeout(Duration::from_secs(2))
+                        .is_err_and(|e| e.is_timeout()));
                 }
             }
             Step::WaitShort => {
@@ -167,7 +198,11 @@ fn run(steps: &[Step]) {
                 s.close().expect("system close");
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(3), "step {st:?} took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "step {st:?} took {:?}",
+            t.elapsed()
+        );
     }
     for (p, _) in procs.drain(..) {
         p.close().expect("process close");
@@ -177,7 +212,10 @@ fn run(steps: &[Step]) {
     s.close().expect("system close");
     let r = s.wait_timeout(Duration::from_secs(2));
     assert!(!r.is_err_and(|e| e.is_timeout()), "system wait hung after close");
-    assert!(!fake.fire(sys_ctx, NotificationKind::SystemExited, 0u32, None), "registration outlived close");
+    assert!(
+        !fake.fire(sys_ctx, NotificationKind::SystemExited, 0u32, None),
+        "registration outlived close"
+    );
     assert!(fake.wait_for_deliveries(Duration::from_secs(2)));
     fake.assert_no_leaks();
 }

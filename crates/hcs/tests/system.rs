@@ -19,11 +19,22 @@ fn create_registers_then_loads_cached_properties() {
     let methods: Vec<Method> = fake.calls().iter().map(|c| c.method).collect();
     assert_eq!(
         methods,
-        [Method::CreateComputeSystem, Method::RegisterComputeSystemCallback, Method::GetComputeSystemProperties]
+        [
+            Method::CreateComputeSystem,
+            Method::RegisterComputeSystemCallback,
+            Method::GetComputeSystemProperties
+        ]
     );
     assert_eq!(fake.calls_of(Method::GetComputeSystemProperties)[0].arg, "{}");
-    assert_eq!(fake.calls_of(Method::CreateComputeSystem)[0].arg, CONFIG, "configuration passed verbatim");
-    assert_eq!((s.system_type().as_str(), s.os().as_str(), s.owner().as_str()), ("container", "windows", "me"));
+    assert_eq!(
+        fake.calls_of(Method::CreateComputeSystem)[0].arg,
+        CONFIG,
+        "configuration passed verbatim"
+    );
+    assert_eq!(
+        (s.system_type().as_str(), s.os().as_str(), s.owner().as_str()),
+        ("container", "windows", "me")
+    );
     assert!(!s.is_oci());
     s.close().unwrap();
     fake.assert_no_leaks();
@@ -32,7 +43,10 @@ fn create_registers_then_loads_cached_properties() {
 #[test]
 fn create_pending_waits_for_create_completed() {
     let fake = FakeDriver::new();
-    fake.script(Method::CreateComputeSystem, pending_then(NotificationKind::SystemCreateCompleted, 0, ms(20)));
+    fake.script(
+        Method::CreateComputeSystem,
+        pending_then(NotificationKind::SystemCreateCompleted, 0, ms(20)),
+    );
     let t = Instant::now();
     let s = System::create_with(fake.clone(), "sys", CONFIG, Timeouts::uniform(LONG)).unwrap();
     assert!(t.elapsed() >= ms(15));
@@ -57,7 +71,10 @@ fn create_sync_failure_keeps_events_and_registers_nothing() {
     let fake = FakeDriver::new();
     fake.script(
         Method::CreateComputeSystem,
-        Answer::fail_with_document(0xC037_010D_u32, r#"{"ErrorEvents":[{"Message":"bad json","EventId":9}]}"#),
+        Answer::fail_with_document(
+            0xC037_010D_u32,
+            r#"{"ErrorEvents":[{"Message":"bad json","EventId":9}]}"#,
+        ),
     );
     let err = System::create(fake.clone(), "sys", CONFIG).unwrap_err();
     assert!(err.is_not_supported());
@@ -71,7 +88,10 @@ fn create_sync_failure_keeps_events_and_registers_nothing() {
 #[test]
 fn create_registration_failure_terminates_closes_and_removes_the_registry_entry() {
     let fake = FakeDriver::new();
-    fake.script(Method::RegisterComputeSystemCallback, Answer::fail(0x8000_4005_u32));
+    fake.script(
+        Method::RegisterComputeSystemCallback,
+        Answer::fail(0x8000_4005_u32),
+    );
     let err = System::create(fake.clone(), "sys", CONFIG).unwrap_err();
     assert_eq!(err.operation(), "hcs::CreateComputeSystem");
     assert_eq!(err.hresult(), Some(HResult::E_FAIL));
@@ -79,7 +99,10 @@ fn create_registration_failure_terminates_closes_and_removes_the_registry_entry(
     assert_eq!(fake.count(Method::CloseComputeSystem), 1);
     assert_eq!(fake.count(Method::UnregisterComputeSystemCallback), 0);
     let ctx = fake.calls_of(Method::CreateComputeSystem)[0].ctx.unwrap();
-    assert!(!fake.fire(ctx, NotificationKind::SystemExited, 0u32, None), "registry entry left behind (I2)");
+    assert!(
+        !fake.fire(ctx, NotificationKind::SystemExited, 0u32, None),
+        "registry entry left behind (I2)"
+    );
     fake.assert_no_leaks();
 }
 
@@ -99,7 +122,11 @@ fn open_calls_open_register_properties_in_order() {
     let methods: Vec<Method> = fake.calls().iter().map(|c| c.method).collect();
     assert_eq!(
         methods,
-        [Method::OpenComputeSystem, Method::RegisterComputeSystemCallback, Method::GetComputeSystemProperties]
+        [
+            Method::OpenComputeSystem,
+            Method::RegisterComputeSystemCallback,
+            Method::GetComputeSystemProperties
+        ]
     );
     drop(s);
     fake.script(Method::OpenComputeSystem, Answer::fail(0xC037_010E_u32));
@@ -132,14 +159,24 @@ fn closed_system_guards_every_operation_without_driver_calls() {
         assert_eq!(e.operation(), op);
         assert_eq!(e.system_id(), Some("sys"));
     }
-    assert!(s.shutdown().is_ok() && s.terminate().is_ok(), "stop on a closed object is Ok");
+    assert!(
+        s.shutdown().is_ok() && s.terminate().is_ok(),
+        "stop on a closed object is Ok"
+    );
     assert!(s.close().is_ok(), "close is idempotent");
     assert_eq!(fake.calls().len(), before, "no driver call after close");
 }
 
 #[test]
 fn stop_swallows_exactly_the_allow_list_in_both_encodings() {
-    for code in [0xC037_0110_u32, 0x8037_0110, 0xC037_010E, 0x8037_010E, 0xC037_0103, 0x8037_0117] {
+    for code in [
+        0xC037_0110_u32,
+        0x8037_0110,
+        0xC037_010E,
+        0x8037_010E,
+        0xC037_0103,
+        0x8037_0117,
+    ] {
         let (fake, s) = system();
         fake.script(Method::ShutdownComputeSystem, Answer::fail(code));
         fake.script(Method::TerminateComputeSystem, Answer::fail(code));
@@ -148,7 +185,10 @@ fn stop_swallows_exactly_the_allow_list_in_both_encodings() {
     }
     for code in [0x7F_u32, 0x8007_0005, 0x8037_0105] {
         let (fake, s) = system();
-        fake.script(Method::ShutdownComputeSystem, Answer::fail_with_document(code, r#"{"ErrorEvents":[{"Message":"x"}]}"#));
+        fake.script(
+            Method::ShutdownComputeSystem,
+            Answer::fail_with_document(code, r#"{"ErrorEvents":[{"Message":"x"}]}"#),
+        );
         let e = s.shutdown().unwrap_err();
         assert_eq!(e.operation(), "hcs::System::Shutdown", "{code:#x}");
         assert_eq!(e.events().len(), 1);
@@ -165,13 +205,19 @@ fn stop_after_exit_makes_no_driver_call() {
     s.wait_timeout(LONG).unwrap();
     s.shutdown().unwrap();
     s.terminate().unwrap();
-    assert_eq!(fake.count(Method::ShutdownComputeSystem) + fake.count(Method::TerminateComputeSystem), 0);
+    assert_eq!(
+        fake.count(Method::ShutdownComputeSystem) + fake.count(Method::TerminateComputeSystem),
+        0
+    );
 }
 
 #[test]
 fn pending_start_completes_through_its_notification() {
     let (fake, s) = system();
-    fake.script(Method::StartComputeSystem, pending_then(NotificationKind::SystemStartCompleted, 0, ms(10)));
+    fake.script(
+        Method::StartComputeSystem,
+        pending_then(NotificationKind::SystemStartCompleted, 0, ms(10)),
+    );
     s.start().unwrap();
     assert!(s.started_at().is_some());
     fake.script(
@@ -184,7 +230,10 @@ fn pending_start_completes_through_its_notification() {
         ),
     );
     let e = s.start().unwrap_err();
-    assert_eq!(e.hresult(), Some(HResult::ERROR_VMCOMPUTE_TERMINATED_DURING_START));
+    assert_eq!(
+        e.hresult(),
+        Some(HResult::ERROR_VMCOMPUTE_TERMINATED_DURING_START)
+    );
     assert_eq!(e.operation(), "hcs::System::Start");
 }
 
@@ -195,7 +244,12 @@ fn pending_result_document_events_are_discarded_q13() {
         Method::StartComputeSystem,
         Answer::pending()
             .with_document(r#"{"ErrorEvents":[{"Message":"ignored"}]}"#)
-            .then_complete(NotificationKind::SystemStartCompleted, 0x8000_4005_u32, None, ms(5)),
+            .then_complete(
+                NotificationKind::SystemStartCompleted,
+                0x8000_4005_u32,
+                None,
+                ms(5),
+            ),
     );
     let e = s.start().unwrap_err();
     assert!(e.events().is_empty());
@@ -217,7 +271,10 @@ fn crash_during_start_fails_start_and_completes_wait_i1() {
     t.join().unwrap();
     assert!(e.is_unexpected_exit(), "{e}");
     assert_eq!(e.cause(), &Cause::UnexpectedContainerExit);
-    assert!(waiter.join().unwrap().is_ok(), "wait completes with the (unexpected) exit");
+    assert!(
+        waiter.join().unwrap().is_ok(),
+        "wait completes with the (unexpected) exit"
+    );
     let x = s.exit_status().unwrap();
     assert!(x.unexpected);
     assert_eq!(x.exit_type, Some(hcs_schema::ExitType::UnexpectedExit));
@@ -265,7 +322,10 @@ fn pause_interrupted_by_exit_fails_with_unexpected_exit() {
 #[test]
 fn a_completion_of_another_type_does_not_complete_the_wait() {
     let (fake, s) = system();
-    fake.script(Method::PauseComputeSystem, pending_then(NotificationKind::SystemResumeCompleted, 0, ms(5)));
+    fake.script(
+        Method::PauseComputeSystem,
+        pending_then(NotificationKind::SystemResumeCompleted, 0, ms(5)),
+    );
     let e = s.pause_with(&CallOptions::timeout(ms(60))).unwrap_err();
     assert!(e.is_timeout());
 }
@@ -276,7 +336,10 @@ fn stale_completion_after_timeout_is_dropped_not_given_to_the_next_wait_i3() {
     fake.script(Method::StartComputeSystem, Answer::pending());
     let e = s.start_with(&CallOptions::timeout(ms(30))).unwrap_err();
     assert!(e.is_timeout());
-    assert_eq!(e.to_string(), "hcs::System::Start sys: hcsshim: timeout waiting for notification");
+    assert_eq!(
+        e.to_string(),
+        "hcs::System::Start sys: hcsshim: timeout waiting for notification"
+    );
     let ctx = fake.last_system_context().unwrap();
     fake.fire(ctx, NotificationKind::SystemStartCompleted, 0u32, None); // late
     fake.script(Method::StartComputeSystem, Answer::pending());
@@ -291,7 +354,12 @@ fn completion_arriving_before_the_driver_call_returns_is_not_lost() {
     let gate = Gate::new();
     fake.script(
         Method::StartComputeSystem,
-        Answer::pending().blocking(gate.clone()).then_complete(NotificationKind::SystemStartCompleted, 0u32, None, ms(0)),
+        Answer::pending().blocking(gate.clone()).then_complete(
+            NotificationKind::SystemStartCompleted,
+            0u32,
+            None,
+            ms(0),
+        ),
     );
     let g2 = gate.clone();
     let opener = std::thread::spawn(move || {
@@ -328,7 +396,10 @@ fn modify_pending_is_an_error_q10_and_failure_carries_events() {
     assert_eq!(e.operation(), "hcs::System::Modify");
     fake.script(Method::ModifyComputeSystem, Answer::ok());
     s.modify(r#"{"ResourcePath":"x"}"#).unwrap();
-    assert_eq!(fake.calls_of(Method::ModifyComputeSystem)[1].arg, r#"{"ResourcePath":"x"}"#);
+    assert_eq!(
+        fake.calls_of(Method::ModifyComputeSystem)[1].arg,
+        r#"{"ResourcePath":"x"}"#
+    );
 }
 
 #[test]
@@ -342,7 +413,12 @@ fn properties_empty_is_bare_unexpected_value_and_bad_json_is_wrapped() {
     let e = s.properties(&[hcs_schema::PropertyType::Statistics]).unwrap_err();
     assert!(matches!(e.cause(), Cause::Json(_)));
     assert_eq!(e.operation(), "hcs::System::Properties");
-    let q = fake.calls_of(Method::GetComputeSystemProperties).last().unwrap().arg.clone();
+    let q = fake
+        .calls_of(Method::GetComputeSystemProperties)
+        .last()
+        .unwrap()
+        .arg
+        .clone();
     assert_eq!(q, r#"{"PropertyTypes":["Statistics"]}"#);
 }
 
@@ -417,7 +493,10 @@ fn wait_after_close_is_already_closed_deterministically_i4() {
         s.close().unwrap();
         let e = s.wait().unwrap_err();
         assert!(e.is_already_closed(), "{e}");
-        assert!(block_on(s.wait_async(), LONG).unwrap().unwrap_err().is_already_closed());
+        assert!(block_on(s.wait_async(), LONG)
+            .unwrap()
+            .unwrap_err()
+            .is_already_closed());
     }
 }
 
@@ -457,7 +536,10 @@ fn close_during_pending_start_ends_the_wait_promptly_i10() {
 fn close_waits_for_a_driver_call_in_progress_i5() {
     let (fake, s) = system();
     let gate = Gate::new();
-    fake.script(Method::GetComputeSystemProperties, Answer::ok_with("{}").blocking(gate.clone()));
+    fake.script(
+        Method::GetComputeSystemProperties,
+        Answer::ok_with("{}").blocking(gate.clone()),
+    );
     let s = Arc::new(s);
     let s2 = s.clone();
     let user = std::thread::spawn(move || s2.properties(&[]));
@@ -465,7 +547,11 @@ fn close_waits_for_a_driver_call_in_progress_i5() {
     let s3 = s.clone();
     let closer = std::thread::spawn(move || s3.close());
     std::thread::sleep(ms(50));
-    assert_eq!(fake.count(Method::CloseComputeSystem), 0, "handle closed under an in-flight call");
+    assert_eq!(
+        fake.count(Method::CloseComputeSystem),
+        0,
+        "handle closed under an in-flight call"
+    );
     gate.open();
     user.join().unwrap().unwrap();
     closer.join().unwrap().unwrap();
@@ -475,14 +561,21 @@ fn close_waits_for_a_driver_call_in_progress_i5() {
 #[test]
 fn failed_unregister_or_close_keeps_the_object_open_for_a_retry() {
     let (fake, s) = system();
-    fake.script(Method::UnregisterComputeSystemCallback, Answer::fail(0x8000_4005_u32));
+    fake.script(
+        Method::UnregisterComputeSystemCallback,
+        Answer::fail(0x8000_4005_u32),
+    );
     let e = s.close().unwrap_err();
     assert_eq!(e.operation(), "hcs::System::Close");
     assert!(s.properties(&[]).is_ok(), "object stays usable");
     fake.script(Method::CloseComputeSystem, Answer::fail(0x8000_4005_u32));
     assert!(s.close().is_err());
     s.close().unwrap();
-    assert_eq!(fake.count(Method::UnregisterComputeSystemCallback), 2, "only the successful unregister counts once");
+    assert_eq!(
+        fake.count(Method::UnregisterComputeSystemCallback),
+        2,
+        "only the successful unregister counts once"
+    );
     fake.assert_no_leaks();
 }
 
@@ -492,8 +585,16 @@ fn late_callback_after_unregistration_is_a_noop() {
     let ctx = fake.last_system_context().unwrap();
     s.close().unwrap();
     assert!(!fake.fire(ctx, NotificationKind::SystemExited, 0u32, None));
-    assert!(!hcs::dispatch(ctx.raw(), NotificationKind::from_v1(0x77), 0u32, Some("garbage")));
-    assert!(s.wait().unwrap_err().is_already_closed(), "late exit did not overwrite the close outcome");
+    assert!(!hcs::dispatch(
+        ctx.raw(),
+        NotificationKind::from_v1(0x77),
+        0u32,
+        Some("garbage")
+    ));
+    assert!(
+        s.wait().unwrap_err().is_already_closed(),
+        "late exit did not overwrite the close outcome"
+    );
 }
 
 #[test]
@@ -517,16 +618,31 @@ fn dropping_a_system_closes_it() {
 #[test]
 fn enumerate_wraps_driver_errors_and_rejects_empty() {
     let fake = FakeDriver::new();
-    fake.script(Method::EnumerateComputeSystems, Answer::ok_with(r#"[{"Id":"a","SystemType":"Container"}]"#));
-    let q = hcs_schema::ComputeSystemQuery { ids: vec!["a".into()], ..Default::default() };
+    fake.script(
+        Method::EnumerateComputeSystems,
+        Answer::ok_with(r#"[{"Id":"a","SystemType":"Container"}]"#),
+    );
+    let q = hcs_schema::ComputeSystemQuery {
+        ids: vec!["a".into()],
+        ..Default::default()
+    };
     let v = hcs::enumerate(&*fake, &q).unwrap();
     assert_eq!(v[0].id, "a");
-    assert_eq!(fake.calls_of(Method::EnumerateComputeSystems)[0].arg, r#"{"Ids":["a"]}"#);
+    assert_eq!(
+        fake.calls_of(Method::EnumerateComputeSystems)[0].arg,
+        r#"{"Ids":["a"]}"#
+    );
     fake.script(Method::EnumerateComputeSystems, Answer::ok_with(""));
-    assert_eq!(hcs::enumerate(&*fake, &q).unwrap_err().cause(), &Cause::UnexpectedValue);
+    assert_eq!(
+        hcs::enumerate(&*fake, &q).unwrap_err().cause(),
+        &Cause::UnexpectedValue
+    );
     fake.script(Method::EnumerateComputeSystems, Answer::fail(0x8007_0005_u32));
     let e = hcs::enumerate(&*fake, &q).unwrap_err();
-    assert_eq!(e.to_string(), "hcs::GetComputeSystems: ERROR_ACCESS_DENIED (0x00000005)");
+    assert_eq!(
+        e.to_string(),
+        "hcs::GetComputeSystems: ERROR_ACCESS_DENIED (0x00000005)"
+    );
 }
 
 #[test]
@@ -537,7 +653,10 @@ fn timeouts_come_from_the_system_and_per_call_options_override() {
     let t = Instant::now();
     assert!(s.resume().unwrap_err().is_timeout());
     assert!(t.elapsed() < Duration::from_secs(2));
-    fake.script(Method::ResumeComputeSystem, pending_then(NotificationKind::SystemResumeCompleted, 0, ms(60)));
+    fake.script(
+        Method::ResumeComputeSystem,
+        pending_then(NotificationKind::SystemResumeCompleted, 0, ms(60)),
+    );
     s.resume_with(&CallOptions::timeout(LONG)).unwrap();
     assert_eq!(fake.count(Method::ResumeComputeSystem), 2);
 }
@@ -546,5 +665,8 @@ fn timeouts_come_from_the_system_and_per_call_options_override() {
 fn save_passes_options_verbatim() {
     let (fake, s) = system();
     s.save(r#"{"SaveType":"ToFile"}"#).unwrap();
-    assert_eq!(fake.calls_of(Method::SaveComputeSystem)[0].arg, r#"{"SaveType":"ToFile"}"#);
+    assert_eq!(
+        fake.calls_of(Method::SaveComputeSystem)[0].arg,
+        r#"{"SaveType":"ToFile"}"#
+    );
 }

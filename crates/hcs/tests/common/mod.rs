@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use hcs::{NotificationKind, System, Timeouts};
-use hcs_testkit::{Answer, FakeDriver, Method};
+use hcs_testkit::{Answer, FakeDriver};
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -30,10 +30,6 @@ pub fn exit_system(fake: &FakeDriver, status: u32, exit_type: &str) {
     let ctx = fake.last_system_context().expect("registered");
     let payload = format!(r#"{{"Status":{},"ExitType":"{exit_type}"}}"#, status as i32);
     assert!(fake.fire(ctx, NotificationKind::SystemExited, status, Some(&payload)));
-}
-
-pub fn count(fake: &FakeDriver, m: Method) -> usize {
-    fake.count(m)
 }
 
 struct ThreadWaker(std::thread::Thread);
