@@ -211,21 +211,28 @@ impl ProcessInner {
     /// V1: reads the exit code through a properties query and publishes the exit. `closing`
     /// carries the handle when Close itself resolves (it already owns the handle).
     fn resolve_v1_exit(&self, closing: Option<ProcessHandle>) {
-        if self.notifier.outcome().is_some() || self.resolving.swap(true, Ordering::SeqCst) {
+        if self.notifier.outcome().is_some() {
             return;
         }
-        let (code, error) = match closing {
-            Some(h) => self.query_exit(h),
+        // The worker takes a handle use *before* claiming the resolution: Close waits for that
+        // use to end, so either the worker resolves (and Close then sees the outcome), or the
+        // worker could not get the handle and Close resolves with the handle it owns.
+        let guard = match closing {
+            Some(_) => None,
             None => match self.handle.acquire() {
-                Some(u) => self.query_exit(u.handle()),
-                None => {
-                    // Close is in progress and resolves it itself.
-                    self.resolving.store(false, Ordering::SeqCst);
-                    return;
-                }
+                Some(u) => Some(u),
+                None => return, // Close is in progress and resolves it itself.
             },
         };
+        let Some(h) = closing.or_else(|| guard.as_ref().map(|u| u.handle())) else {
+            return;
+        };
+        if self.resolving.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (code, error) = self.query_exit(h);
         self.notifier.publish(Outcome::ProcessExit { code, error });
+        drop(guard);
     }
 
     fn query_exit(&self, h: ProcessHandle) -> (i64, Option<Error>) {

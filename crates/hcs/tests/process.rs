@@ -409,3 +409,22 @@ fn process_terminate_swallows_only_the_gone_family() {
     fake.script(Method::TerminateProcess, Answer::fail(0x8007_0005_u32));
     assert!(p.terminate().unwrap_err().is_access_denied());
 }
+
+#[test]
+fn close_racing_the_v1_exit_resolution_keeps_the_exit_code() {
+    let (fake, s) = system();
+    fake.set_default(Method::GetProcessProperties, Answer::ok_with(r#"{"ExitCode":9}"#));
+    for _ in 0..200 {
+        let p = s.create_process(PARAMS).unwrap();
+        exit_process(&fake, None);
+        p.close().unwrap();
+        assert_eq!(
+            p.exit_code().unwrap(),
+            9,
+            "exit observed before close must keep its code"
+        );
+        p.wait().unwrap();
+    }
+    drop(s);
+    fake.assert_no_leaks();
+}
