@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
   CARGO_ARGS+=("$1"); shift
 done
 if [ ${#CARGO_ARGS[@]} -eq 0 ]; then
-  for c in hcs hcs-vmcompute hcs-computecore fake-vmcompute fake-computecore; do
+  for c in hcs hcs-vmcompute hcs-computecore fake-hcs-common fake-vmcompute fake-computecore; do
     [ -f "$REPO/crates/$c/Cargo.toml" ] && CARGO_ARGS+=(-p "$c")
   done
 fi

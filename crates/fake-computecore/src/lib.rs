@@ -1,0 +1,1004 @@
+//! A fake `computecore.dll` (the V2 HCS API, `windows-ffi.md` §3.2) for Windows-target tests
+//! under Wine (§7.3): the exports the V2 driver binds, with their exact names and signatures,
+//! implemented on ONE process-global [`hcs_sim::Simulator`] (V2 encodings, scripted backend
+//! with the vocabulary of [`fake_hcs_common::script`]).
+//!
+//! * **Operations** (`HcsCreateOperation` … `HcsCloseOperation`): every call records its
+//!   outcome in the operation. Asynchronous simulator replies (pending create/start/pause/
+//!   resume/save) complete when the simulator's `*Completed` notification arrives on its
+//!   scheduler thread, which then calls the operation's `HCS_OPERATION_COMPLETION`;
+//!   synchronous outcomes with a completion callback are completed from a fresh DLL thread.
+//!   `HcsCancelOperation` returns `E_NOTIMPL` (as documented). Open operations are counted
+//!   (`FakeHcsOpenOperations`).
+//! * **Events**: `HcsSetComputeSystemCallback`/`HcsSetProcessCallback` register an
+//!   `hcs::notify::Subscription` (in this DLL's own `hcs` registry) whose closure calls the
+//!   client's `HCS_EVENT_CALLBACK` with an `HCS_EVENT` from the simulator's thread.
+//! * **Result strings** are `LocalAlloc`'d (the V2 driver frees with `LocalFree`) and counted.
+//! * **Stdio** handles are real anonymous pipes fed by DLL relay threads.
+#![allow(unsafe_code)]
+// The exports mirror the HCS API one to one (documented in windows-ffi.md); their names and
+// safety contracts are HCS's.
+#![allow(non_snake_case, missing_docs, clippy::missing_safety_doc, clippy::upper_case_acronyms)]
+
+use fake_hcs_common::{
+    self as common, hr, lock, Extra, RawStdio, Strings, E_INVALIDARG, E_NOTIMPL, E_POINTER,
+};
+use hcs::notify::Subscription;
+use hcs::{ApiGeneration, Driver, Failure, NotificationKind, ProcessHandle, SystemHandle};
+use hcs_sim::Simulator;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+type HRESULT = i32;
+type PCWSTR = *const u16;
+type PWSTR = *mut u16;
+type HANDLE = *mut c_void;
+type HcsOperation = *mut c_void;
+
+/// `HCS_OPERATION_COMPLETION`.
+pub type OperationCompletion = unsafe extern "system" fn(HcsOperation, *const c_void);
+/// `HCS_EVENT_CALLBACK`.
+pub type EventCallback = unsafe extern "system" fn(*const HcsEvent, *const c_void);
+
+/// `HCS_EVENT`.
+#[repr(C)]
+pub struct HcsEvent {
+    /// `HCS_EVENT_TYPE`.
+    pub event_type: i32,
+    /// Event document.
+    pub event_data: PCWSTR,
+    /// Operation (always null here).
+    pub operation: HcsOperation,
+}
+
+/// `HCS_PROCESS_INFORMATION`.
+#[repr(C)]
+pub struct ProcessInformation {
+    /// Process id.
+    pub process_id: u32,
+    /// Reserved.
+    pub reserved: u32,
+    /// Stdin write end.
+    pub std_input: HANDLE,
+    /// Stdout read end.
+    pub std_output: HANDLE,
+    /// Stderr read end.
+    pub std_error: HANDLE,
+}
+
+const HCS_E_OPERATION_NOT_STARTED: i32 = 0x8037_0115_u32 as i32;
+const HCS_E_OPERATION_ALREADY_STARTED: i32 = 0x8037_0116_u32 as i32;
+const HCS_E_OPERATION_PENDING: i32 = 0x8037_0117_u32 as i32;
+const HCS_E_OPERATION_TIMEOUT: i32 = 0x8037_0118_u32 as i32;
+const HCS_E_CALLBACK_ALREADY_SET: i32 = 0x8037_0119_u32 as i32;
+
+#[cfg(windows)]
+unsafe fn alloc(bytes: usize) -> *mut c_void {
+    use windows_sys::Win32::System::Memory::{LocalAlloc, LMEM_FIXED};
+    // SAFETY: plain allocation; the client frees it with LocalFree.
+    unsafe { LocalAlloc(LMEM_FIXED, bytes) }
+}
+
+#[cfg(not(windows))]
+unsafe fn alloc(_bytes: usize) -> *mut c_void {
+    std::ptr::null_mut() // no client can free it off Windows: strings are reported absent
+}
+
+static STRINGS: Strings = Strings::new(alloc);
+
+fn sim() -> &'static Arc<Simulator> {
+    common::sim(ApiGeneration::V2)
+}
+
+// ------------------------------------------------------------------------------------------
+// Operations
+
+#[derive(Default)]
+struct OpState {
+    started: bool,
+    done: bool,
+    hr: HRESULT,
+    doc: Option<String>,
+    pid: u32,
+    stdio: Option<RawStdio>,
+    closed: bool,
+    context: usize,
+    /// Keeps the simulator's completion context alive until the operation completes.
+    sub: Option<Subscription>,
+}
+
+struct Operation {
+    handle: usize,
+    callback: Mutex<Option<OperationCompletion>>,
+    state: Mutex<OpState>,
+    cv: Condvar,
+}
+
+impl Operation {
+    /// Records the outcome and calls the completion callback on this (DLL-owned) thread.
+    fn complete(self: &Arc<Self>, hr: HRESULT, doc: Option<String>, pid: u32, stdio: Option<RawStdio>) {
+        let (ctx, sub) = {
+            let mut st = lock(&self.state);
+            if st.done {
+                return;
+            }
+            st.done = true;
+            st.hr = hr;
+            st.doc = doc;
+            st.pid = pid;
+            st.stdio = stdio;
+            if st.closed {
+                return;
+            }
+            (st.context, st.sub.take())
+        };
+        self.cv.notify_all();
+        drop(sub);
+        let cb = *lock(&self.callback);
+        if let Some(cb) = cb {
+            // SAFETY: the client registered `cb` with this signature and context; the operation
+            // handle stays valid until the client closes it.
+            unsafe { cb(self.handle as HcsOperation, ctx as *const c_void) };
+        }
+    }
+
+    /// Records the outcome of a call that failed: HCS never calls the completion callback of an
+    /// operation whose call failed.
+    fn record_failure(&self, hr: HRESULT, doc: Option<String>) {
+        let sub = {
+            let mut st = lock(&self.state);
+            st.done = true;
+            st.hr = hr;
+            st.doc = doc;
+            st.sub.take()
+        };
+        self.cv.notify_all();
+        drop(sub);
+    }
+
+    /// Completes a synchronous outcome: inline without a callback, else from a DLL thread.
+    fn complete_now(self: &Arc<Self>, hr: HRESULT, doc: Option<String>, pid: u32, stdio: Option<RawStdio>) {
+        if lock(&self.callback).is_none() {
+            self.complete(hr, doc, pid, stdio);
+        } else {
+            let me = Arc::clone(self);
+            let _ = std::thread::Builder::new()
+                .name("fake-computecore-op".into())
+                .spawn(move || me.complete(hr, doc, pid, stdio));
+        }
+    }
+
+    /// A subscription completing this operation on the simulator's `*Completed` notification.
+    fn completion_context(self: &Arc<Self>) -> hcs::NotifyContext {
+        let weak = Arc::downgrade(self);
+        let sub = Subscription::new(move |kind, status, data| {
+            if let (true, Some(op)) = (kind.is_completion(), weak.upgrade()) {
+                op.complete(hr(status), data.map(str::to_string), 0, None);
+            }
+        });
+        let ctx = sub.context();
+        lock(&self.state).sub = Some(sub);
+        ctx
+    }
+}
+
+#[derive(Default)]
+struct Fake {
+    ops: Mutex<HashMap<usize, Arc<Operation>>>,
+    next_op: AtomicUsize,
+    /// Event registrations by handle (one per handle in V2).
+    events: Mutex<HashMap<u64, Subscription>>,
+}
+
+fn fake() -> &'static Fake {
+    static F: OnceLock<Fake> = OnceLock::new();
+    F.get_or_init(Fake::default)
+}
+
+fn op(h: HcsOperation) -> Option<Arc<Operation>> {
+    lock(&fake().ops).get(&(h as usize)).cloned()
+}
+
+/// Marks `h` as started by a call; `Err` with the HRESULT to return otherwise.
+fn begin(h: HcsOperation) -> Result<Arc<Operation>, HRESULT> {
+    let o = op(h).ok_or(common::E_HANDLE)?;
+    let mut st = lock(&o.state);
+    if st.started {
+        return Err(HCS_E_OPERATION_ALREADY_STARTED);
+    }
+    st.started = true;
+    drop(st);
+    Ok(o)
+}
+
+/// Finishes a call on operation `o`: failures are returned from the call and recorded; success
+/// completes now, unless the simulator answered pending with a completion still to come.
+fn finish<T>(
+    o: &Arc<Operation>,
+    r: hcs::DriverResult<T>,
+    value: impl FnOnce(T) -> (Option<String>, u32, Option<RawStdio>),
+    async_completion: bool,
+) -> HRESULT {
+    match r {
+        Err(Failure { code, document }) => {
+            o.record_failure(hr(code), document);
+            hr(code)
+        }
+        Ok(rep) => {
+            let pending = rep.pending;
+            let doc0 = rep.document;
+            let (doc, pid, stdio) = value(rep.value);
+            if !(pending && async_completion) {
+                lock(&o.state).sub = None;
+                o.complete_now(0, doc.or(doc0), pid, stdio);
+            }
+            0
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsCreateOperation(
+    context: *const c_void,
+    callback: Option<OperationCompletion>,
+) -> HcsOperation {
+    let f = fake();
+    let handle = 0x1000 + 8 * f.next_op.fetch_add(1, Ordering::Relaxed);
+    let o = Arc::new(Operation {
+        handle,
+        callback: Mutex::new(callback),
+        state: Mutex::new(OpState {
+            context: context as usize,
+            ..OpState::default()
+        }),
+        cv: Condvar::new(),
+    });
+    lock(&f.ops).insert(handle, o);
+    handle as HcsOperation
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsCloseOperation(operation: HcsOperation) {
+    let Some(o) = lock(&fake().ops).remove(&(operation as usize)) else {
+        return;
+    };
+    let (sub, stdio) = {
+        let mut st = lock(&o.state);
+        st.closed = true;
+        (st.sub.take(), st.stdio.take())
+    };
+    drop(sub);
+    if let Some(s) = stdio {
+        for h in [s.stdin, s.stdout, s.stderr] {
+            common::close_raw(h);
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsGetOperationContext(operation: HcsOperation) -> *mut c_void {
+    op(operation).map_or(std::ptr::null_mut(), |o| lock(&o.state).context as *mut c_void)
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsSetOperationContext(
+    operation: HcsOperation,
+    context: *const c_void,
+) -> HRESULT {
+    let Some(o) = op(operation) else {
+        return common::E_HANDLE;
+    };
+    lock(&o.state).context = context as usize;
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsSetOperationCallback(
+    operation: HcsOperation,
+    context: *const c_void,
+    callback: Option<OperationCompletion>,
+) -> HRESULT {
+    let Some(o) = op(operation) else {
+        return common::E_HANDLE;
+    };
+    lock(&o.state).context = context as usize;
+    *lock(&o.callback) = callback;
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsGetOperationId(operation: HcsOperation) -> u64 {
+    operation as usize as u64
+}
+
+/// Waits for `o` up to `timeout_ms`; returns its HRESULT (or a wait error) and writes the doc.
+unsafe fn wait(
+    o: &Operation,
+    timeout_ms: Option<u32>,
+    info: *mut ProcessInformation,
+    doc: *mut PWSTR,
+) -> HRESULT {
+    let mut st = lock(&o.state);
+    if !st.started {
+        return HCS_E_OPERATION_NOT_STARTED;
+    }
+    if let Some(ms) = timeout_ms {
+        let deadline = (ms != u32::MAX).then(|| Instant::now() + Duration::from_millis(ms.into()));
+        while !st.done {
+            st = match deadline {
+                None => o.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return HCS_E_OPERATION_TIMEOUT;
+                    }
+                    o.cv.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
+        }
+    } else if !st.done {
+        return HCS_E_OPERATION_PENDING;
+    }
+    // SAFETY: out-slots are null or writable (HCS contract).
+    unsafe { STRINGS.put(doc, st.doc.as_deref()) };
+    if !info.is_null() {
+        // The stdio handles are handed out once; later queries report absent streams.
+        let s = st.stdio.take().unwrap_or_default();
+        // SAFETY: non-null and writable (HCS contract).
+        unsafe {
+            *info = ProcessInformation {
+                process_id: st.pid,
+                reserved: 0,
+                std_input: s.stdin as HANDLE,
+                std_output: s.stdout as HANDLE,
+                std_error: s.stderr as HANDLE,
+            }
+        };
+    }
+    st.hr
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsGetOperationResult(
+    operation: HcsOperation,
+    result_document: *mut PWSTR,
+) -> HRESULT {
+    let Some(o) = op(operation) else {
+        return common::E_HANDLE;
+    };
+    // SAFETY: forwarded HCS contract.
+    unsafe { wait(&o, None, std::ptr::null_mut(), result_document) }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsGetOperationResultAndProcessInfo(
+    operation: HcsOperation,
+    process_information: *mut ProcessInformation,
+    result_document: *mut PWSTR,
+) -> HRESULT {
+    let Some(o) = op(operation) else {
+        return common::E_HANDLE;
+    };
+    // SAFETY: forwarded HCS contract.
+    unsafe { wait(&o, None, process_information, result_document) }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsWaitForOperationResult(
+    operation: HcsOperation,
+    timeout_ms: u32,
+    result_document: *mut PWSTR,
+) -> HRESULT {
+    let Some(o) = op(operation) else {
+        return common::E_HANDLE;
+    };
+    // SAFETY: forwarded HCS contract.
+    unsafe { wait(&o, Some(timeout_ms), std::ptr::null_mut(), result_document) }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsWaitForOperationResultAndProcessInfo(
+    operation: HcsOperation,
+    timeout_ms: u32,
+    process_information: *mut ProcessInformation,
+    result_document: *mut PWSTR,
+) -> HRESULT {
+    let Some(o) = op(operation) else {
+        return common::E_HANDLE;
+    };
+    // SAFETY: forwarded HCS contract.
+    unsafe { wait(&o, Some(timeout_ms), process_information, result_document) }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsCancelOperation(_operation: HcsOperation) -> HRESULT {
+    E_NOTIMPL
+}
+
+// ------------------------------------------------------------------------------------------
+// Compute systems
+
+fn sys(h: HANDLE) -> Option<SystemHandle> {
+    SystemHandle::new(h as usize as u64)
+}
+
+fn proc_(h: HANDLE) -> Option<ProcessHandle> {
+    ProcessHandle::new(h as usize as u64)
+}
+
+/// Reads an optional string argument.
+unsafe fn s(p: PCWSTR) -> String {
+    // SAFETY: HCS contract: null or a valid string.
+    unsafe { common::from_wide(p) }.unwrap_or_default()
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsEnumerateComputeSystems(query: PCWSTR, operation: HcsOperation) -> HRESULT {
+    let o = match begin(operation) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    // SAFETY: HCS contract.
+    let q = unsafe { s(query) };
+    finish(
+        &o,
+        sim().enumerate_compute_systems(&q),
+        |d| (Some(d), 0, None),
+        false,
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsCreateComputeSystem(
+    id: PCWSTR,
+    configuration: PCWSTR,
+    operation: HcsOperation,
+    _security_descriptor: *const c_void,
+    compute_system: *mut HANDLE,
+) -> HRESULT {
+    if compute_system.is_null() {
+        return E_POINTER;
+    }
+    let o = match begin(operation) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    // SAFETY: HCS contract.
+    let (id, cfg) = unsafe { (s(id), s(configuration)) };
+    let ctx = o.completion_context();
+    let r = sim().create_compute_system(&id, &cfg, ctx);
+    finish(
+        &o,
+        r,
+        |h| {
+            // SAFETY: checked non-null; writable per HCS contract.
+            unsafe { *compute_system = h.raw() as usize as HANDLE };
+            (None, 0, None)
+        },
+        true,
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsOpenComputeSystem(
+    id: PCWSTR,
+    _requested_access: u32,
+    compute_system: *mut HANDLE,
+) -> HRESULT {
+    if compute_system.is_null() {
+        return E_POINTER;
+    }
+    // SAFETY: HCS contract.
+    let id = unsafe { s(id) };
+    match sim().open_compute_system(&id) {
+        Ok(r) => {
+            // SAFETY: checked non-null.
+            unsafe { *compute_system = r.value.raw() as usize as HANDLE };
+            0
+        }
+        Err(f) => hr(f.code),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsCloseComputeSystem(compute_system: HANDLE) {
+    if let Some(h) = sys(compute_system) {
+        if sim().close_compute_system(h).is_ok() {
+            lock(&fake().events).remove(&h.raw());
+        }
+    }
+}
+
+type Control = fn(&Simulator, SystemHandle, &str, hcs::NotifyContext) -> hcs::DriverResult<()>;
+
+unsafe fn control(
+    cs: HANDLE,
+    operation: HcsOperation,
+    options: PCWSTR,
+    f: Control,
+    has_completion: bool,
+) -> HRESULT {
+    let Some(h) = sys(cs) else {
+        return common::E_HANDLE;
+    };
+    let o = match begin(operation) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    // SAFETY: HCS contract.
+    let opts = unsafe { s(options) };
+    let ctx = o.completion_context();
+    let r = f(sim(), h, &opts, ctx);
+    // Pending shutdown/terminate have no completion notification: their operation completes
+    // once the simulator accepted the request (the exit arrives as a SystemExited event).
+    finish(&o, r, |_| (None, 0, None), has_completion)
+}
+
+fn start(s: &Simulator, h: SystemHandle, o: &str, c: hcs::NotifyContext) -> hcs::DriverResult<()> {
+    s.start_compute_system(h, o, c)
+}
+fn shutdown(s: &Simulator, h: SystemHandle, o: &str, _c: hcs::NotifyContext) -> hcs::DriverResult<()> {
+    s.shutdown_compute_system(h, o)
+}
+fn terminate(s: &Simulator, h: SystemHandle, o: &str, _c: hcs::NotifyContext) -> hcs::DriverResult<()> {
+    s.terminate_compute_system(h, o)
+}
+fn pause(s: &Simulator, h: SystemHandle, o: &str, c: hcs::NotifyContext) -> hcs::DriverResult<()> {
+    s.pause_compute_system(h, o, c)
+}
+fn resume(s: &Simulator, h: SystemHandle, o: &str, c: hcs::NotifyContext) -> hcs::DriverResult<()> {
+    s.resume_compute_system(h, o, c)
+}
+fn save(s: &Simulator, h: SystemHandle, o: &str, c: hcs::NotifyContext) -> hcs::DriverResult<()> {
+    s.save_compute_system(h, o, c)
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsStartComputeSystem(
+    cs: HANDLE,
+    operation: HcsOperation,
+    options: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe { control(cs, operation, options, start, true) }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsShutDownComputeSystem(
+    cs: HANDLE,
+    operation: HcsOperation,
+    options: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe { control(cs, operation, options, shutdown, false) }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsTerminateComputeSystem(
+    cs: HANDLE,
+    operation: HcsOperation,
+    options: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe { control(cs, operation, options, terminate, false) }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsPauseComputeSystem(
+    cs: HANDLE,
+    operation: HcsOperation,
+    options: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe { control(cs, operation, options, pause, true) }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsResumeComputeSystem(
+    cs: HANDLE,
+    operation: HcsOperation,
+    options: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe { control(cs, operation, options, resume, true) }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsSaveComputeSystem(
+    cs: HANDLE,
+    operation: HcsOperation,
+    options: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe { control(cs, operation, options, save, true) }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsGetComputeSystemProperties(
+    cs: HANDLE,
+    operation: HcsOperation,
+    property_query: PCWSTR,
+) -> HRESULT {
+    let Some(h) = sys(cs) else {
+        return common::E_HANDLE;
+    };
+    let o = match begin(operation) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    // SAFETY: HCS contract.
+    let q = unsafe { s(property_query) };
+    finish(
+        &o,
+        sim().get_compute_system_properties(h, &q),
+        |d| (Some(d), 0, None),
+        false,
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsModifyComputeSystem(
+    cs: HANDLE,
+    operation: HcsOperation,
+    configuration: PCWSTR,
+    _identity: HANDLE,
+) -> HRESULT {
+    let Some(h) = sys(cs) else {
+        return common::E_HANDLE;
+    };
+    let o = match begin(operation) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    // SAFETY: HCS contract.
+    let c = unsafe { s(configuration) };
+    finish(&o, sim().modify_compute_system(h, &c), |_| (None, 0, None), false)
+}
+
+/// The V2 event type of a simulator notification (`None`: not an event in V2).
+fn event_type(kind: NotificationKind) -> Option<i32> {
+    match kind {
+        NotificationKind::SystemExited => Some(1),
+        NotificationKind::ProcessExited => Some(0x1_0000),
+        NotificationKind::ServiceDisconnect => Some(0x200_0000),
+        NotificationKind::LiveMigration => Some(0x8000_0003_u32 as i32),
+        _ => None,
+    }
+}
+
+unsafe fn set_callback(
+    h: u64,
+    context: *const c_void,
+    callback: Option<EventCallback>,
+    is_system: bool,
+) -> HRESULT {
+    let Some(cb) = callback else {
+        return E_INVALIDARG;
+    };
+    let mut events = lock(&fake().events);
+    if events.contains_key(&h) {
+        return HCS_E_CALLBACK_ALREADY_SET;
+    }
+    let ctx = context as usize;
+    let sub = Subscription::new(move |kind, _status, data| {
+        let Some(t) = event_type(kind) else { return };
+        let w = data.map(common::to_wide);
+        let ev = HcsEvent {
+            event_type: t,
+            event_data: w.as_ref().map_or(std::ptr::null(), |w| w.as_ptr()),
+            operation: std::ptr::null_mut(),
+        };
+        // SAFETY: the client registered `cb` with this signature and context; `ev` and its
+        // data are valid for the call (the client copies them).
+        unsafe { cb(&ev, ctx as *const c_void) };
+    });
+    let r = if is_system {
+        SystemHandle::new(h).map(|s| sim().register_compute_system_callback(s, sub.context()))
+    } else {
+        ProcessHandle::new(h).map(|p| sim().register_process_callback(p, sub.context()))
+    };
+    match r {
+        None => common::E_HANDLE,
+        Some(Err(f)) => hr(f.code),
+        Some(Ok(_)) => {
+            events.insert(h, sub);
+            0
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsSetComputeSystemCallback(
+    cs: HANDLE,
+    _callback_options: i32,
+    context: *const c_void,
+    callback: Option<EventCallback>,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe { set_callback(cs as usize as u64, context, callback, true) }
+}
+
+// ------------------------------------------------------------------------------------------
+// Processes
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsCreateProcess(
+    cs: HANDLE,
+    process_parameters: PCWSTR,
+    operation: HcsOperation,
+    _security_descriptor: *const c_void,
+    process: *mut HANDLE,
+) -> HRESULT {
+    let Some(h) = sys(cs) else {
+        return common::E_HANDLE;
+    };
+    if process.is_null() {
+        return E_POINTER;
+    }
+    let o = match begin(operation) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    // SAFETY: HCS contract.
+    let (params, extra): (String, Extra) = common::command(&unsafe { s(process_parameters) });
+    finish(
+        &o,
+        sim().create_process(h, &params),
+        |(ph, info)| {
+            // SAFETY: checked non-null; writable per HCS contract.
+            unsafe { *process = ph.raw() as usize as HANDLE };
+            let pid = info.pid;
+            (None, pid, Some(common::stdio(info, &extra)))
+        },
+        false,
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsOpenProcess(
+    cs: HANDLE,
+    pid: u32,
+    _requested_access: u32,
+    process: *mut HANDLE,
+) -> HRESULT {
+    let Some(h) = sys(cs) else {
+        return common::E_HANDLE;
+    };
+    if process.is_null() {
+        return E_POINTER;
+    }
+    match sim().open_process(h, pid) {
+        Ok(r) => {
+            // SAFETY: checked non-null.
+            unsafe { *process = r.value.raw() as usize as HANDLE };
+            0
+        }
+        Err(f) => hr(f.code),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsCloseProcess(process: HANDLE) {
+    if let Some(p) = proc_(process) {
+        if sim().close_process(p).is_ok() {
+            lock(&fake().events).remove(&p.raw());
+        }
+    }
+}
+
+type ProcOp = fn(&Simulator, ProcessHandle, &str) -> hcs::DriverResult<String>;
+
+unsafe fn process_op(process: HANDLE, operation: HcsOperation, options: PCWSTR, f: ProcOp) -> HRESULT {
+    let Some(p) = proc_(process) else {
+        return common::E_HANDLE;
+    };
+    let o = match begin(operation) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    // SAFETY: HCS contract.
+    let opts = unsafe { s(options) };
+    finish(
+        &o,
+        f(sim(), p, &opts),
+        |d| ((!d.is_empty()).then_some(d), 0, None),
+        false,
+    )
+}
+
+fn unit(r: hcs::DriverResult<()>) -> hcs::DriverResult<String> {
+    r.map(|rep| hcs::Reply {
+        value: String::new(),
+        document: rep.document,
+        pending: rep.pending,
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsTerminateProcess(
+    process: HANDLE,
+    operation: HcsOperation,
+    options: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe {
+        process_op(process, operation, options, |s, p, _| {
+            unit(s.terminate_process(p))
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsSignalProcess(
+    process: HANDLE,
+    operation: HcsOperation,
+    options: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe {
+        process_op(process, operation, options, |s, p, o| {
+            unit(s.signal_process(p, o))
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsModifyProcess(
+    process: HANDLE,
+    operation: HcsOperation,
+    settings: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe {
+        process_op(process, operation, settings, |s, p, o| {
+            unit(s.modify_process(p, o))
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsGetProcessProperties(
+    process: HANDLE,
+    operation: HcsOperation,
+    _query: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe {
+        process_op(process, operation, std::ptr::null(), |s, p, _| {
+            s.get_process_properties(p)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsGetProcessInfo(process: HANDLE, operation: HcsOperation) -> HRESULT {
+    let Some(p) = proc_(process) else {
+        return common::E_HANDLE;
+    };
+    let o = match begin(operation) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    finish(
+        &o,
+        sim().get_process_info(p),
+        |info| {
+            let pid = info.pid;
+            (None, pid, Some(common::stdio(info, &Extra::default())))
+        },
+        false,
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsSetProcessCallback(
+    process: HANDLE,
+    _callback_options: i32,
+    context: *const c_void,
+    callback: Option<EventCallback>,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe { set_callback(process as usize as u64, context, callback, false) }
+}
+
+// ------------------------------------------------------------------------------------------
+// Service
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsGetServiceProperties(property_query: PCWSTR, result: *mut PWSTR) -> HRESULT {
+    // SAFETY: HCS contract.
+    let q = unsafe { s(property_query) };
+    match sim().get_service_properties(&q) {
+        Ok(r) => {
+            // SAFETY: out-slot per HCS contract.
+            unsafe { STRINGS.put(result, Some(&r.value)) };
+            0
+        }
+        // SAFETY: out-slot per HCS contract.
+        Err(f) => unsafe { common::fail(&STRINGS, result, f) },
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsModifyServiceSettings(settings: PCWSTR, result: *mut PWSTR) -> HRESULT {
+    // SAFETY: HCS contract.
+    let q = unsafe { s(settings) };
+    match sim().modify_service_settings(&q) {
+        Ok(r) => {
+            // SAFETY: out-slot per HCS contract.
+            unsafe { STRINGS.put(result, r.document.as_deref()) };
+            0
+        }
+        // SAFETY: out-slot per HCS contract.
+        Err(f) => unsafe { common::fail(&STRINGS, result, f) },
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Test-only exports
+
+/// Result strings handed out and not yet reported freed through [`FakeHcsNoteStringFreed`].
+#[no_mangle]
+pub extern "system" fn FakeHcsOutstandingStrings() -> i64 {
+    STRINGS.outstanding() as i64
+}
+
+/// The client reports that it freed `p` (call it just before `LocalFree`). Returns 1 when `p`
+/// was an outstanding string of this DLL, 0 otherwise (double or foreign free).
+#[no_mangle]
+pub extern "system" fn FakeHcsNoteStringFreed(p: *mut c_void) -> i32 {
+    i32::from(STRINGS.note_freed(p))
+}
+
+/// Operations created and not yet closed.
+#[no_mangle]
+pub extern "system" fn FakeHcsOpenOperations() -> i64 {
+    lock(&fake().ops).len() as i64
+}
+
+/// The simulator's open system handles, process handles and callback registrations.
+#[no_mangle]
+pub unsafe extern "system" fn FakeHcsHandleCounts(
+    systems: *mut u64,
+    processes: *mut u64,
+    callbacks: *mut u64,
+) {
+    let c = sim().handle_counts();
+    for (out, v) in [
+        (systems, c.systems),
+        (processes, c.processes),
+        (callbacks, c.callbacks),
+    ] {
+        if !out.is_null() {
+            // SAFETY: non-null slots supplied by the test are writable.
+            unsafe { *out = v as u64 };
+        }
+    }
+}
+
+/// Event registrations this DLL still holds.
+#[no_mangle]
+pub extern "system" fn FakeHcsLiveSubscriptions() -> i64 {
+    lock(&fake().events).len() as i64
+}
+
+/// Copies what was written to the stdin of scripted process `pid` of system `id` into `buf`
+/// (at most `cap` bytes). Returns the full length, or -1 when the process is unknown.
+#[no_mangle]
+pub unsafe extern "system" fn FakeHcsScriptedStdin(id: PCWSTR, pid: u32, buf: *mut u8, cap: usize) -> i64 {
+    // SAFETY: the test passes a valid string.
+    let Some(id) = (unsafe { common::from_wide(id) }) else {
+        return -1;
+    };
+    let Some(data) = sim().scripted_stdin(&id, pid) else {
+        return -1;
+    };
+    if !buf.is_null() {
+        // SAFETY: the test supplies `cap` writable bytes at `buf`.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len().min(cap)) };
+    }
+    data.len() as i64
+}
