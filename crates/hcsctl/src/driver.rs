@@ -2,11 +2,11 @@
 //!
 //! * `auto` (the default): on Linux and macOS the simulator (`hcs-sim`) with its host-process
 //!   backend, which really runs the command lines; on Windows the V2 driver when
-//!   `computecore.dll` is present, else the V1 driver — neither is built into `hcsctl` yet, so
-//!   on Windows `auto` reports the driver as unavailable.
-//! * `sim`: the simulator, on any Unix host.
-//! * `vmcompute` / `computecore`: the V1 / V2 FFI drivers; not built into `hcsctl` yet, so they
-//!   are reported as unavailable (exit 69).
+//!   `computecore.dll` is present, else the V1 driver.
+//! * `sim`: the simulator (its host-process backend needs a Unix host).
+//! * `vmcompute` / `computecore`: the V1 / V2 FFI drivers, which load their DLL at run time; on
+//!   a host without the DLL (every non-Windows host) they are reported as unavailable (exit 69)
+//!   with the loader's reason.
 
 use crate::exit::{CliError, UNAVAILABLE};
 use std::sync::Arc;
@@ -44,10 +44,10 @@ pub struct Selected {
     pub sim: Option<Arc<hcs_sim::Simulator>>,
 }
 
-fn unavailable(name: &str) -> CliError {
+fn unavailable_because(name: &str, why: &dyn std::fmt::Display) -> CliError {
     CliError::new(
         UNAVAILABLE,
-        format!("driver '{name}' is unavailable on this platform"),
+        format!("driver '{name}' is unavailable on this platform ({why})"),
     )
 }
 
@@ -56,17 +56,36 @@ fn unavailable(name: &str) -> CliError {
 pub fn select(choice: DriverChoice, faults: Option<hcs_sim::FaultPlan>) -> Result<Selected, CliError> {
     let resolved = match choice {
         DriverChoice::Auto if cfg!(windows) => {
-            let name = if native_v2_present() {
-                "computecore"
+            if native_v2_present() {
+                DriverChoice::Computecore
             } else {
-                "vmcompute"
-            };
-            return Err(unavailable(name));
+                DriverChoice::Vmcompute
+            }
         }
-        DriverChoice::Auto | DriverChoice::Sim => DriverChoice::Sim,
-        other => return Err(unavailable(other.name())),
+        DriverChoice::Auto => DriverChoice::Sim,
+        other => other,
     };
-    debug_assert_eq!(resolved, DriverChoice::Sim);
+    if resolved != DriverChoice::Sim {
+        let driver: Arc<dyn hcs::Driver> = match resolved {
+            DriverChoice::Vmcompute => hcs_vmcompute::VmComputeDriver::load()
+                .map(|d| d as Arc<dyn hcs::Driver>)
+                .map_err(|e| unavailable_because(resolved.name(), &e))?,
+            _ => hcs_computecore::ComputeCoreDriver::load()
+                .map(|d| d as Arc<dyn hcs::Driver>)
+                .map_err(|e| unavailable_because(resolved.name(), &e))?,
+        };
+        if faults.is_some() {
+            return Err(CliError::new(
+                UNAVAILABLE,
+                format!(
+                    "--faults needs the simulator; driver '{}' cannot inject faults",
+                    resolved.name()
+                ),
+            ));
+        }
+        tracing::debug!(driver = resolved.name(), "driver selected");
+        return Ok(Selected { driver, sim: None });
+    }
     let mut config = hcs_sim::SimConfig::default();
     if let Some(plan) = faults {
         config = config.faults(plan);

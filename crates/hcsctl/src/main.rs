@@ -150,7 +150,7 @@ fn list(args: &ListArgs) -> Result<i32, CliError> {
 
 fn version() -> i32 {
     let default = if cfg!(windows) {
-        "computecore or vmcompute (unavailable in this build)"
+        "computecore when computecore.dll is present, else vmcompute"
     } else {
         "sim"
     };
