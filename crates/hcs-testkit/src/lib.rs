@@ -104,6 +104,7 @@
 //! fake.assert_no_leaks();
 //! ```
 
+pub mod conformance;
 pub mod fake;
 
 pub use fake::{Answer, Call, FakeDriver, Gate, HandleCounts, Method};
