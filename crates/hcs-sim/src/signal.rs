@@ -50,6 +50,7 @@ pub(crate) fn kill_group(pid: u32, signal: i32) -> io::Result<()> {
 ///
 /// Callers only pass pids of children that have not been reaped yet (the reaper's map lock is
 /// held), so the pid cannot have been reused by an unrelated process.
+#[cfg(unix)]
 pub(crate) fn kill_group(pid: u32, signal: i32) -> io::Result<()> {
     let pid = i32::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     if pid <= 1 {
