@@ -21,6 +21,7 @@ use std::time::Duration;
 
 /// What `create_process` asked for (from `ProcessParameters`).
 #[derive(Debug, Default)]
+#[cfg_attr(not(unix), allow(dead_code))] // the working directory and environment feed host spawns
 pub(crate) struct Params {
     pub(crate) command_line: String,
     pub(crate) argv: Vec<String>,
