@@ -348,7 +348,6 @@ fn delayed_notifications_arrive_late_but_count() {
 }
 
 #[test]
-#[ignore = "bug: a completion arriving after its wait timed out satisfies the next armed wait of the same kind (architecture rule 4, I3)"]
 fn completion_arriving_after_its_wait_timed_out_is_dropped() {
     // The first pause completes 300 ms late (after its 50 ms wait gave up); the second pause never
     // completes. The stale completion must not be handed to the second pause (I3).

@@ -61,6 +61,11 @@ struct Inner {
     outcome: Option<Outcome>,
     stopped_at: Option<SystemTime>,
     armed: Vec<Armed>,
+    /// Completions still owed to operations that gave up waiting (timeout, cancellation), per
+    /// kind. V1 completions carry no operation id, so the next completions of that kind are
+    /// attributed to those operations (HCS completes operations of one kind in order) and
+    /// dropped, never handed to a later operation (I3).
+    owed: Vec<(NotificationKind, u32)>,
     next_seq: u64,
 }
 
@@ -120,6 +125,11 @@ impl Notifier {
                     s.stopped_at = Some(SystemTime::now());
                 }
             } else if kind.is_completion() {
+                if let Some((_, n)) = s.owed.iter_mut().find(|(k, n)| *k == kind && *n > 0) {
+                    *n -= 1;
+                    tracing::debug!(%kind, %status, "completion of an abandoned operation dropped");
+                    return Follow::Nothing;
+                }
                 match s.armed.iter_mut().find(|a| a.kind == kind && a.result.is_none()) {
                     Some(a) => a.result = Some((status, payload.map(str::to_owned))),
                     None => {
@@ -176,9 +186,26 @@ impl Notifier {
         seq
     }
 
-    /// Disarms; a completion arriving afterwards finds no expectation and is dropped.
+    /// Disarms an operation that did not go pending (no completion will come).
     pub(crate) fn disarm(&self, seq: u64) {
         lock(&self.inner).armed.retain(|a| a.seq != seq);
+    }
+
+    /// Ends a pending operation's expectation and returns its completion if one arrived (it may
+    /// have raced the deadline). When none arrived and `gave_up` (timeout or cancellation: HCS
+    /// still owes the completion), the completion is recorded as owed so that it is dropped
+    /// when it comes rather than satisfying a later operation of the same kind.
+    pub(crate) fn finish(&self, seq: u64, gave_up: bool) -> Option<(HResult, Option<String>)> {
+        let mut s = lock(&self.inner);
+        let idx = s.armed.iter().position(|a| a.seq == seq)?;
+        let armed = s.armed.remove(idx);
+        if armed.result.is_none() && gave_up {
+            match s.owed.iter_mut().find(|(k, _)| *k == armed.kind) {
+                Some((_, n)) => *n += 1,
+                None => s.owed.push((armed.kind, 1)),
+            }
+        }
+        armed.result
     }
 
     /// Marks the object closing (pending waits end with `Closed`), or clears the mark after a

@@ -245,8 +245,11 @@ impl SystemInner {
             t.watch(Arc::downgrade(&w));
         }
         let cancelled = || opts.cancel.as_ref().is_some_and(|t| t.is_cancelled());
-        let end = self.notifier.wait_pending(seq, true, deadline, &cancelled);
-        self.notifier.disarm(seq);
+        let mut end = self.notifier.wait_pending(seq, true, deadline, &cancelled);
+        let gave_up = matches!(end, PendingEnd::TimedOut | PendingEnd::Cancelled);
+        if let Some((status, payload)) = self.notifier.finish(seq, gave_up) {
+            end = PendingEnd::Completed(status, payload); // the completion won the race
+        }
         let cause = match end {
             PendingEnd::Completed(status, payload) => {
                 if status.is_success() {

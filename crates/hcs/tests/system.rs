@@ -653,12 +653,20 @@ fn timeouts_come_from_the_system_and_per_call_options_override() {
     let t = Instant::now();
     assert!(s.resume().unwrap_err().is_timeout());
     assert!(t.elapsed() < Duration::from_secs(2));
+    // (a different kind: the timed-out resume still owes its completion, see the I3 test below)
     fake.script(
-        Method::ResumeComputeSystem,
-        pending_then(NotificationKind::SystemResumeCompleted, 0, ms(60)),
+        Method::PauseComputeSystem,
+        pending_then(NotificationKind::SystemPauseCompleted, 0, ms(60)),
     );
-    s.resume_with(&CallOptions::timeout(LONG)).unwrap();
-    assert_eq!(fake.count(Method::ResumeComputeSystem), 2);
+    s.pause_with(&CallOptions::timeout(LONG)).unwrap();
+    fake.script(
+        Method::SaveComputeSystem,
+        pending_then(NotificationKind::SystemSaveCompleted, 0, ms(60)),
+    );
+    assert!(
+        s.save("").unwrap_err().is_timeout(),
+        "without an override the system's 20 ms applies"
+    );
 }
 
 #[test]
@@ -669,4 +677,33 @@ fn save_passes_options_verbatim() {
         fake.calls_of(Method::SaveComputeSystem)[0].arg,
         r#"{"SaveType":"ToFile"}"#
     );
+}
+
+#[test]
+fn late_completion_of_a_timed_out_operation_does_not_satisfy_the_next_armed_one_i3() {
+    let (fake, s) = system();
+    fake.script(Method::PauseComputeSystem, Answer::pending());
+    assert!(s
+        .pause_with(&CallOptions::timeout(ms(20)))
+        .unwrap_err()
+        .is_timeout());
+    fake.script(Method::PauseComputeSystem, Answer::pending());
+    let s = Arc::new(s);
+    let s2 = s.clone();
+    let second = std::thread::spawn(move || s2.pause_with(&CallOptions::timeout(LONG)));
+    while fake.count(Method::PauseComputeSystem) < 2 {
+        std::thread::sleep(ms(1));
+    }
+    let ctx = fake.last_system_context().unwrap();
+    fake.fire(ctx, NotificationKind::SystemPauseCompleted, 0x8000_4005_u32, None); // owed to the first pause
+    std::thread::sleep(ms(50));
+    assert!(
+        !second.is_finished(),
+        "the first pause's late completion satisfied the second"
+    );
+    fake.fire(ctx, NotificationKind::SystemPauseCompleted, 0u32, None);
+    second
+        .join()
+        .unwrap()
+        .expect("the second pause gets its own completion");
 }
