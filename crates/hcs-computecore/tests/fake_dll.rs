@@ -17,6 +17,7 @@
 
 use hcs::{Driver, System};
 use hcs_computecore::{ComputeCoreDriver, ComputeCoreTable, DllSource};
+use hcs_testkit::conformance;
 use hcs_vmcompute::ffi::FreeStringFn;
 use std::ffi::c_void;
 use std::io::{Read, Write};
@@ -354,3 +355,88 @@ fn enumerate_lists_a_live_system() {
     sys.close().unwrap();
     assert_quiescent();
 }
+
+// ------------------------------------------------------------------------------------------
+// The driver conformance suite (hcs-testkit), one test per check, over the fake DLL.
+
+struct FakeDllHarness;
+
+impl conformance::Harness for FakeDllHarness {
+    fn driver(&self) -> Arc<dyn Driver> {
+        driver()
+    }
+    fn system_config(&self) -> String {
+        config()
+    }
+    fn process_exiting_with(&self, code: u32) -> String {
+        params(&format!("exit {code}"), false, false)
+    }
+    fn process_printing(&self, text: &str) -> String {
+        // `echo TEXT` prints `TEXT\n` (the fake DLL produces the text).
+        params(&format!("echo {}", text.trim_end_matches('\n')), false, true)
+    }
+    fn process_echoing_stdin(&self) -> Option<String> {
+        None // the fake's `cat` echoes but cannot exit at EOF (scripted backend)
+    }
+    fn process_running_until_killed(&self) -> String {
+        params("sleep", false, false)
+    }
+    fn max_exit_code(&self) -> u32 {
+        255 // the fake's script has `exit 0` ... `exit 255`
+    }
+    fn terminating_signal(&self) -> Option<String> {
+        Some(r#"{"Signal":15}"#.to_string())
+    }
+    fn open_handles(&self) -> Option<hcs_testkit::HandleCounts> {
+        // Exact: the tests of this binary run one at a time (`serial`).
+        let c = counters();
+        Some(hcs_testkit::HandleCounts {
+            systems: c.systems as usize,
+            processes: c.processes as usize,
+            callbacks: c.callbacks as usize,
+        })
+    }
+    fn wait_limit(&self) -> Duration {
+        Duration::from_secs(15)
+    }
+}
+
+macro_rules! conformance_tests {
+    ($($check:ident),* $(,)?) => {
+        mod conformance_over_the_fake_dll {
+            use super::*;
+            $(
+                #[test]
+                fn $check() {
+                    let _g = serial();
+                    conformance::$check(&FakeDllHarness);
+                    assert_quiescent();
+                }
+            )*
+
+            #[test]
+            fn every_check_has_a_test() {
+                let names = [$(stringify!($check)),*];
+                for (name, _) in conformance::CHECKS {
+                    assert!(names.contains(name), "check {name} has no test here");
+                }
+            }
+        }
+    };
+}
+
+conformance_tests!(
+    lifecycle_transitions,
+    terminate_forces_exit,
+    invalid_transitions_are_invalid_state,
+    open_unknown_is_not_found,
+    stop_is_idempotent,
+    process_exit_codes,
+    stdio_round_trip,
+    signal_and_kill,
+    many_waiters_released_by_one_exit,
+    wait_after_close_is_already_closed,
+    unregister_drains_callbacks,
+    late_callbacks_after_close_are_noops,
+    handle_hygiene,
+);
