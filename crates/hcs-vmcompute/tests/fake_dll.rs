@@ -402,11 +402,12 @@ impl conformance::Harness for FakeDllHarness {
 }
 
 macro_rules! conformance_tests {
-    ($($check:ident),* $(,)?) => {
+    ($($(#[$m:meta])* $check:ident),* $(,)?) => {
         mod conformance_over_the_fake_dll {
             use super::*;
             $(
                 #[test]
+                $(#[$m])*
                 fn $check() {
                     let _g = serial();
                     conformance::$check(&FakeDllHarness);
