@@ -4,7 +4,7 @@
 use crate::codes;
 use crate::signal;
 use crate::sim::Shared;
-use crate::sync::lock;
+use crate::sync::{lock, start_service_thread};
 use hcs::{Failure, HResult};
 use std::collections::HashMap;
 use std::fs::File;
@@ -161,17 +161,7 @@ impl Reaper {
     pub(crate) fn adopt(&self, shared: &Arc<Shared>, sys: u64, proc: u64, child: Child) {
         let mut inner = lock(&self.inner);
         inner.children.insert(proc, Child2 { sys, child });
-        if !inner.started {
-            inner.started = true;
-            let shared = Arc::clone(shared);
-            let spawned = std::thread::Builder::new()
-                .name("hcs-sim-reaper".into())
-                .spawn(move || run(shared));
-            if let Err(e) = spawned {
-                inner.started = false;
-                tracing::error!(error = %e, "hcs-sim: cannot start the reaper thread");
-            }
-        }
+        start_service_thread(&mut inner.started, "reaper", shared, run);
         drop(inner);
         self.cv.notify_all();
     }

@@ -1,7 +1,8 @@
 //! The HCS model: systems, processes, handles and registrations.
 
+use crate::codes;
 use crate::config::ScriptedProcess;
-use hcs::NotifyContext;
+use hcs::{ApiGeneration, HResult, NotifyContext};
 use hcs_schema::ExitType;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,118 @@ impl SystemState {
             SystemState::Saved => "Saved",
             SystemState::Stopped => "Stopped",
         }
+    }
+}
+
+/// A call whose validity the state of a compute system decides (see [`SystemState::transition`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum SystemOp {
+    Start,
+    Pause,
+    Resume,
+    Save,
+    Shutdown,
+    Terminate,
+    /// A crash injected through [`crate::Simulator::crash`].
+    Crash,
+    Modify,
+    CreateProcess,
+}
+
+impl SystemOp {
+    #[cfg(test)]
+    pub(crate) const ALL: [SystemOp; 9] = [
+        SystemOp::Start,
+        SystemOp::Pause,
+        SystemOp::Resume,
+        SystemOp::Save,
+        SystemOp::Shutdown,
+        SystemOp::Terminate,
+        SystemOp::Crash,
+        SystemOp::Modify,
+        SystemOp::CreateProcess,
+    ];
+
+    /// The name used in "the `<name>` options is not valid JSON".
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SystemOp::Start => "start",
+            SystemOp::Pause => "pause",
+            SystemOp::Resume => "resume",
+            SystemOp::Save => "save",
+            SystemOp::Shutdown => "shutdown",
+            SystemOp::Terminate => "terminate",
+            SystemOp::Crash => "crash",
+            SystemOp::Modify => "modify",
+            SystemOp::CreateProcess => "create process",
+        }
+    }
+
+    /// The end of "The compute system is `<state>` and cannot `<phrase>`."
+    fn refusal(self) -> &'static str {
+        match self {
+            SystemOp::Start => "be started",
+            SystemOp::Pause => "be paused",
+            SystemOp::Resume => "be resumed",
+            SystemOp::Save => "be saved",
+            SystemOp::Shutdown => "be shut down",
+            SystemOp::Terminate => "be terminated",
+            SystemOp::Crash => "crash",
+            SystemOp::Modify => "be modified",
+            SystemOp::CreateProcess => "create processes",
+        }
+    }
+
+    fn stops(self) -> bool {
+        matches!(self, SystemOp::Shutdown | SystemOp::Terminate | SystemOp::Crash)
+    }
+}
+
+/// Why [`SystemState::transition`] refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TransitionError {
+    /// The call is not valid in this state (or while a stop is in progress).
+    #[error("The compute system is {} and cannot {}.", state.as_str(), op.refusal())]
+    InvalidState { state: SystemState, op: SystemOp },
+    /// Shutdown, terminate or crash of a stopped system.
+    #[error("The compute system has already stopped.")]
+    AlreadyStopped,
+}
+
+impl TransitionError {
+    /// The HRESULT HCS returns for it, in the encoding of generation `g`.
+    pub(crate) fn code(self, g: ApiGeneration) -> HResult {
+        match self {
+            TransitionError::InvalidState { .. } => codes::invalid_state(g),
+            TransitionError::AlreadyStopped => codes::already_stopped(g),
+        }
+    }
+}
+
+impl SystemState {
+    /// The one checked transition of the system state machine: the state a system in `self`
+    /// is in once `op` is accepted, or why `op` is refused. `stopping` is `true` while a
+    /// shutdown, terminate or crash waits for the processes to exit; only another stop (which
+    /// may escalate it) is accepted then.
+    ///
+    /// A stop leaves the state as it is; the system becomes [`SystemState::Stopped`] when its
+    /// last process has exited (`Shared::check_stop_done`). Modify and create-process do not
+    /// change the state.
+    pub(crate) fn transition(self, op: SystemOp, stopping: bool) -> Result<SystemState, TransitionError> {
+        use SystemState::{Created, Paused, Running, Saved, Stopped};
+        let next = match (op, self) {
+            (op, Stopped) if op.stops() => return Err(TransitionError::AlreadyStopped),
+            (op, state) if op.stops() => Some(state),
+            _ if stopping => None,
+            (SystemOp::Start, Created) => Some(Running),
+            (SystemOp::Pause, Running) => Some(Paused),
+            (SystemOp::Resume, Paused) => Some(Running),
+            (SystemOp::Save, Running | Paused) => Some(Saved),
+            (SystemOp::Modify, state @ (Created | Running | Paused)) => Some(state),
+            (SystemOp::CreateProcess, Running) => Some(Running),
+            _ => None,
+        };
+        next.ok_or(TransitionError::InvalidState { state: self, op })
     }
 }
 
@@ -101,6 +214,15 @@ pub(crate) struct SystemRec {
 }
 
 impl SystemRec {
+    /// Whether `op` is valid now ([`SystemState::transition`]), without applying it.
+    pub(crate) fn check(&self, op: SystemOp) -> Result<SystemState, TransitionError> {
+        self.state.transition(op, self.stopping.is_some())
+    }
+    /// Checks `op` ([`SystemState::transition`]) and enters the next state.
+    pub(crate) fn transition(&mut self, op: SystemOp) -> Result<(), TransitionError> {
+        self.state = self.check(op)?;
+        Ok(())
+    }
     pub(crate) fn live_processes(&self) -> impl Iterator<Item = (&u64, &ProcRec)> {
         self.processes.iter().filter(|(_, p)| p.exit_code.is_none())
     }
@@ -209,5 +331,132 @@ impl State {
         self.callbacks.clear();
         self.connected = true;
         self.epoch += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SystemOp::{self, *};
+    use super::SystemState::{self, *};
+    use super::TransitionError;
+    use hcs::{ApiGeneration, HResult};
+
+    /// What a call does in one state.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Expect {
+        /// Accepted; the system is in this state afterwards.
+        To(SystemState),
+        /// `ERROR_VMCOMPUTE_INVALID_STATE` / `HCS_E_INVALID_STATE`.
+        Invalid,
+        /// `ERROR_VMCOMPUTE_SYSTEM_ALREADY_STOPPED` / `HCS_E_SYSTEM_ALREADY_STOPPED`.
+        AlreadyStopped,
+    }
+    use Expect::{AlreadyStopped as Gone, Invalid as No, To};
+
+    const STATES: [SystemState; 5] = [Created, Running, Paused, Saved, Stopped];
+
+    /// Every op × every state: (op, state, not stopping, while a stop is in progress).
+    #[rustfmt::skip]
+    const TABLE: [(SystemOp, SystemState, Expect, Expect); 45] = [
+        (Start, Created, To(Running), No),
+        (Start, Running, No, No),
+        (Start, Paused, No, No),
+        (Start, Saved, No, No),
+        (Start, Stopped, No, No),
+        (Pause, Created, No, No),
+        (Pause, Running, To(Paused), No),
+        (Pause, Paused, No, No),
+        (Pause, Saved, No, No),
+        (Pause, Stopped, No, No),
+        (Resume, Created, No, No),
+        (Resume, Running, No, No),
+        (Resume, Paused, To(Running), No),
+        (Resume, Saved, No, No),
+        (Resume, Stopped, No, No),
+        (Save, Created, No, No),
+        (Save, Running, To(Saved), No),
+        (Save, Paused, To(Saved), No),
+        (Save, Saved, No, No),
+        (Save, Stopped, No, No),
+        (Shutdown, Created, To(Created), To(Created)),
+        (Shutdown, Running, To(Running), To(Running)),
+        (Shutdown, Paused, To(Paused), To(Paused)),
+        (Shutdown, Saved, To(Saved), To(Saved)),
+        (Shutdown, Stopped, Gone, Gone),
+        (Terminate, Created, To(Created), To(Created)),
+        (Terminate, Running, To(Running), To(Running)),
+        (Terminate, Paused, To(Paused), To(Paused)),
+        (Terminate, Saved, To(Saved), To(Saved)),
+        (Terminate, Stopped, Gone, Gone),
+        (Crash, Created, To(Created), To(Created)),
+        (Crash, Running, To(Running), To(Running)),
+        (Crash, Paused, To(Paused), To(Paused)),
+        (Crash, Saved, To(Saved), To(Saved)),
+        (Crash, Stopped, Gone, Gone),
+        (Modify, Created, To(Created), No),
+        (Modify, Running, To(Running), No),
+        (Modify, Paused, To(Paused), No),
+        (Modify, Saved, No, No),
+        (Modify, Stopped, No, No),
+        (CreateProcess, Created, No, No),
+        (CreateProcess, Running, To(Running), No),
+        (CreateProcess, Paused, No, No),
+        (CreateProcess, Saved, No, No),
+        (CreateProcess, Stopped, No, No),
+    ];
+
+    /// The exact refusal message of each op (as the simulator has always worded it).
+    fn refusal(op: SystemOp, state: SystemState) -> String {
+        let tail = match op {
+            Start => "be started",
+            Pause => "be paused",
+            Resume => "be resumed",
+            Save => "be saved",
+            Modify => "be modified",
+            CreateProcess => "create processes",
+            Shutdown | Terminate | Crash => unreachable!("a stop is never refused as invalid"),
+        };
+        format!("The compute system is {} and cannot {tail}.", state.as_str())
+    }
+
+    #[test]
+    fn transition_table_is_complete() {
+        for op in SystemOp::ALL {
+            for state in STATES {
+                let rows = TABLE.iter().filter(|r| r.0 == op && r.1 == state).count();
+                assert_eq!(rows, 1, "{op:?} in {state:?} has {rows} rows");
+            }
+        }
+    }
+
+    #[test]
+    fn transition_table_v1_and_v2() {
+        let generations = [
+            (ApiGeneration::V1, HResult(0xC037_0105), HResult(0xC037_0110)),
+            (ApiGeneration::V2, HResult(0x8037_0105), HResult(0x8037_0110)),
+        ];
+        for (g, invalid_state, already_stopped) in generations {
+            for (op, state, idle, stopping) in TABLE {
+                for (is_stopping, expect) in [(false, idle), (true, stopping)] {
+                    let got = state.transition(op, is_stopping);
+                    let ctx = format!("{g:?} {op:?} in {state:?} (stopping: {is_stopping})");
+                    match expect {
+                        To(next) => assert_eq!(got, Ok(next), "{ctx}"),
+                        No => {
+                            let e = got.expect_err(&ctx);
+                            assert_eq!(e, TransitionError::InvalidState { state, op }, "{ctx}");
+                            assert_eq!(e.code(g), invalid_state, "{ctx}");
+                            assert_eq!(e.to_string(), refusal(op, state), "{ctx}");
+                        }
+                        Gone => {
+                            let e = got.expect_err(&ctx);
+                            assert_eq!(e, TransitionError::AlreadyStopped, "{ctx}");
+                            assert_eq!(e.code(g), already_stopped, "{ctx}");
+                            assert_eq!(e.to_string(), "The compute system has already stopped.", "{ctx}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

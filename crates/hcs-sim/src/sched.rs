@@ -3,7 +3,7 @@
 //! the first scheduled task; never one thread per system.
 
 use crate::sim::Shared;
-use crate::sync::lock;
+use crate::sync::{lock, start_service_thread};
 use hcs::{HResult, NotificationKind, NotifyContext};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -92,17 +92,7 @@ impl Scheduler {
         inner.seq += 1;
         let seq = inner.seq;
         inner.heap.push(Entry { at, seq, task });
-        if !inner.started {
-            inner.started = true;
-            let shared = Arc::clone(shared);
-            let spawned = std::thread::Builder::new()
-                .name("hcs-sim-scheduler".into())
-                .spawn(move || run(shared));
-            if let Err(e) = spawned {
-                inner.started = false;
-                tracing::error!(error = %e, "hcs-sim: cannot start the scheduler thread");
-            }
-        }
+        start_service_thread(&mut inner.started, "scheduler", shared, run);
         drop(inner);
         self.cv.notify_all();
     }

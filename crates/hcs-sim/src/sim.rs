@@ -5,8 +5,8 @@ use crate::config::{Backend, Op, SimConfig, SimNotification};
 use crate::fault::{Action, ActivePlan, FaultPlan, PlanError};
 use crate::host::{self, Params, Reaper};
 use crate::model::{
-    CallbackRec, CbTarget, MappedDirectory, ProcKind, ProcRec, ScriptedRun, State, StopKind, SystemRec,
-    SystemState,
+    CallbackRec, CbTarget, MappedDirectory, ProcKind, ProcRec, ScriptedRun, State, StopKind, SystemOp,
+    SystemRec, SystemState, TransitionError,
 };
 use crate::sched::{Delivery, Scheduler, Target, Task};
 use crate::signal;
@@ -162,6 +162,18 @@ fn bad_handle() -> Failure {
 
 fn fail(code: HResult, message: impl AsRef<str>) -> Failure {
     Failure::with_document(code, codes::result_document(code, message.as_ref()))
+}
+
+/// The record of process `proc` of system `sys`; `E_HANDLE` when it is gone.
+fn process_rec(st: &State, sys: u64, proc: u64) -> Result<&ProcRec, Failure> {
+    st.systems
+        .get(&sys)
+        .and_then(|s| s.processes.get(&proc))
+        .ok_or_else(bad_handle)
+}
+
+fn transition_failure(e: TransitionError, generation: ApiGeneration) -> Failure {
+    fail(e.code(generation), e.to_string())
 }
 
 fn reply<T>(value: T, pending: bool) -> Reply<T> {
@@ -676,6 +688,20 @@ impl Shared {
         }
     }
 
+    /// Sends `sig` to one process (a host process's group, or a scripted process as
+    /// [`Shared::scripted_signal`] describes).
+    fn signal_one(self: &Arc<Self>, st: &mut State, sys: u64, proc: u64, sig: i32) {
+        let Some(p) = st.systems.get(&sys).and_then(|s| s.processes.get(&proc)) else {
+            return;
+        };
+        match p.kind {
+            ProcKind::Host => {
+                self.reaper.signal(proc, sig);
+            }
+            ProcKind::Scripted(_) => self.scripted_signal(st, sys, proc, sig),
+        }
+    }
+
     /// A signal to a scripted process: SIGKILL always ends it; other signals end it (exit
     /// code 128 + signal) unless it ignores signals or the signal's default action is not to
     /// terminate (SIGCHLD, SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGWINCH).
@@ -944,7 +970,8 @@ impl Simulator {
             .by_id
             .get(id)
             .ok_or_else(|| SimError::UnknownSystem(id.to_string()))?;
-        if st.systems[&sys].state == SystemState::Stopped {
+        // The only refusal of a crash is `TransitionError::AlreadyStopped`.
+        if st.systems[&sys].check(SystemOp::Crash).is_err() {
             return Err(SimError::AlreadyStopped(id.to_string()));
         }
         self.shared.begin_stop(&mut st, sys, StopKind::Unexpected);
@@ -1387,7 +1414,8 @@ impl Driver for Simulator {
             return Ok(());
         };
         s.handles.remove(&system.raw());
-        if s.handles.is_empty() && s.state != SystemState::Stopped && s.terminate_on_last_close {
+        // Closing the last handle is an implicit terminate, where a terminate is valid.
+        if s.handles.is_empty() && s.terminate_on_last_close && s.check(SystemOp::Terminate).is_ok() {
             tracing::debug!(system = %s.id, "hcs-sim: last handle closed; terminating");
             sh.begin_stop(&mut st, sys, StopKind::Forced);
         }
@@ -1401,58 +1429,40 @@ impl Driver for Simulator {
         options: &str,
         ctx: NotifyContext,
     ) -> DriverResult<()> {
-        let sh = &self.shared;
-        sh.with_system(Op::StartComputeSystem, system, |st, sys, fired| {
-            parse_json(options, sh.generation, "start options")?;
-            let s = st.systems.get_mut(&sys).ok_or_else(bad_handle)?;
-            if s.state != SystemState::Created || s.stopping.is_some() {
-                return Err(fail(
-                    codes::invalid_state(sh.generation),
-                    format!(
-                        "The compute system is {} and cannot be started.",
-                        s.state.as_str()
-                    ),
-                ));
-            }
-            s.state = SystemState::Running;
-            s.started = Some((Instant::now(), SystemTime::now()));
-            let pending = sh.complete(st, Op::StartComputeSystem, sys, Some(ctx), fired);
-            Ok(reply((), pending))
-        })
+        self.lifecycle(
+            Op::StartComputeSystem,
+            SystemOp::Start,
+            system,
+            options,
+            Some(ctx),
+            |_, st, sys| {
+                if let Some(s) = st.systems.get_mut(&sys) {
+                    s.started = Some((Instant::now(), SystemTime::now()));
+                }
+            },
+        )
     }
 
     fn shutdown_compute_system(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
-        let sh = &self.shared;
-        sh.with_system(Op::ShutdownComputeSystem, system, |st, sys, fired| {
-            parse_json(options, sh.generation, "shutdown options")?;
-            let s = st.systems.get(&sys).ok_or_else(bad_handle)?;
-            if s.state == SystemState::Stopped {
-                return Err(fail(
-                    codes::already_stopped(sh.generation),
-                    "The compute system has already stopped.",
-                ));
-            }
-            sh.begin_stop(st, sys, StopKind::Graceful);
-            let pending = sh.complete(st, Op::ShutdownComputeSystem, sys, None, fired);
-            Ok(reply((), pending))
-        })
+        self.lifecycle(
+            Op::ShutdownComputeSystem,
+            SystemOp::Shutdown,
+            system,
+            options,
+            None,
+            |sh, st, sys| sh.begin_stop(st, sys, StopKind::Graceful),
+        )
     }
 
     fn terminate_compute_system(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
-        let sh = &self.shared;
-        sh.with_system(Op::TerminateComputeSystem, system, |st, sys, fired| {
-            parse_json(options, sh.generation, "terminate options")?;
-            let s = st.systems.get(&sys).ok_or_else(bad_handle)?;
-            if s.state == SystemState::Stopped {
-                return Err(fail(
-                    codes::already_stopped(sh.generation),
-                    "The compute system has already stopped.",
-                ));
-            }
-            sh.begin_stop(st, sys, StopKind::Forced);
-            let pending = sh.complete(st, Op::TerminateComputeSystem, sys, None, fired);
-            Ok(reply((), pending))
-        })
+        self.lifecycle(
+            Op::TerminateComputeSystem,
+            SystemOp::Terminate,
+            system,
+            options,
+            None,
+            |sh, st, sys| sh.begin_stop(st, sys, StopKind::Forced),
+        )
     }
 
     fn pause_compute_system(
@@ -1461,21 +1471,14 @@ impl Driver for Simulator {
         options: &str,
         ctx: NotifyContext,
     ) -> DriverResult<()> {
-        let sh = &self.shared;
-        sh.with_system(Op::PauseComputeSystem, system, |st, sys, fired| {
-            parse_json(options, sh.generation, "pause options")?;
-            let s = st.systems.get_mut(&sys).ok_or_else(bad_handle)?;
-            if s.state != SystemState::Running || s.stopping.is_some() {
-                return Err(fail(
-                    codes::invalid_state(sh.generation),
-                    format!("The compute system is {} and cannot be paused.", s.state.as_str()),
-                ));
-            }
-            s.state = SystemState::Paused;
-            sh.freeze(st, sys);
-            let pending = sh.complete(st, Op::PauseComputeSystem, sys, Some(ctx), fired);
-            Ok(reply((), pending))
-        })
+        self.lifecycle(
+            Op::PauseComputeSystem,
+            SystemOp::Pause,
+            system,
+            options,
+            Some(ctx),
+            |sh, st, sys| sh.freeze(st, sys),
+        )
     }
 
     fn resume_compute_system(
@@ -1484,24 +1487,14 @@ impl Driver for Simulator {
         options: &str,
         ctx: NotifyContext,
     ) -> DriverResult<()> {
-        let sh = &self.shared;
-        sh.with_system(Op::ResumeComputeSystem, system, |st, sys, fired| {
-            parse_json(options, sh.generation, "resume options")?;
-            let s = st.systems.get_mut(&sys).ok_or_else(bad_handle)?;
-            if s.state != SystemState::Paused || s.stopping.is_some() {
-                return Err(fail(
-                    codes::invalid_state(sh.generation),
-                    format!(
-                        "The compute system is {} and cannot be resumed.",
-                        s.state.as_str()
-                    ),
-                ));
-            }
-            s.state = SystemState::Running;
-            sh.thaw(st, sys);
-            let pending = sh.complete(st, Op::ResumeComputeSystem, sys, Some(ctx), fired);
-            Ok(reply((), pending))
-        })
+        self.lifecycle(
+            Op::ResumeComputeSystem,
+            SystemOp::Resume,
+            system,
+            options,
+            Some(ctx),
+            |sh, st, sys| sh.thaw(st, sys),
+        )
     }
 
     fn save_compute_system(
@@ -1510,21 +1503,14 @@ impl Driver for Simulator {
         options: &str,
         ctx: NotifyContext,
     ) -> DriverResult<()> {
-        let sh = &self.shared;
-        sh.with_system(Op::SaveComputeSystem, system, |st, sys, fired| {
-            parse_json(options, sh.generation, "save options")?;
-            let s = st.systems.get_mut(&sys).ok_or_else(bad_handle)?;
-            if !matches!(s.state, SystemState::Running | SystemState::Paused) || s.stopping.is_some() {
-                return Err(fail(
-                    codes::invalid_state(sh.generation),
-                    format!("The compute system is {} and cannot be saved.", s.state.as_str()),
-                ));
-            }
-            s.state = SystemState::Saved;
-            sh.freeze(st, sys);
-            let pending = sh.complete(st, Op::SaveComputeSystem, sys, Some(ctx), fired);
-            Ok(reply((), pending))
-        })
+        self.lifecycle(
+            Op::SaveComputeSystem,
+            SystemOp::Save,
+            system,
+            options,
+            Some(ctx),
+            |sh, st, sys| sh.freeze(st, sys),
+        )
     }
 
     fn get_compute_system_properties(&self, system: SystemHandle, query: &str) -> DriverResult<String> {
@@ -1611,15 +1597,8 @@ impl Driver for Simulator {
         sh.with_system(Op::ModifyComputeSystem, system, |st, sys, fired| {
             let v = parse_json(configuration, sh.generation, "modify request")?;
             let s = st.systems.get_mut(&sys).ok_or_else(bad_handle)?;
-            if matches!(s.state, SystemState::Stopped | SystemState::Saved) || s.stopping.is_some() {
-                return Err(fail(
-                    codes::invalid_state(sh.generation),
-                    format!(
-                        "The compute system is {} and cannot be modified.",
-                        s.state.as_str()
-                    ),
-                ));
-            }
+            s.transition(SystemOp::Modify)
+                .map_err(|e| transition_failure(e, sh.generation))?;
             let path = v.get("ResourcePath").and_then(Value::as_str).unwrap_or_default();
             let request = v.get("RequestType").and_then(Value::as_str).unwrap_or_default();
             let settings = v.get("Settings").cloned().unwrap_or(Value::Null);
@@ -1744,16 +1723,9 @@ impl Driver for Simulator {
         let params = parse_params(parameters, sh.generation)?;
         let check = |st: &State| -> Result<u64, Failure> {
             let sys = *st.system_handles.get(&system.raw()).ok_or_else(bad_handle)?;
-            let s = &st.systems[&sys];
-            if s.state != SystemState::Running || s.stopping.is_some() {
-                return Err(fail(
-                    codes::invalid_state(sh.generation),
-                    format!(
-                        "The compute system is {} and cannot create processes.",
-                        s.state.as_str()
-                    ),
-                ));
-            }
+            st.systems[&sys]
+                .check(SystemOp::CreateProcess)
+                .map_err(|e| transition_failure(e, sh.generation))?;
             Ok(sys)
         };
         check(&sh.lock())?;
@@ -1910,23 +1882,14 @@ impl Driver for Simulator {
     fn terminate_process(&self, process: ProcessHandle) -> DriverResult<()> {
         let sh = &self.shared;
         sh.with_process(Op::TerminateProcess, process, |st, sys, proc| {
-            let p = st
-                .systems
-                .get(&sys)
-                .and_then(|s| s.processes.get(&proc))
-                .ok_or_else(bad_handle)?;
+            let p = process_rec(st, sys, proc)?;
             if p.exit_code.is_some() {
                 return Err(fail(
                     codes::terminate_gone(sh.generation),
                     "The process has already exited.",
                 ));
             }
-            match p.kind {
-                ProcKind::Host => {
-                    sh.reaper.signal(proc, signal::SIGKILL);
-                }
-                ProcKind::Scripted(_) => sh.scripted_signal(st, sys, proc, signal::SIGKILL),
-            }
+            sh.signal_one(st, sys, proc, signal::SIGKILL);
             Ok(Reply::done(()))
         })
     }
@@ -1949,23 +1912,14 @@ impl Driver for Simulator {
                 1..=64 => sig as i32,
                 _ => return Err(fail(codes::INVALID_ARG, format!("unsupported signal {sig}"))),
             };
-            let p = st
-                .systems
-                .get(&sys)
-                .and_then(|s| s.processes.get(&proc))
-                .ok_or_else(bad_handle)?;
+            let p = process_rec(st, sys, proc)?;
             if p.exit_code.is_some() {
                 return Err(fail(
                     codes::process_gone(sh.generation),
                     "The process has already exited.",
                 ));
             }
-            match p.kind {
-                ProcKind::Host => {
-                    sh.reaper.signal(proc, sig);
-                }
-                ProcKind::Scripted(_) => sh.scripted_signal(st, sys, proc, sig),
-            }
+            sh.signal_one(st, sys, proc, sig);
             Ok(Reply::done(()))
         })
     }
@@ -1975,11 +1929,7 @@ impl Driver for Simulator {
     fn get_process_info(&self, process: ProcessHandle) -> DriverResult<ProcessInfo> {
         let sh = &self.shared;
         sh.with_process(Op::GetProcessInfo, process, |st, sys, proc| {
-            let p = st
-                .systems
-                .get(&sys)
-                .and_then(|s| s.processes.get(&proc))
-                .ok_or_else(bad_handle)?;
+            let p = process_rec(st, sys, proc)?;
             Ok(Reply::done(ProcessInfo {
                 pid: p.pid,
                 ..Default::default()
@@ -1990,11 +1940,7 @@ impl Driver for Simulator {
     fn get_process_properties(&self, process: ProcessHandle) -> DriverResult<String> {
         let sh = &self.shared;
         sh.with_process(Op::GetProcessProperties, process, |st, sys, proc| {
-            let p = st
-                .systems
-                .get(&sys)
-                .and_then(|s| s.processes.get(&proc))
-                .ok_or_else(bad_handle)?;
+            let p = process_rec(st, sys, proc)?;
             Ok(Reply::done(Shared::process_status(p.pid, p.exit_code)))
         })
     }
@@ -2094,6 +2040,30 @@ impl Driver for Simulator {
 }
 
 impl Simulator {
+    /// The lifecycle calls (start, pause, resume, save, shutdown, terminate): parse the options,
+    /// take the checked state transition `sys_op`, run `effect` on the system, answer (pending
+    /// or done, completing to `ctx`).
+    fn lifecycle(
+        &self,
+        op: Op,
+        sys_op: SystemOp,
+        system: SystemHandle,
+        options: &str,
+        ctx: Option<NotifyContext>,
+        effect: impl FnOnce(&Arc<Shared>, &mut State, u64),
+    ) -> DriverResult<()> {
+        let sh = &self.shared;
+        sh.with_system(op, system, |st, sys, fired| {
+            parse_json(options, sh.generation, &format!("{} options", sys_op.name()))?;
+            let s = st.systems.get_mut(&sys).ok_or_else(bad_handle)?;
+            s.transition(sys_op)
+                .map_err(|e| transition_failure(e, sh.generation))?;
+            effect(sh, st, sys);
+            let pending = sh.complete(st, op, sys, ctx, fired);
+            Ok(reply((), pending))
+        })
+    }
+
     fn unregister(&self, op: Op, callback: CallbackHandle, process: bool) -> Result<(), Failure> {
         let sh = &self.shared;
         let _span = tracing::debug_span!("hcs_sim", op = %op, handle = callback.raw()).entered();
