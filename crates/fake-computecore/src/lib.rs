@@ -18,7 +18,12 @@
 #![allow(unsafe_code)]
 // The exports mirror the HCS API one to one (documented in windows-ffi.md); their names and
 // safety contracts are HCS's.
-#![allow(non_snake_case, missing_docs, clippy::missing_safety_doc, clippy::upper_case_acronyms)]
+#![allow(
+    non_snake_case,
+    missing_docs,
+    clippy::missing_safety_doc,
+    clippy::upper_case_acronyms
+)]
 
 use fake_hcs_common::{
     self as common, hr, lock, Extra, RawStdio, Strings, E_INVALIDARG, E_NOTIMPL, E_POINTER,
