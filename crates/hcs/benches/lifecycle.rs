@@ -14,12 +14,15 @@
 //! loops (medians) and prints every ratio with PASS/FAIL in well under a minute; without the flag
 //! criterion runs (and still prints the ratios of its own samples).
 
+// The counting global allocator below is the only unsafe code (forwarding to `System`).
+#![allow(unsafe_code)]
+
 use criterion::Criterion;
 use event_listener::{Event, Listener};
 use hcs::notify::Subscription;
 use hcs::{
-    CallbackHandle, Driver, DriverResult, Failure, NotificationKind, NotifyContext, ProcessHandle, ProcessInfo, Reply,
-    System, SystemHandle, Timeouts,
+    CallbackHandle, Driver, DriverResult, Failure, NotificationKind, NotifyContext, ProcessHandle,
+    ProcessInfo, Reply, System, SystemHandle, Timeouts,
 };
 use std::alloc::{GlobalAlloc, Layout, System as SysAlloc};
 use std::collections::HashMap;
@@ -65,7 +68,9 @@ fn live_bytes() -> isize {
 }
 
 fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 // ------------------------------------------------------------------ a do-nothing driver
@@ -78,9 +83,12 @@ struct Null {
     next: AtomicU64,
     /// system handle → context to complete when that system's pause is called
     peer: Mutex<HashMap<u64, u64>>,
+    /// pause calls so far
+    pauses: AtomicUsize,
 }
 
-const PROPS: &str = r#"{"Id":"b","SystemType":"Container","RuntimeOsType":"Windows","Owner":"bench","State":"Running"}"#;
+const PROPS: &str =
+    r#"{"Id":"b","SystemType":"Container","RuntimeOsType":"Windows","Owner":"bench","State":"Running"}"#;
 
 impl Null {
     fn handle(&self) -> u64 {
@@ -114,6 +122,7 @@ impl Driver for Null {
         Ok(Reply::done(()))
     }
     fn pause_compute_system(&self, s: SystemHandle, _o: &str, _ctx: NotifyContext) -> DriverResult<()> {
+        self.pauses.fetch_add(1, Ordering::SeqCst);
         let peer = self.peer.lock().unwrap().get(&s.raw()).copied();
         if let Some(peer) = peer {
             hcs::dispatch(peer, NotificationKind::SystemPauseCompleted, 0u32, None);
@@ -132,7 +141,11 @@ impl Driver for Null {
     fn modify_compute_system(&self, _s: SystemHandle, _c: &str) -> DriverResult<()> {
         Ok(Reply::done(()))
     }
-    fn register_compute_system_callback(&self, _s: SystemHandle, _ctx: NotifyContext) -> Result<CallbackHandle, Failure> {
+    fn register_compute_system_callback(
+        &self,
+        _s: SystemHandle,
+        _ctx: NotifyContext,
+    ) -> Result<CallbackHandle, Failure> {
         Ok(CallbackHandle::new(self.handle()).unwrap())
     }
     fn unregister_compute_system_callback(&self, _c: CallbackHandle) -> Result<(), Failure> {
@@ -162,7 +175,11 @@ impl Driver for Null {
     fn modify_process(&self, _p: ProcessHandle, _s: &str) -> DriverResult<()> {
         Ok(Reply::done(()))
     }
-    fn register_process_callback(&self, _p: ProcessHandle, _ctx: NotifyContext) -> Result<CallbackHandle, Failure> {
+    fn register_process_callback(
+        &self,
+        _p: ProcessHandle,
+        _ctx: NotifyContext,
+    ) -> Result<CallbackHandle, Failure> {
         Ok(CallbackHandle::new(self.handle()).unwrap())
     }
     fn unregister_process_callback(&self, _c: CallbackHandle) -> Result<(), Failure> {
@@ -182,9 +199,6 @@ fn new_system(d: &Arc<Null>, id: &str) -> System {
     System::create_with(d.clone(), id, "{}", timeouts()).expect("create on the null driver")
 }
 
-/// The registry context of the system whose driver handle is `h` (the null driver does not keep
-/// contexts, so the benches find it by dispatching a harmless probe is not possible; instead they
-/// register a driver that records it).
 fn exit_payload() -> Option<&'static str> {
     Some(r#"{"Status":0,"ExitType":"GracefulExit"}"#)
 }
@@ -194,7 +208,8 @@ fn exit_payload() -> Option<&'static str> {
 #[derive(Default)]
 struct Recording {
     inner: Null,
-    last_ctx: Mutex<Option<NotifyContext>>,
+    /// (system handle, context) of the last callback registration
+    last: Mutex<Option<(u64, u64)>>,
 }
 
 macro_rules! forward {
@@ -207,8 +222,12 @@ impl Driver for Recording {
     fn name(&self) -> &str {
         "recording-null"
     }
-    fn register_compute_system_callback(&self, s: SystemHandle, ctx: NotifyContext) -> Result<CallbackHandle, Failure> {
-        *self.last_ctx.lock().unwrap() = Some(ctx);
+    fn register_compute_system_callback(
+        &self,
+        s: SystemHandle,
+        ctx: NotifyContext,
+    ) -> Result<CallbackHandle, Failure> {
+        *self.last.lock().unwrap() = Some((s.raw(), ctx.raw()));
         self.inner.register_compute_system_callback(s, ctx)
     }
     forward! {
@@ -242,7 +261,7 @@ impl Driver for Recording {
 fn system_with_ctx(id: &str) -> (System, u64) {
     let d = Arc::new(Recording::default());
     let s = System::create_with(d.clone(), id, "{}", timeouts()).unwrap();
-    let ctx = d.last_ctx.lock().unwrap().unwrap().raw();
+    let (_, ctx) = d.last.lock().unwrap().unwrap();
     (s, ctx)
 }
 
@@ -253,47 +272,35 @@ fn system_with_ctx(id: &str) -> (System, u64) {
 /// `y.pause()`: each round trip is two "dispatch → blocked waiter (in `Notifier::wait_pending`)
 /// wakes" hand-offs, plus two lifecycle calls. Returns the time for `rounds` round trips.
 fn pingpong_ours(rounds: u64) -> Duration {
-    let d = null();
-    let (x, y) = (Arc::new(new_system(&d, "x")), Arc::new(new_system(&d, "y")));
-    // The contexts: found by the handle → ctx the lifecycle handed over on pause; the null driver
-    // gets ctx on pause calls, so record them with a first, self-targeted round.
-    let ctx_of = |s: &System| {
-        // dispatching to a System needs its registry context; obtain it via a probe driver call:
-        // pause with no peer arms, calls the driver (no dispatch), and we time out immediately.
-        let _ = s;
-    };
-    ctx_of(&x);
-    // Handles are 1 (x create), 2 (x callback), 3 (y create), 4 (y callback) on a fresh driver;
-    // contexts are learned through a Subscription-free route: the Recording driver.
-    drop((x, y));
     let d = Arc::new(Recording::default());
     let x = System::create_with(d.clone(), "x", "{}", timeouts()).unwrap();
-    let xctx = d.last_ctx.lock().unwrap().unwrap().raw();
+    let (xh, xctx) = d.last.lock().unwrap().unwrap();
     let y = System::create_with(d.clone(), "y", "{}", timeouts()).unwrap();
-    let yctx = d.last_ctx.lock().unwrap().unwrap().raw();
-    // x's handle is 1, y's is 3 (each create is followed by a callback registration).
-    d.inner.peer.lock().unwrap().insert(1, yctx);
-    d.inner.peer.lock().unwrap().insert(3, xctx);
+    let (yh, yctx) = d.last.lock().unwrap().unwrap();
+    d.inner.peer.lock().unwrap().insert(xh, yctx);
+    d.inner.peer.lock().unwrap().insert(yh, xctx);
     let (x, y) = (Arc::new(x), Arc::new(y));
-    let go = Arc::new(AtomicBool::new(false));
     let yb = y.clone();
     let b = std::thread::spawn(move || {
-        // rounds + 1 pauses: the first completion B sends (to x) is dropped because A is not
-        // armed yet; the last pause of B is completed by A's last pause.
-        for _ in 0..rounds {
+        // B's first completion (to x) is dropped: x is not armed yet. Pause k of B completes
+        // pause k-1 of A and is completed by pause k of A, so B makes one more pause than A; the
+        // bench completes that last one by hand.
+        for _ in 0..=rounds {
             yb.pause().expect("y pause");
         }
     });
-    // Let B arm and block first (its first completion to x is dropped: nobody armed).
-    std::thread::sleep(Duration::from_millis(20));
+    // Let B arm first (its driver call comes after the arm).
+    while d.inner.pauses.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
     let t0 = Instant::now();
     for _ in 0..rounds {
         x.pause().expect("x pause");
     }
     let el = t0.elapsed();
-    // B's last pause is completed by A's last pause; B finishes.
+    // A's last pause was completed by B's last pause, which armed y before dispatching.
+    hcs::dispatch(yctx, NotificationKind::SystemPauseCompleted, 0u32, None);
     b.join().unwrap();
-    drop(go);
     el
 }
 
@@ -439,8 +446,14 @@ impl Wake for Slot {
 /// last completion.
 fn release_futures<F: Future + Unpin>(mut futs: Vec<F>, release: impl FnOnce()) -> Duration {
     let ready = Arc::new(Mutex::new(Vec::with_capacity(futs.len())));
-    let wakers: Vec<Waker> =
-        (0..futs.len()).map(|idx| Waker::from(Arc::new(Slot { idx, ready: ready.clone() }))).collect();
+    let wakers: Vec<Waker> = (0..futs.len())
+        .map(|idx| {
+            Waker::from(Arc::new(Slot {
+                idx,
+                ready: ready.clone(),
+            }))
+        })
+        .collect();
     for (f, w) in futs.iter_mut().zip(&wakers) {
         let mut cx = Context::from_waker(w);
         assert!(Pin::new(f).poll(&mut cx).is_pending());
@@ -461,10 +474,15 @@ fn release_futures<F: Future + Unpin>(mut futs: Vec<F>, release: impl FnOnce()) 
 }
 
 fn async_ours(n: usize) -> Duration {
+    async_ours_with(n, exit_payload())
+}
+
+/// `payload`: the exit document (HCS sends one; `None` shows what its per-poll clone costs).
+fn async_ours_with(n: usize, payload: Option<&str>) -> Duration {
     let (s, ctx) = system_with_ctx("exit");
     let futs: Vec<_> = (0..n).map(|_| s.wait_async()).collect();
     release_futures(futs, || {
-        hcs::dispatch(ctx, NotificationKind::SystemExited, 0u32, exit_payload());
+        hcs::dispatch(ctx, NotificationKind::SystemExited, 0u32, payload);
     })
 }
 
@@ -496,7 +514,12 @@ impl Future for BareWait {
 
 fn async_event(n: usize) -> Duration {
     let st = Arc::new((AtomicBool::new(false), Event::new()));
-    let futs: Vec<_> = (0..n).map(|_| BareWait { st: st.clone(), l: None }).collect();
+    let futs: Vec<_> = (0..n)
+        .map(|_| BareWait {
+            st: st.clone(),
+            l: None,
+        })
+        .collect();
     release_futures(futs, || {
         st.0.store(true, Ordering::SeqCst);
         st.1.notify(usize::MAX);
@@ -681,35 +704,84 @@ fn quick() -> bool {
     // 1. ping-pong: 2,000 round trips per run, 9 interleaved runs.
     let r = 2_000;
     let (o, b) = interleaved(9, || ns(pingpong_ours(r), r), || ns(pingpong_channel(r), r));
-    let x = Ratio { name: "pingpong_round_trip", ours: o, base: b, target: 1.3 };
+    let x = Ratio {
+        name: "pingpong_round_trip",
+        ours: o,
+        base: b,
+        target: 1.3,
+    };
     x.print();
     ok &= x.pass();
     // 2. 1,000 threads.
-    let (o, b) = interleaved(7, || ns(release_ours(THREADS), 1), || ns(release_condvar(THREADS), 1));
-    let x = Ratio { name: "release_1000_threads_vs_condvar", ours: o, base: b, target: 1.2 };
+    let (o, b) = interleaved(
+        7,
+        || ns(release_ours(THREADS), 1),
+        || ns(release_condvar(THREADS), 1),
+    );
+    let x = Ratio {
+        name: "release_1000_threads_vs_condvar",
+        ours: o,
+        base: b,
+        target: 1.2,
+    };
     x.print();
     ok &= x.pass();
-    let (o2, e) = interleaved(5, || ns(release_ours(THREADS), 1), || ns(release_event(THREADS), 1));
+    let (o2, e) = interleaved(
+        5,
+        || ns(release_ours(THREADS), 1),
+        || ns(release_event(THREADS), 1),
+    );
     println!(
         "release_1000_threads_vs_bare_event (info): ours {o2:.0} ns, baseline {e:.0} ns, ratio {:.3}",
         o2 / e
     );
     // 2b. 100,000 futures.
     let (o, b) = interleaved(7, || ns(async_ours(FUTURES), 1), || ns(async_event(FUTURES), 1));
-    let x = Ratio { name: "release_100000_futures_vs_bare_event", ours: o, base: b, target: 1.2 };
+    let x = Ratio {
+        name: "release_100000_futures_vs_bare_event",
+        ours: o,
+        base: b,
+        target: 1.2,
+    };
     x.print();
     ok &= x.pass();
-    // 3. dispatch with 100,000 registrations vs 1.
+    let (o3, e3) = interleaved(
+        5,
+        || ns(async_ours_with(FUTURES, None), 1),
+        || ns(async_event(FUTURES), 1),
+    );
+    println!(
+        "release_100000_futures_exit_without_payload (info): ours {o3:.0} ns, baseline {e3:.0} ns, ratio {:.3}",
+        o3 / e3
+    );
+    // 3. dispatch with 100,000 registrations vs 1 (alternating order; the first run after building
+    // the registrations settles caches and is not counted).
     let f = DispatchFixture::new();
-    let iters = 200_000;
+    let iters = 1_000_000;
+    f.run(iters);
     let (mut many, mut one) = (Vec::new(), Vec::new());
-    for _ in 0..7 {
-        one.push(ns(f.run(iters), iters));
+    for i in 0..7 {
         let regs = registrations(REGS);
-        many.push(ns(f.run(iters), iters));
-        drop(regs);
+        f.run(iters);
+        if i % 2 == 0 {
+            many.push(ns(f.run(iters), iters));
+            drop(regs);
+            one.push(ns(f.run(iters), iters));
+        } else {
+            drop(regs);
+            one.push(ns(f.run(iters), iters));
+            let regs = registrations(REGS);
+            f.run(iters);
+            many.push(ns(f.run(iters), iters));
+            drop(regs);
+        }
     }
-    let x = Ratio { name: "dispatch_100000_vs_1_registrations", ours: median(&mut many), base: median(&mut one), target: 1.1 };
+    let x = Ratio {
+        name: "dispatch_100000_vs_1_registrations",
+        ours: median(&mut many),
+        base: median(&mut one),
+        target: 1.1,
+    };
     x.print();
     ok &= x.pass();
     // 4. memory and threads.
@@ -723,21 +795,40 @@ fn quick() -> bool {
 static SAMPLES: OnceLock<Mutex<HashMap<String, Vec<f64>>>> = OnceLock::new();
 
 fn record(key: &str, d: Duration, iters: u64) -> Duration {
-    SAMPLES.get_or_init(Default::default).lock().unwrap().entry(key.into()).or_default().push(ns(d, iters));
+    SAMPLES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(key.into())
+        .or_default()
+        .push(ns(d, iters));
     d
 }
 
 fn sample_median(key: &str) -> f64 {
-    let mut v = SAMPLES.get_or_init(Default::default).lock().unwrap().get(key).cloned().unwrap_or_default();
+    let mut v = SAMPLES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .get(key)
+        .cloned()
+        .unwrap_or_default();
     median(&mut v)
 }
 
 fn criterion_mode() -> bool {
-    let mut c = Criterion::default().configure_from_args().sample_size(10).warm_up_time(Duration::from_millis(500));
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500));
     {
         let mut g = c.benchmark_group("pingpong");
-        g.bench_function("ours_dispatch_wake", |b| b.iter_custom(|n| record("pp/ours", pingpong_ours(n), n)));
-        g.bench_function("baseline_mpsc", |b| b.iter_custom(|n| record("pp/base", pingpong_channel(n), n)));
+        g.bench_function("ours_dispatch_wake", |b| {
+            b.iter_custom(|n| record("pp/ours", pingpong_ours(n), n))
+        });
+        g.bench_function("baseline_mpsc", |b| {
+            b.iter_custom(|n| record("pp/base", pingpong_channel(n), n))
+        });
         g.finish();
     }
     {
@@ -770,9 +861,13 @@ fn criterion_mode() -> bool {
     {
         let f = DispatchFixture::new();
         let mut g = c.benchmark_group("dispatch");
-        g.bench_function("with_1_registration", |b| b.iter_custom(|n| record("d/one", f.run(n), n)));
+        g.bench_function("with_1_registration", |b| {
+            b.iter_custom(|n| record("d/one", f.run(n), n))
+        });
         let regs = registrations(REGS);
-        g.bench_function("with_100000_registrations", |b| b.iter_custom(|n| record("d/many", f.run(n), n)));
+        g.bench_function("with_100000_registrations", |b| {
+            b.iter_custom(|n| record("d/many", f.run(n), n))
+        });
         drop(regs);
         g.finish();
     }
@@ -786,7 +881,12 @@ fn criterion_mode() -> bool {
     ];
     let mut ok = true;
     for (name, o, b, target) in rows {
-        let r = Ratio { name, ours: sample_median(o), base: sample_median(b), target };
+        let r = Ratio {
+            name,
+            ours: sample_median(o),
+            base: sample_median(b),
+            target,
+        };
         r.print();
         ok &= r.pass();
     }
@@ -795,7 +895,11 @@ fn criterion_mode() -> bool {
 }
 
 fn main() {
-    let ok = if std::env::args().any(|a| a == "--quick-ratios") { quick() } else { criterion_mode() };
+    let ok = if std::env::args().any(|a| a == "--quick-ratios") {
+        quick()
+    } else {
+        criterion_mode()
+    };
     if !ok {
         std::process::exit(1);
     }
