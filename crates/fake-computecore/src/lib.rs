@@ -26,7 +26,8 @@
 )]
 
 use fake_hcs_common::{
-    self as common, hr, lock, Extra, RawStdio, Strings, E_INVALIDARG, E_NOTIMPL, E_POINTER,
+    self as common, hr, lock, Extra, ProcessInformation, RawStdio, Strings, E_INVALIDARG, E_NOTIMPL,
+    E_POINTER,
 };
 use hcs::notify::Subscription;
 use hcs::{ApiGeneration, Driver, Failure, NotificationKind, ProcessHandle, SystemHandle};
@@ -59,40 +60,14 @@ pub struct HcsEvent {
     pub operation: HcsOperation,
 }
 
-/// `HCS_PROCESS_INFORMATION`.
-#[repr(C)]
-pub struct ProcessInformation {
-    /// Process id.
-    pub process_id: u32,
-    /// Reserved.
-    pub reserved: u32,
-    /// Stdin write end.
-    pub std_input: HANDLE,
-    /// Stdout read end.
-    pub std_output: HANDLE,
-    /// Stderr read end.
-    pub std_error: HANDLE,
-}
-
 const HCS_E_OPERATION_NOT_STARTED: i32 = 0x8037_0115_u32 as i32;
 const HCS_E_OPERATION_ALREADY_STARTED: i32 = 0x8037_0116_u32 as i32;
 const HCS_E_OPERATION_PENDING: i32 = 0x8037_0117_u32 as i32;
 const HCS_E_OPERATION_TIMEOUT: i32 = 0x8037_0118_u32 as i32;
 const HCS_E_CALLBACK_ALREADY_SET: i32 = 0x8037_0119_u32 as i32;
 
-#[cfg(windows)]
-unsafe fn alloc(bytes: usize) -> *mut c_void {
-    use windows_sys::Win32::System::Memory::{LocalAlloc, LMEM_FIXED};
-    // SAFETY: plain allocation; the client frees it with LocalFree.
-    unsafe { LocalAlloc(LMEM_FIXED, bytes) }
-}
-
-#[cfg(not(windows))]
-unsafe fn alloc(_bytes: usize) -> *mut c_void {
-    std::ptr::null_mut() // no client can free it off Windows: strings are reported absent
-}
-
-static STRINGS: Strings = Strings::new(alloc);
+/// The client frees them with `LocalFree`.
+static STRINGS: Strings = Strings::new(common::local_alloc);
 
 fn sim() -> &'static Arc<Simulator> {
     common::sim(ApiGeneration::V2)
@@ -353,15 +328,7 @@ unsafe fn wait(
         // The stdio handles are handed out once; later queries report absent streams.
         let s = st.stdio.take().unwrap_or_default();
         // SAFETY: non-null and writable (HCS contract).
-        unsafe {
-            *info = ProcessInformation {
-                process_id: st.pid,
-                reserved: 0,
-                std_input: s.stdin as HANDLE,
-                std_output: s.stdout as HANDLE,
-                std_error: s.stderr as HANDLE,
-            }
-        };
+        unsafe { common::write_process_info(info, st.pid, s) };
     }
     st.hr
 }
@@ -426,13 +393,7 @@ pub unsafe extern "system" fn HcsCancelOperation(_operation: HcsOperation) -> HR
 // ------------------------------------------------------------------------------------------
 // Compute systems
 
-fn sys(h: HANDLE) -> Option<SystemHandle> {
-    SystemHandle::new(h as usize as u64)
-}
-
-fn proc_(h: HANDLE) -> Option<ProcessHandle> {
-    ProcessHandle::new(h as usize as u64)
-}
+use common::{process_handle as proc_, system_handle as sys};
 
 /// Reads an optional string argument.
 unsafe fn s(p: PCWSTR) -> String {
@@ -700,18 +661,12 @@ unsafe fn set_callback(
         // data are valid for the call (the client copies them).
         unsafe { cb(&ev, ctx as *const c_void) };
     });
-    let r = if is_system {
-        SystemHandle::new(h).map(|s| sim().register_compute_system_callback(s, sub.context()))
-    } else {
-        ProcessHandle::new(h).map(|p| sim().register_process_callback(p, sub.context()))
-    };
-    match r {
-        None => common::E_HANDLE,
-        Some(Err(f)) => hr(f.code),
-        Some(Ok(_)) => {
+    match common::register_callback(sim(), h, is_system, sub.context()) {
+        Ok(_) => {
             events.insert(h, sub);
             0
         }
+        Err(e) => e,
     }
 }
 
@@ -945,65 +900,14 @@ pub unsafe extern "system" fn HcsModifyServiceSettings(settings: PCWSTR, result:
 // ------------------------------------------------------------------------------------------
 // Test-only exports
 
-/// Result strings handed out and not yet reported freed through [`FakeHcsNoteStringFreed`].
-#[no_mangle]
-pub extern "system" fn FakeHcsOutstandingStrings() -> i64 {
-    STRINGS.outstanding() as i64
-}
-
-/// The client reports that it freed `p` (call it just before `LocalFree`). Returns 1 when `p`
-/// was an outstanding string of this DLL, 0 otherwise (double or foreign free).
-#[no_mangle]
-pub extern "system" fn FakeHcsNoteStringFreed(p: *mut c_void) -> i32 {
-    i32::from(STRINGS.note_freed(p))
-}
-
 /// Operations created and not yet closed.
 #[no_mangle]
 pub extern "system" fn FakeHcsOpenOperations() -> i64 {
     lock(&fake().ops).len() as i64
 }
 
-/// The simulator's open system handles, process handles and callback registrations.
-#[no_mangle]
-pub unsafe extern "system" fn FakeHcsHandleCounts(
-    systems: *mut u64,
-    processes: *mut u64,
-    callbacks: *mut u64,
-) {
-    let c = sim().handle_counts();
-    for (out, v) in [
-        (systems, c.systems),
-        (processes, c.processes),
-        (callbacks, c.callbacks),
-    ] {
-        if !out.is_null() {
-            // SAFETY: non-null slots supplied by the test are writable.
-            unsafe { *out = v as u64 };
-        }
-    }
-}
-
-/// Event registrations this DLL still holds.
-#[no_mangle]
-pub extern "system" fn FakeHcsLiveSubscriptions() -> i64 {
-    lock(&fake().events).len() as i64
-}
-
-/// Copies what was written to the stdin of scripted process `pid` of system `id` into `buf`
-/// (at most `cap` bytes). Returns the full length, or -1 when the process is unknown.
-#[no_mangle]
-pub unsafe extern "system" fn FakeHcsScriptedStdin(id: PCWSTR, pid: u32, buf: *mut u8, cap: usize) -> i64 {
-    // SAFETY: the test passes a valid string.
-    let Some(id) = (unsafe { common::from_wide(id) }) else {
-        return -1;
-    };
-    let Some(data) = sim().scripted_stdin(&id, pid) else {
-        return -1;
-    };
-    if !buf.is_null() {
-        // SAFETY: the test supplies `cap` writable bytes at `buf`.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len().min(cap)) };
-    }
-    data.len() as i64
-}
+common::test_exports!(
+    strings: STRINGS,
+    sim: sim(),
+    subscriptions: lock(&fake().events).len(),
+);

@@ -15,7 +15,9 @@
 //!   `HANDLE`s with relay threads owned by the DLL.
 #![allow(unsafe_code)]
 
-use hcs::{ApiGeneration, Failure, HResult};
+use hcs::{
+    ApiGeneration, CallbackHandle, Driver, Failure, HResult, NotifyContext, ProcessHandle, SystemHandle,
+};
 use hcs_sim::{Script, ScriptedProcess, SimConfig, Simulator};
 use std::collections::BTreeSet;
 use std::ffi::c_void;
@@ -313,6 +315,219 @@ mod win {
             }
         }
         raw
+    }
+}
+
+/// `HCS_PROCESS_INFORMATION`, as both APIs return it.
+#[repr(C)]
+pub struct ProcessInformation {
+    /// Process id.
+    pub process_id: u32,
+    /// Reserved.
+    pub reserved: u32,
+    /// Stdin write end.
+    pub std_input: *mut c_void,
+    /// Stdout read end.
+    pub std_output: *mut c_void,
+    /// Stderr read end.
+    pub std_error: *mut c_void,
+}
+
+/// Writes process `pid` with the stdio handles `raw` to `out`; with a null `out` nobody can
+/// receive the handles, so they are closed.
+///
+/// # Safety
+///
+/// `out` is null or a writable `HCS_PROCESS_INFORMATION`.
+pub unsafe fn write_process_info(out: *mut ProcessInformation, pid: u32, raw: RawStdio) {
+    if out.is_null() {
+        for h in [raw.stdin, raw.stdout, raw.stderr] {
+            close_raw(h);
+        }
+        return;
+    }
+    // SAFETY: non-null and writable (caller's contract).
+    unsafe {
+        *out = ProcessInformation {
+            process_id: pid,
+            reserved: 0,
+            std_input: raw.stdin as *mut c_void,
+            std_output: raw.stdout as *mut c_void,
+            std_error: raw.stderr as *mut c_void,
+        }
+    };
+}
+
+// ------------------------------------------------------------------------------------------
+// Handles and registrations
+
+/// The simulator's system handle for an HCS handle value (`None` for null).
+pub fn system_handle(h: *mut c_void) -> Option<SystemHandle> {
+    SystemHandle::new(h as usize as u64)
+}
+
+/// The simulator's process handle for an HCS handle value (`None` for null).
+pub fn process_handle(h: *mut c_void) -> Option<ProcessHandle> {
+    ProcessHandle::new(h as usize as u64)
+}
+
+/// Registers notification context `ctx` with the simulator for system (`is_system`) or process
+/// handle `h`; `Err` carries the HRESULT to return.
+pub fn register_callback(
+    sim: &Simulator,
+    h: u64,
+    is_system: bool,
+    ctx: NotifyContext,
+) -> Result<CallbackHandle, i32> {
+    let r = if is_system {
+        SystemHandle::new(h).map(|s| sim.register_compute_system_callback(s, ctx))
+    } else {
+        ProcessHandle::new(h).map(|p| sim.register_process_callback(p, ctx))
+    };
+    match r {
+        None => Err(E_HANDLE),
+        Some(Err(f)) => Err(hr(f.code)),
+        Some(Ok(c)) => Ok(c),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Test-only exports
+
+/// Copies what was written to the stdin of scripted process `pid` of system `id` into `buf` (at
+/// most `cap` bytes). Returns the full length, or -1 when the process is unknown.
+///
+/// # Safety
+///
+/// `id` is null or a valid string; `buf` is null or has `cap` writable bytes.
+pub unsafe fn scripted_stdin(sim: &Simulator, id: *const u16, pid: u32, buf: *mut u8, cap: usize) -> i64 {
+    // SAFETY: the caller's contract.
+    let Some(id) = (unsafe { from_wide(id) }) else {
+        return -1;
+    };
+    let Some(data) = sim.scripted_stdin(&id, pid) else {
+        return -1;
+    };
+    if !buf.is_null() {
+        // SAFETY: the caller supplies `cap` writable bytes at `buf`.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len().min(cap)) };
+    }
+    data.len() as i64
+}
+
+/// Writes the simulator's open system handles, process handles and callback registrations to
+/// the non-null slots.
+///
+/// # Safety
+///
+/// Each slot is null or writable.
+pub unsafe fn handle_counts(sim: &Simulator, systems: *mut u64, processes: *mut u64, callbacks: *mut u64) {
+    let c = sim.handle_counts();
+    for (out, v) in [
+        (systems, c.systems),
+        (processes, c.processes),
+        (callbacks, c.callbacks),
+    ] {
+        if !out.is_null() {
+            // SAFETY: non-null slots are writable (caller's contract).
+            unsafe { *out = v as u64 };
+        }
+    }
+}
+
+/// Defines the test-only exports every fake DLL has, over its [`Strings`] (`$strings`), its
+/// simulator (`$sim`, an expression of type `&Simulator`) and the number of callback
+/// registrations it still holds (`$subscriptions`, an `i64`-convertible expression):
+/// `FakeHcsOutstandingStrings`, `FakeHcsNoteStringFreed` (the client reports a free just before
+/// making it; 1 when the string was outstanding, 0 for a double or foreign free),
+/// `FakeHcsHandleCounts`, `FakeHcsLiveSubscriptions` and `FakeHcsScriptedStdin`.
+#[macro_export]
+macro_rules! test_exports {
+    (strings: $strings:expr, sim: $sim:expr, subscriptions: $subscriptions:expr $(,)?) => {
+        /// Result strings handed out and not yet reported freed through `FakeHcsNoteStringFreed`.
+        #[no_mangle]
+        pub extern "system" fn FakeHcsOutstandingStrings() -> i64 {
+            $strings.outstanding() as i64
+        }
+
+        /// The client reports that it freed `p` (just before freeing it). Returns 1 when `p` was
+        /// an outstanding string of this DLL, 0 otherwise (double or foreign free).
+        #[no_mangle]
+        pub extern "system" fn FakeHcsNoteStringFreed(p: *mut ::std::ffi::c_void) -> i32 {
+            i32::from($strings.note_freed(p))
+        }
+
+        /// The simulator's open system handles, process handles and callback registrations.
+        #[no_mangle]
+        pub unsafe extern "system" fn FakeHcsHandleCounts(
+            systems: *mut u64,
+            processes: *mut u64,
+            callbacks: *mut u64,
+        ) {
+            // SAFETY: the test supplies null or writable slots.
+            unsafe { $crate::handle_counts($sim, systems, processes, callbacks) }
+        }
+
+        /// Callback registrations this DLL still holds (foreign callbacks it could call).
+        #[no_mangle]
+        pub extern "system" fn FakeHcsLiveSubscriptions() -> i64 {
+            ($subscriptions) as i64
+        }
+
+        /// Copies what was written to the stdin of scripted process `pid` of system `id` into
+        /// `buf` (at most `cap` bytes). Returns the full length, or -1 when the process is unknown.
+        #[no_mangle]
+        pub unsafe extern "system" fn FakeHcsScriptedStdin(
+            id: *const u16,
+            pid: u32,
+            buf: *mut u8,
+            cap: usize,
+        ) -> i64 {
+            // SAFETY: the test passes a valid string and `cap` writable bytes at `buf`.
+            unsafe { $crate::scripted_stdin($sim, id, pid, buf, cap) }
+        }
+    };
+}
+
+// ------------------------------------------------------------------------------------------
+// Allocators of returned strings
+
+/// `CoTaskMemAlloc` (V1 strings, freed by the client with `CoTaskMemFree`); off Windows no
+/// client could free a string, so none is allocated (strings are reported absent).
+///
+/// # Safety
+///
+/// Plain allocation; the result is null or `bytes` writable bytes.
+pub unsafe fn co_task_mem_alloc(bytes: usize) -> *mut c_void {
+    #[cfg(windows)]
+    {
+        // SAFETY: plain allocation.
+        unsafe { windows_sys::Win32::System::Com::CoTaskMemAlloc(bytes) }
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = bytes;
+        std::ptr::null_mut()
+    }
+}
+
+/// `LocalAlloc(LMEM_FIXED)` (V2 strings, freed by the client with `LocalFree`); off Windows
+/// nothing is allocated, as for [`co_task_mem_alloc`].
+///
+/// # Safety
+///
+/// Plain allocation; the result is null or `bytes` writable bytes.
+pub unsafe fn local_alloc(bytes: usize) -> *mut c_void {
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::System::Memory::{LocalAlloc, LMEM_FIXED};
+        // SAFETY: plain allocation.
+        unsafe { LocalAlloc(LMEM_FIXED, bytes) }
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = bytes;
+        std::ptr::null_mut()
     }
 }
 

@@ -26,9 +26,11 @@
     clippy::upper_case_acronyms
 )]
 
-use fake_hcs_common::{self as common, hr, lock, Extra, Strings, E_INVALIDARG, E_POINTER};
+use fake_hcs_common::{
+    self as common, hr, lock, Extra, ProcessInformation, Strings, E_INVALIDARG, E_POINTER,
+};
 use hcs::notify::Subscription;
-use hcs::{ApiGeneration, CallbackHandle, Driver, NotificationKind, ProcessHandle, SystemHandle};
+use hcs::{ApiGeneration, CallbackHandle, Driver, NotificationKind, SystemHandle};
 use hcs_sim::Simulator;
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -42,33 +44,8 @@ type HANDLE = *mut c_void;
 /// `HCS_NOTIFICATION_CALLBACK`.
 pub type NotificationCallback = unsafe extern "system" fn(u32, *const c_void, HRESULT, PCWSTR);
 
-/// `HCS_PROCESS_INFORMATION`.
-#[repr(C)]
-pub struct ProcessInformation {
-    /// Process id.
-    pub process_id: u32,
-    /// Reserved.
-    pub reserved: u32,
-    /// Stdin write end.
-    pub std_input: HANDLE,
-    /// Stdout read end.
-    pub std_output: HANDLE,
-    /// Stderr read end.
-    pub std_error: HANDLE,
-}
-
-#[cfg(windows)]
-unsafe fn alloc(bytes: usize) -> *mut c_void {
-    // SAFETY: plain allocation; the client frees it with CoTaskMemFree.
-    unsafe { windows_sys::Win32::System::Com::CoTaskMemAlloc(bytes) }
-}
-
-#[cfg(not(windows))]
-unsafe fn alloc(_bytes: usize) -> *mut c_void {
-    std::ptr::null_mut() // no client can free it off Windows: strings are reported absent
-}
-
-static STRINGS: Strings = Strings::new(alloc);
+/// The client frees them with `CoTaskMemFree`.
+static STRINGS: Strings = Strings::new(common::co_task_mem_alloc);
 
 /// A foreign callback: the client's function and its context.
 #[derive(Clone, Copy)]
@@ -145,13 +122,7 @@ fn router(h: u64) -> Arc<Router> {
     Arc::clone(lock(&fake().routers).entry(h).or_insert_with(Router::new))
 }
 
-fn sys(h: HANDLE) -> Option<SystemHandle> {
-    SystemHandle::new(h as usize as u64)
-}
-
-fn proc_(h: HANDLE) -> Option<ProcessHandle> {
-    ProcessHandle::new(h as usize as u64)
-}
+use common::{process_handle as proc_, system_handle as sys};
 
 /// Reports a driver reply: pending → `0xC0370103`, else `S_OK`; the document goes to `result`.
 unsafe fn reply<T>(r: hcs::DriverResult<T>, result: *mut PWSTR, value: impl FnOnce(T)) -> HRESULT {
@@ -392,15 +363,9 @@ unsafe fn register(
         ctx: context as usize,
     };
     let sub = Subscription::new(move |kind, status, data| foreign.call(kind, hr(status), data));
-    let r = if is_system {
-        SystemHandle::new(h).map(|s| sim().register_compute_system_callback(s, sub.context()))
-    } else {
-        ProcessHandle::new(h).map(|p| sim().register_process_callback(p, sub.context()))
-    };
-    let c = match r {
-        None => return common::E_HANDLE,
-        Some(Err(f)) => return hr(f.code),
-        Some(Ok(c)) => c,
+    let c = match common::register_callback(sim(), h, is_system, sub.context()) {
+        Ok(c) => c,
+        Err(e) => return e,
     };
     lock(&fake().registrations).insert(c.raw(), Registration { _sub: sub, owner: h });
     if is_system {
@@ -468,25 +433,6 @@ pub unsafe extern "system" fn HcsUnregisterComputeSystemCallback(callback_handle
 // ------------------------------------------------------------------------------------------
 // Processes
 
-unsafe fn write_info(out: *mut ProcessInformation, pid: u32, raw: common::RawStdio) {
-    if out.is_null() {
-        for h in [raw.stdin, raw.stdout, raw.stderr] {
-            common::close_raw(h);
-        }
-        return;
-    }
-    // SAFETY: non-null and writable (HCS contract).
-    unsafe {
-        *out = ProcessInformation {
-            process_id: pid,
-            reserved: 0,
-            std_input: raw.stdin as HANDLE,
-            std_output: raw.stdout as HANDLE,
-            std_error: raw.stderr as HANDLE,
-        }
-    };
-}
-
 #[no_mangle]
 pub unsafe extern "system" fn HcsCreateProcess(
     cs: HANDLE,
@@ -511,7 +457,7 @@ pub unsafe extern "system" fn HcsCreateProcess(
         reply(sim().create_process(h, &params), result, |(ph, info)| {
             let pid = info.pid;
             let raw = common::stdio(info, &extra);
-            write_info(process_information, pid, raw);
+            common::write_process_info(process_information, pid, raw);
             *process = ph.raw() as usize as HANDLE;
         })
     }
@@ -590,7 +536,7 @@ pub unsafe extern "system" fn HcsGetProcessInfo(
         reply(sim().get_process_info(p), result, |info| {
             let pid = info.pid;
             let raw = common::stdio(info, &Extra::default());
-            write_info(process_information, pid, raw);
+            common::write_process_info(process_information, pid, raw);
         })
     }
 }
@@ -674,59 +620,8 @@ pub unsafe extern "system" fn HcsModifyServiceSettings(settings: PCWSTR, result:
 // ------------------------------------------------------------------------------------------
 // Test-only exports
 
-/// Result strings handed out and not yet reported freed through [`FakeHcsNoteStringFreed`].
-#[no_mangle]
-pub extern "system" fn FakeHcsOutstandingStrings() -> i64 {
-    STRINGS.outstanding() as i64
-}
-
-/// The client reports that it freed `p` (call it just before `CoTaskMemFree`). Returns 1 when
-/// `p` was an outstanding string of this DLL, 0 otherwise (double or foreign free).
-#[no_mangle]
-pub extern "system" fn FakeHcsNoteStringFreed(p: *mut c_void) -> i32 {
-    i32::from(STRINGS.note_freed(p))
-}
-
-/// The simulator's open system handles, process handles and callback registrations.
-#[no_mangle]
-pub unsafe extern "system" fn FakeHcsHandleCounts(
-    systems: *mut u64,
-    processes: *mut u64,
-    callbacks: *mut u64,
-) {
-    let c = sim().handle_counts();
-    for (out, v) in [
-        (systems, c.systems),
-        (processes, c.processes),
-        (callbacks, c.callbacks),
-    ] {
-        if !out.is_null() {
-            // SAFETY: non-null slots supplied by the test are writable.
-            unsafe { *out = v as u64 };
-        }
-    }
-}
-
-/// Callback registrations this DLL still holds (foreign callbacks it could call).
-#[no_mangle]
-pub extern "system" fn FakeHcsLiveSubscriptions() -> i64 {
-    lock(&fake().registrations).len() as i64
-}
-
-/// Copies what was written to the stdin of scripted process `pid` of system `id` into `buf`
-/// (at most `cap` bytes). Returns the full length, or -1 when the process is unknown.
-#[no_mangle]
-pub unsafe extern "system" fn FakeHcsScriptedStdin(id: PCWSTR, pid: u32, buf: *mut u8, cap: usize) -> i64 {
-    // SAFETY: the test passes a valid string.
-    let Some(id) = (unsafe { common::from_wide(id) }) else {
-        return -1;
-    };
-    let Some(data) = sim().scripted_stdin(&id, pid) else {
-        return -1;
-    };
-    if !buf.is_null() {
-        // SAFETY: the test supplies `cap` writable bytes at `buf`.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len().min(cap)) };
-    }
-    data.len() as i64
-}
+common::test_exports!(
+    strings: STRINGS,
+    sim: sim(),
+    subscriptions: lock(&fake().registrations).len(),
+);

@@ -6,14 +6,14 @@ use hcs::{
     NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
 };
 use hcs_vmcompute::ffi::{
-    self, invalid_utf16, opt_ptr, wide_opt, OutString, StdioMapper, SystemStdio, WideCString, HCS_OPERATION,
-    HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, INFINITE, NULL_HANDLE,
+    self, invalid_utf16, opt_ptr, wide_opt, HandleGuard, OutString, StdioMapper, SystemStdio, WideCString,
+    HCS_OPERATION, HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, INFINITE, NULL_HANDLE,
 };
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 const DLL: &str = "computecore.dll";
@@ -43,8 +43,16 @@ pub const EVENT_OPTION_NONE: i32 = 0;
 ///   [`Driver::cancel_pending`] call is still using them.
 /// * **Notifications**: `HcsSetComputeSystemCallback`/`HcsSetProcessCallback` with an event
 ///   callback translating V2 events with [`NotificationKind::from_v2`] and passing `EventData` as
-///   the payload (exit code and exit type live there in V2). Unregistration is a no-op: closing
-///   the handle unregisters in V2, and a stale context id is a no-op in [`hcs::dispatch`].
+///   the payload (exit code and exit type live there in V2). The context handed to HCS is the
+///   registration's id (the [`CallbackHandle`]'s value, process-wide unique, never a pointer);
+///   the event callback looks the registration up and dispatches to its [`NotifyContext`].
+/// * **Unregistration**: V2 has no unregister call (closing the handle unregisters), so each
+///   registration has a gate: the event callback counts itself in while it dispatches, and
+///   `unregister_*_callback` marks the registration dead and waits until no callback for it is
+///   dispatching any more (a callback of the same registration running on the calling thread
+///   is not waited for). Events HCS still delivers for a dead registration are dropped. The
+///   handle itself is still closed only by `close_*`, which also forgets registrations that
+///   were never unregistered.
 /// * **Create-process recovery (F32)**: when the create-process *wait* fails but HCS produced a
 ///   process handle, the driver recovers the process information with `HcsGetProcessInfo`; if
 ///   that fails too, it closes the process and reports the original failure. It never re-queries
@@ -52,7 +60,6 @@ pub const EVENT_OPTION_NONE: i32 = 0;
 pub struct ComputeCoreDriver {
     table: Arc<ComputeCoreTable>,
     stdio: Box<dyn StdioMapper>,
-    next_callback: AtomicU64,
 }
 
 impl std::fmt::Debug for ComputeCoreDriver {
@@ -144,8 +151,136 @@ pub unsafe extern "system" fn operation_completion_trampoline(
     }
 }
 
-/// The `HCS_EVENT_CALLBACK` of every system and process registration: translates the V2 event
-/// with [`NotificationKind::from_v2`] and dispatches it with `EventData` as the payload.
+// ------------------------------------------------------------------------------------------
+// Event registrations (process-wide: the event trampoline finds them by id)
+
+/// Which kind of handle a registration was made on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    System(u64),
+    Process(u64),
+}
+
+/// In-flight bookkeeping of one registration.
+#[derive(Default)]
+struct GateState {
+    /// `false` once unregistered (or its handle closed): events are dropped.
+    dead: bool,
+    /// Event callbacks of this registration dispatching right now.
+    in_flight: usize,
+}
+
+/// One event registration: where its events go, and its gate.
+struct Registration {
+    ctx: NotifyContext,
+    owner: Owner,
+    gate: Mutex<GateState>,
+    drained: Condvar,
+}
+
+impl Registration {
+    fn gate(&self) -> MutexGuard<'_, GateState> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a callback in; `false` when the registration is dead (drop the event).
+    fn enter(&self) -> bool {
+        let mut g = self.gate();
+        if g.dead {
+            return false;
+        }
+        g.in_flight += 1;
+        true
+    }
+
+    fn leave(&self) {
+        let mut g = self.gate();
+        g.in_flight -= 1;
+        if g.in_flight == 0 {
+            self.drained.notify_all();
+        }
+    }
+
+    /// Marks the registration dead and waits until only `own` callbacks (those running on the
+    /// calling thread, which cannot return first) are still dispatching.
+    fn kill_and_drain(&self, own: usize) {
+        let mut g = self.gate();
+        g.dead = true;
+        while g.in_flight > own {
+            g = self.drained.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Counts a callback out when dropped (also on unwind).
+struct InFlight<'a>(&'a Registration);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        DISPATCHING.with(|d| {
+            let mut d = d.borrow_mut();
+            if let Some(i) = d.iter().rposition(|&id| std::ptr::eq(id, self.0)) {
+                d.swap_remove(i);
+            }
+        });
+        self.0.leave();
+    }
+}
+
+thread_local! {
+    /// The registrations whose callbacks are dispatching on this thread (re-entrant unregister).
+    static DISPATCHING: std::cell::RefCell<Vec<*const Registration>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+static NEXT_REGISTRATION: AtomicU64 = AtomicU64::new(1);
+
+fn registrations() -> MutexGuard<'static, HashMap<u64, Arc<Registration>>> {
+    static REGISTRATIONS: OnceLock<Mutex<HashMap<u64, Arc<Registration>>>> = OnceLock::new();
+    let m = REGISTRATIONS.get_or_init(|| Mutex::new(HashMap::new()));
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Ends registration `id`: no event is dispatched for it any more once this returns, and the
+/// callbacks already dispatching for it (on other threads) have returned. Unknown ids: no-op.
+fn unregister_events(id: u64) {
+    let Some(reg) = registrations().remove(&id) else {
+        tracing::debug!(id, "unregister of an unknown computecore registration ignored");
+        return;
+    };
+    let own = DISPATCHING.with(|d| {
+        d.borrow()
+            .iter()
+            .filter(|&&r| std::ptr::eq(r, Arc::as_ptr(&reg)))
+            .count()
+    });
+    reg.kill_and_drain(own);
+}
+
+/// Forgets the registrations made on `owner` (its handle was closed, which unregisters in V2).
+fn forget_registrations(owner: Owner) {
+    let gone: Vec<Arc<Registration>> = {
+        let mut m = registrations();
+        let ids: Vec<u64> = m
+            .iter()
+            .filter(|(_, r)| r.owner == owner)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter().filter_map(|id| m.remove(id)).collect()
+    };
+    for reg in gone {
+        reg.gate().dead = true;
+    }
+}
+
+/// Number of live event registrations (all drivers).
+pub fn live_registrations() -> usize {
+    registrations().len()
+}
+
+/// The `HCS_EVENT_CALLBACK` of every system and process registration: finds the registration
+/// by the id in `context` (an unknown or unregistered one drops the event), translates the V2
+/// event with [`NotificationKind::from_v2`] and dispatches it to the registration's
+/// [`NotifyContext`] with `EventData` as the payload. No lock is held while dispatching.
 ///
 /// # Safety
 ///
@@ -156,12 +291,23 @@ pub unsafe extern "system" fn event_trampoline(event: *const HCS_EVENT, context:
         if event.is_null() {
             return;
         }
+        let id = context as usize as u64;
+        let Some(reg) = registrations().get(&id).cloned() else {
+            tracing::trace!(id, "event for an unknown computecore registration dropped");
+            return;
+        };
+        if !reg.enter() {
+            tracing::trace!(id, "event for an unregistered computecore registration dropped");
+            return;
+        }
+        DISPATCHING.with(|d| d.borrow_mut().push(Arc::as_ptr(&reg)));
+        let _in_flight = InFlight(&reg);
         // SAFETY: non-null and valid for this call (caller's guarantee); we copy it out.
         let ev = unsafe { *event };
         // SAFETY: EventData is null or a valid NUL-terminated string owned by HCS.
         let payload = unsafe { ffi::copy_callback_str(ev.EventData) };
         hcs::dispatch(
-            context as usize as u64,
+            reg.ctx.raw(),
             NotificationKind::from_v2(ev.Type as u32),
             HResult::S_OK,
             payload.as_deref(),
@@ -199,46 +345,14 @@ impl Drop for OperationGuard<'_> {
     }
 }
 
-struct SystemGuard<'a> {
-    table: &'a ComputeCoreTable,
-    raw: HCS_SYSTEM,
-}
-
-impl SystemGuard<'_> {
-    fn release(mut self) -> Result<SystemHandle, Failure> {
-        let raw = std::mem::replace(&mut self.raw, std::ptr::null_mut());
-        SystemHandle::new(raw as usize as u64).ok_or_else(|| Failure::new(NULL_HANDLE))
-    }
-}
-
-impl Drop for SystemGuard<'_> {
-    fn drop(&mut self) {
-        if !self.raw.is_null() {
-            // SAFETY: a handle HCS gave us that nobody else has; closed once.
-            unsafe { (self.table.close_compute_system)(self.raw) };
-        }
-    }
-}
-
-struct ProcessGuard<'a> {
-    table: &'a ComputeCoreTable,
-    raw: HCS_PROCESS,
-}
-
-impl ProcessGuard<'_> {
-    fn release(mut self) -> Result<ProcessHandle, Failure> {
-        let raw = std::mem::replace(&mut self.raw, std::ptr::null_mut());
-        ProcessHandle::new(raw as usize as u64).ok_or_else(|| Failure::new(NULL_HANDLE))
-    }
-}
-
-impl Drop for ProcessGuard<'_> {
-    fn drop(&mut self) {
-        if !self.raw.is_null() {
-            // SAFETY: a handle HCS gave us that nobody else has; closed once.
-            unsafe { (self.table.close_process)(self.raw) };
-        }
-    }
+/// A guard for a handle a call may produce, closed again with `close` (the table's close export
+/// for that kind of handle) on any path that does not hand it out.
+fn handle_guard(close: unsafe extern "system" fn(*mut c_void)) -> HandleGuard<impl FnMut(*mut c_void)> {
+    HandleGuard::new(move |raw| {
+        // SAFETY: `close` is the table's close export for this kind of handle; HCS handed us
+        // `raw` during the call, nobody else has it, and the guard closes it once.
+        unsafe { close(raw) }
+    })
 }
 
 /// A process-information wait: its HRESULT, document and converted process information.
@@ -265,7 +379,6 @@ impl ComputeCoreDriver {
         Arc::new(ComputeCoreDriver {
             table: Arc::new(table),
             stdio: Box::new(stdio),
-            next_callback: AtomicU64::new(1),
         })
     }
 
@@ -360,6 +473,17 @@ impl ComputeCoreDriver {
         let hr = HResult::from_i32(unsafe {
             (self.table.wait_for_operation_result)(guard.op, INFINITE, doc.as_out())
         });
+        Self::outcome(op, start, hr, doc)
+    }
+
+    /// Traces a finished call and turns its HRESULT and result document into the outcome: the
+    /// document on success; a failure carrying it otherwise.
+    fn outcome(
+        op: &'static str,
+        start: Instant,
+        hr: HResult,
+        doc: OutString,
+    ) -> Result<Option<String>, Failure> {
         Self::trace(op, start, hr);
         let doc = doc.take().map_err(|lossy| invalid_utf16(DLL, op, &lossy));
         if hr.is_failure() {
@@ -435,14 +559,43 @@ impl ComputeCoreDriver {
         pinfo
     }
 
+    /// A service call (no operation): `argument` in, the result document out; a failing call
+    /// carries its document.
+    fn service_call(
+        &self,
+        op: &'static str,
+        f: crate::table::ServiceFn,
+        argument: &str,
+    ) -> Result<Option<String>, Failure> {
+        let argument = WideCString::new(argument)?;
+        let mut result = self.out();
+        let start = Instant::now();
+        // SAFETY: the argument outlives the call; the out-slot is valid.
+        let hr = HResult::from_i32(unsafe { f(argument.as_ptr(), result.as_out()) });
+        Self::outcome(op, start, hr, result)
+    }
+
     fn set_callback(
         &self,
         op: &'static str,
         f: crate::table::SetCallbackFn,
-        handle: *mut c_void,
+        owner: Owner,
         options: i32,
         ctx: NotifyContext,
     ) -> Result<CallbackHandle, Failure> {
+        let id = NEXT_REGISTRATION.fetch_add(1, Ordering::Relaxed);
+        let callback = CallbackHandle::new(id).ok_or_else(|| Failure::new(NULL_HANDLE))?;
+        let handle = match owner {
+            Owner::System(h) | Owner::Process(h) => h as usize as *mut c_void,
+        };
+        let reg = Arc::new(Registration {
+            ctx,
+            owner,
+            gate: Mutex::new(GateState::default()),
+            drained: Condvar::new(),
+        });
+        // Registered before the call: HCS may deliver an event before the call returns.
+        registrations().insert(id, reg);
         let start = Instant::now();
         // SAFETY: `handle` is open and issued by this driver; the context is an integer id;
         // the trampoline matches HCS_EVENT_CALLBACK and lives for the whole process.
@@ -450,16 +603,16 @@ impl ComputeCoreDriver {
             f(
                 handle,
                 options,
-                ctx.raw() as usize as *const c_void,
+                id as usize as *const c_void,
                 Some(event_trampoline),
             )
         });
         Self::trace(op, start, hr);
         if hr.is_failure() {
+            unregister_events(id);
             return Err(Failure::new(hr));
         }
-        let id = self.next_callback.fetch_add(1, Ordering::Relaxed);
-        CallbackHandle::new(id).ok_or_else(|| Failure::new(NULL_HANDLE))
+        Ok(callback)
     }
 }
 
@@ -489,11 +642,8 @@ impl Driver for ComputeCoreDriver {
     ) -> DriverResult<SystemHandle> {
         let id = WideCString::new(id)?;
         let configuration = WideCString::new(configuration)?;
-        let mut guard = SystemGuard {
-            table: &self.table,
-            raw: std::ptr::null_mut(),
-        };
-        let slot: *mut HCS_SYSTEM = &mut guard.raw;
+        let mut guard = handle_guard(self.table.close_compute_system);
+        let slot = guard.slot();
         self.submit(
             "HcsCreateComputeSystem",
             Some((ctx, NotificationKind::SystemCreateCompleted)),
@@ -511,31 +661,29 @@ impl Driver for ComputeCoreDriver {
                 }
             },
         )?;
-        Ok(Reply::pending(guard.release()?))
+        Ok(Reply::pending(guard.release(SystemHandle::new)?))
     }
 
     fn open_compute_system(&self, id: &str) -> DriverResult<SystemHandle> {
         let id = WideCString::new(id)?;
-        let mut guard = SystemGuard {
-            table: &self.table,
-            raw: std::ptr::null_mut(),
-        };
+        let mut guard = handle_guard(self.table.close_compute_system);
         let start = Instant::now();
         // SAFETY: the id outlives the call; the out-slot is valid.
         let hr = HResult::from_i32(unsafe {
-            (self.table.open_compute_system)(id.as_ptr(), GENERIC_ALL, &mut guard.raw)
+            (self.table.open_compute_system)(id.as_ptr(), GENERIC_ALL, guard.slot())
         });
         Self::trace("HcsOpenComputeSystem", start, hr);
         if hr.is_failure() {
             return Err(Failure::new(hr));
         }
-        Ok(Reply::done(guard.release()?))
+        Ok(Reply::done(guard.release(SystemHandle::new)?))
     }
 
     fn close_compute_system(&self, system: SystemHandle) -> Result<(), Failure> {
         // SAFETY: an open handle issued by this driver, closed once, with no call in flight on it
         // (lifecycle contract). In V2 this also unregisters the callback and drains it.
         unsafe { (self.table.close_compute_system)(sys(system)) };
+        forget_registrations(Owner::System(system.raw()));
         Ok(())
     }
 
@@ -654,14 +802,16 @@ impl Driver for ComputeCoreDriver {
         self.set_callback(
             "HcsSetComputeSystemCallback",
             self.table.set_compute_system_callback,
-            sys(system),
+            Owner::System(system.raw()),
             options,
             ctx,
         )
     }
 
-    fn unregister_compute_system_callback(&self, _callback: CallbackHandle) -> Result<(), Failure> {
-        Ok(()) // V2: HcsCloseComputeSystem unregisters
+    fn unregister_compute_system_callback(&self, callback: CallbackHandle) -> Result<(), Failure> {
+        // V2 has no unregister call (HcsCloseComputeSystem unregisters): close the gate.
+        unregister_events(callback.raw());
+        Ok(())
     }
 
     fn create_process(
@@ -670,11 +820,8 @@ impl Driver for ComputeCoreDriver {
         parameters: &str,
     ) -> DriverResult<(ProcessHandle, ProcessInfo)> {
         let parameters = WideCString::new(parameters)?;
-        let mut guard = ProcessGuard {
-            table: &self.table,
-            raw: std::ptr::null_mut(),
-        };
-        let slot: *mut HCS_PROCESS = &mut guard.raw;
+        let mut guard = handle_guard(self.table.close_process);
+        let slot = guard.slot();
         let (hr, doc, pinfo) = self.run_process("HcsCreateProcess", |o| {
             // SAFETY: open system handle; parameters outlive the call; `slot` is the guard's
             // handle slot, valid for the call.
@@ -688,41 +835,42 @@ impl Driver for ComputeCoreDriver {
                 document: doc,
             };
             drop(pinfo);
-            if guard.raw.is_null() {
+            if guard.raw().is_null() {
                 return Err(original);
             }
             // F32: the wait failed spuriously although HCS created the process: recover its
             // information. On failure the guard closes the process; report the original error.
             tracing::warn!(hresult = %hr, "create-process wait failed with a process handle; recovering with HcsGetProcessInfo");
-            return match self.process_info_of(guard.raw) {
-                Ok(info) => Ok(Reply::done((guard.release()?, info))),
+            return match self.process_info_of(guard.raw()) {
+                Ok(info) => Ok(Reply::done((guard.release(ProcessHandle::new)?, info))),
                 Err(_) => Err(original),
             };
         }
         let info = pinfo?;
-        Ok(with_doc(Reply::done((guard.release()?, info)), doc))
+        Ok(with_doc(
+            Reply::done((guard.release(ProcessHandle::new)?, info)),
+            doc,
+        ))
     }
 
     fn open_process(&self, system: SystemHandle, pid: u32) -> DriverResult<ProcessHandle> {
-        let mut guard = ProcessGuard {
-            table: &self.table,
-            raw: std::ptr::null_mut(),
-        };
+        let mut guard = handle_guard(self.table.close_process);
         let start = Instant::now();
         // SAFETY: open system handle; the out-slot is valid.
         let hr = HResult::from_i32(unsafe {
-            (self.table.open_process)(sys(system), pid, GENERIC_ALL, &mut guard.raw)
+            (self.table.open_process)(sys(system), pid, GENERIC_ALL, guard.slot())
         });
         Self::trace("HcsOpenProcess", start, hr);
         if hr.is_failure() {
             return Err(Failure::new(hr));
         }
-        Ok(Reply::done(guard.release()?))
+        Ok(Reply::done(guard.release(ProcessHandle::new)?))
     }
 
     fn close_process(&self, process: ProcessHandle) -> Result<(), Failure> {
         // SAFETY: open process handle issued by this driver, closed once with no call in flight.
         unsafe { (self.table.close_process)(proc_(process)) };
+        forget_registrations(Owner::Process(process.raw()));
         Ok(())
     }
 
@@ -772,56 +920,34 @@ impl Driver for ComputeCoreDriver {
         self.set_callback(
             "HcsSetProcessCallback",
             self.table.set_process_callback,
-            proc_(process),
+            Owner::Process(process.raw()),
             EVENT_OPTION_NONE,
             ctx,
         )
     }
 
-    fn unregister_process_callback(&self, _callback: CallbackHandle) -> Result<(), Failure> {
-        Ok(()) // V2: HcsCloseProcess unregisters
+    fn unregister_process_callback(&self, callback: CallbackHandle) -> Result<(), Failure> {
+        // V2 has no unregister call (HcsCloseProcess unregisters): close the gate.
+        unregister_events(callback.raw());
+        Ok(())
     }
 
     fn get_service_properties(&self, query: &str) -> DriverResult<String> {
-        let query = WideCString::new(query)?;
-        let mut result = self.out();
-        let start = Instant::now();
-        // SAFETY: the query outlives the call; the out-slot is valid.
-        let hr = HResult::from_i32(unsafe {
-            (self.table.get_service_properties)(query.as_ptr(), result.as_out())
-        });
-        Self::trace("HcsGetServiceProperties", start, hr);
-        let doc = result
-            .take()
-            .map_err(|l| invalid_utf16(DLL, "HcsGetServiceProperties", &l));
-        if hr.is_failure() {
-            return Err(Failure {
-                code: hr,
-                document: doc?,
-            });
-        }
-        Ok(Reply::done(doc?.unwrap_or_default()))
+        let doc = self.service_call(
+            "HcsGetServiceProperties",
+            self.table.get_service_properties,
+            query,
+        )?;
+        Ok(Reply::done(doc.unwrap_or_default()))
     }
 
     fn modify_service_settings(&self, settings: &str) -> DriverResult<()> {
-        let settings = WideCString::new(settings)?;
-        let mut result = self.out();
-        let start = Instant::now();
-        // SAFETY: the settings outlive the call; the out-slot is valid.
-        let hr = HResult::from_i32(unsafe {
-            (self.table.modify_service_settings)(settings.as_ptr(), result.as_out())
-        });
-        Self::trace("HcsModifyServiceSettings", start, hr);
-        let doc = result
-            .take()
-            .map_err(|l| invalid_utf16(DLL, "HcsModifyServiceSettings", &l));
-        if hr.is_failure() {
-            return Err(Failure {
-                code: hr,
-                document: doc?,
-            });
-        }
-        Ok(with_doc(Reply::done(()), doc?))
+        let doc = self.service_call(
+            "HcsModifyServiceSettings",
+            self.table.modify_service_settings,
+            settings,
+        )?;
+        Ok(with_doc(Reply::done(()), doc))
     }
 
     fn cancel_pending(&self, ctx: NotifyContext, kind: NotificationKind) -> Result<(), Failure> {

@@ -13,6 +13,9 @@
 pub mod driver;
 pub mod table;
 
-pub use driver::{event_trampoline, operation_completion_trampoline, pending_operations, ComputeCoreDriver};
+pub use driver::{
+    event_trampoline, live_registrations, operation_completion_trampoline, pending_operations,
+    ComputeCoreDriver,
+};
 pub use hcs_vmcompute::ffi::{DllSource, LoadError, StdioMapper, SystemStdio};
 pub use table::ComputeCoreTable;

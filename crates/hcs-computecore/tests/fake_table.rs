@@ -4,18 +4,19 @@
 #![allow(unsafe_code)]
 
 use hcs::notify::Subscription;
-use hcs::{Driver, Failure, HResult, MigrationStep, NotificationKind, NotifyContext, PipeReader, PipeWriter};
+use hcs::{Driver, Failure, HResult, MigrationStep, NotificationKind, NotifyContext};
 use hcs_computecore::table::{EventCallback, OperationCompletion, HCS_EVENT};
 use hcs_computecore::{ComputeCoreDriver, ComputeCoreTable, LoadError};
 use hcs_vmcompute::ffi::{
-    self, StdioMapper, HANDLE, HCS_OPERATION, HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT,
-    PCWSTR, PWSTR,
+    self, HANDLE, HCS_OPERATION, HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, PCWSTR, PWSTR,
 };
-use std::collections::{HashMap, HashSet};
+use hcs_vmcompute::test_support::fake_table::{collector, lookup, wide, wide_nul, Core, FakeStdio, Global};
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 const E_ACCESSDENIED: HRESULT = 0x8007_0005_u32 as i32;
@@ -45,43 +46,28 @@ struct Op {
 
 #[derive(Default)]
 struct State {
-    live: HashMap<usize, usize>,
-    allocated: usize,
-    freed: usize,
-    bad_frees: usize,
-    next_handle: usize,
+    core: Core,
     ops: HashMap<usize, Op>,
-    systems: HashSet<usize>,
-    processes: HashSet<usize>,
     closed_processes: usize,
     scripts: HashMap<&'static str, Script>,
-    calls: HashMap<&'static str, usize>,
     callbacks: Vec<(usize, i32, EventCallback, usize)>,
     cancels: usize,
-    stdio: [usize; 3],
     /// create-process hands out a process handle even when its operation fails
     process_handle_on_failure: bool,
 }
 
-static STATE: Mutex<Option<State>> = Mutex::new(None);
-static SERIAL: Mutex<()> = Mutex::new(());
+static FAKE: Global<State> = Global::new();
 
 fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
-    let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
-    f(g.as_mut().expect("fake initialised"))
+    FAKE.with(f)
 }
 
+/// Serialises the tests (the fake's state is global) and resets the fake.
 fn begin() -> MutexGuard<'static, ()> {
-    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(State {
-        next_handle: 0x4000,
+    FAKE.begin(State {
+        core: Core::new(0x4000),
         ..State::default()
-    });
-    g
-}
-
-fn wide(s: &str) -> Vec<u16> {
-    s.encode_utf16().collect()
+    })
 }
 
 fn script(name: &'static str, s: Script) {
@@ -96,42 +82,19 @@ fn ok_doc(doc: &str) -> Script {
 }
 
 fn calls(name: &str) -> usize {
-    with(|s| s.calls.get(name).copied().unwrap_or(0))
-}
-
-fn alloc(s: &mut State, units: &[u16]) -> PWSTR {
-    let mut v = units.to_vec();
-    v.push(0);
-    let b = v.into_boxed_slice();
-    let len = b.len();
-    let p = Box::into_raw(b) as *mut u16;
-    s.live.insert(p as usize, len);
-    s.allocated += 1;
-    p
+    with(|s| s.core.calls(name))
 }
 
 unsafe extern "system" fn fake_free(p: *mut c_void) {
-    with(|s| match s.live.remove(&(p as usize)) {
-        Some(len) => {
-            // SAFETY: allocated by `alloc` with this length; removed above so freed once.
-            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p as *mut u16, len)) });
-            s.freed += 1;
-        }
-        None => s.bad_frees += 1,
-    })
-}
-
-fn handle(s: &mut State) -> usize {
-    s.next_handle += 0x10;
-    s.next_handle
+    with(|s| s.core.free(p))
 }
 
 /// Records an API call on `op` and applies its script. Returns the call's HRESULT.
 fn start_op(name: &'static str, op: HCS_OPERATION) -> HRESULT {
     let (call, cb, ctx, hold) = with(|s| {
-        *s.calls.entry(name).or_default() += 1;
+        s.core.call(name);
         let sc = s.scripts.get(name).cloned().unwrap_or_default();
-        let stdio = s.stdio;
+        let stdio = s.core.stdio;
         let o = s
             .ops
             .get_mut(&(op as usize))
@@ -183,7 +146,7 @@ fn result_of(op: HCS_OPERATION, info: *mut HCS_PROCESS_INFORMATION, doc: *mut PW
         };
         if let Some(d) = d {
             // SAFETY: valid out-slot from the driver.
-            unsafe { *doc = alloc(s, &d) };
+            unsafe { *doc = s.core.alloc(&d) };
         }
         if !info.is_null() && hr >= 0 {
             // SAFETY: valid out-parameter from the driver.
@@ -208,7 +171,7 @@ unsafe extern "system" fn create_operation(
     cb: Option<OperationCompletion>,
 ) -> HCS_OPERATION {
     with(|s| {
-        let h = handle(s);
+        let h = s.core.handle();
         s.ops.insert(
             h,
             Op {
@@ -276,11 +239,7 @@ unsafe extern "system" fn create_system(
     let _ = unsafe { ffi::wide_units(id) };
     let hr = start_op("create", op);
     if hr >= 0 {
-        let h = with(|s| {
-            let h = handle(s);
-            s.systems.insert(h);
-            h
-        });
+        let h = with(|s| s.core.open_system());
         // SAFETY: valid out-slot.
         unsafe { *out = h as HCS_SYSTEM };
     }
@@ -289,18 +248,14 @@ unsafe extern "system" fn create_system(
 
 unsafe extern "system" fn open_system(_id: PCWSTR, access: u32, out: *mut HCS_SYSTEM) -> HRESULT {
     assert_eq!(access, 0x1000_0000);
-    let h = with(|s| {
-        let h = handle(s);
-        s.systems.insert(h);
-        h
-    });
+    let h = with(|s| s.core.open_system());
     // SAFETY: valid out-slot.
     unsafe { *out = h as HCS_SYSTEM };
     0
 }
 
 unsafe extern "system" fn close_system(sys: HCS_SYSTEM) {
-    with(|s| assert!(s.systems.remove(&(sys as usize)), "close of unknown system"));
+    with(|s| assert!(s.core.systems.remove(&(sys as usize)), "close of unknown system"));
 }
 
 macro_rules! sys_op {
@@ -352,11 +307,7 @@ unsafe extern "system" fn create_process(
     let hr = start_op("create_process", op);
     let give = hr >= 0 || with(|s| s.process_handle_on_failure);
     if give {
-        let h = with(|s| {
-            let h = handle(s);
-            s.processes.insert(h);
-            h
-        });
+        let h = with(|s| s.core.open_process());
         // SAFETY: valid out-slot.
         unsafe { *out = h as HCS_PROCESS };
     }
@@ -370,11 +321,7 @@ unsafe extern "system" fn open_process(
     out: *mut HCS_PROCESS,
 ) -> HRESULT {
     assert_eq!(access, 0x1000_0000);
-    let h = with(|s| {
-        let h = handle(s);
-        s.processes.insert(h);
-        h
-    });
+    let h = with(|s| s.core.open_process());
     // SAFETY: valid out-slot.
     unsafe { *out = h as HCS_PROCESS };
     0
@@ -382,7 +329,7 @@ unsafe extern "system" fn open_process(
 
 unsafe extern "system" fn close_process(p: HCS_PROCESS) {
     with(|s| {
-        assert!(s.processes.remove(&(p as usize)), "close of unknown process");
+        assert!(s.core.processes.remove(&(p as usize)), "close of unknown process");
         s.closed_processes += 1;
     });
 }
@@ -405,13 +352,13 @@ unsafe extern "system" fn get_process_info(_p: HCS_PROCESS, op: HCS_OPERATION) -
 
 unsafe extern "system" fn service_props(_q: PCWSTR, result: *mut PWSTR) -> HRESULT {
     // SAFETY: valid out-slot.
-    with(|s| unsafe { *result = alloc(s, &wide(r#"{"SupportedSchemaVersions":[]}"#)) });
+    with(|s| unsafe { *result = s.core.alloc_str(r#"{"SupportedSchemaVersions":[]}"#) });
     0
 }
 
 unsafe extern "system" fn service_modify(_q: PCWSTR, result: *mut PWSTR) -> HRESULT {
     // SAFETY: valid out-slot.
-    with(|s| unsafe { *result = alloc(s, &wide(r#"{"Error":5}"#)) });
+    with(|s| unsafe { *result = s.core.alloc_str(r#"{"Error":5}"#) });
     E_ACCESSDENIED
 }
 
@@ -479,24 +426,8 @@ fn assert_all_closed_and_freed() {
                 o.name, o.closes
             );
         }
-        assert_eq!(s.bad_frees, 0);
-        assert!(s.live.is_empty(), "{} strings never freed", s.live.len());
-        assert_eq!(s.allocated, s.freed);
+        s.core.assert_no_leaks();
     });
-}
-
-type Seen = (NotificationKind, HResult, Option<String>, std::thread::ThreadId);
-
-fn collector() -> (Subscription, mpsc::Receiver<Seen>) {
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let sub = Subscription::new(move |k, st, p| {
-        let _ = tx
-            .lock()
-            .unwrap()
-            .send((k, st, p.map(str::to_owned), std::thread::current().id()));
-    });
-    (sub, rx)
 }
 
 fn open_sys(d: &ComputeCoreDriver) -> hcs::SystemHandle {
@@ -569,7 +500,7 @@ fn pending_create_returns_its_handle_and_completes_with_system_create_completed(
     let (k, st, _, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!((k, st), (NotificationKind::SystemCreateCompleted, HResult::S_OK));
     d.close_compute_system(reply.value).unwrap();
-    with(|s| assert!(s.systems.is_empty()));
+    with(|s| assert!(s.core.systems.is_empty()));
     assert_all_closed_and_freed();
 }
 
@@ -800,7 +731,7 @@ fn create_process_recovers_through_get_process_info_when_the_wait_fails_with_a_h
     );
     let err = d.create_process(sys, "{}").unwrap_err();
     assert_eq!(err.code, HResult::E_INVALIDARG);
-    with(|s| assert!(s.processes.is_empty()));
+    with(|s| assert!(s.core.processes.is_empty()));
 
     // no handle: no recovery
     with(|s| s.process_handle_on_failure = false);
@@ -833,29 +764,17 @@ fn create_process_never_requeries_after_a_successful_wait() {
     assert_all_closed_and_freed();
 }
 
-struct FakeStdio;
-
-impl StdioMapper for FakeStdio {
-    fn reader(&self, raw: usize) -> io::Result<PipeReader> {
-        Ok(PipeReader::new(io::Cursor::new(vec![raw as u8])))
-    }
-    fn writer(&self, _raw: usize) -> io::Result<PipeWriter> {
-        Ok(PipeWriter::new(io::sink()))
-    }
-    fn discard(&self, _raw: usize) {}
-}
-
 #[test]
 fn process_stdio_handles_are_mapped_and_invalid_handle_value_is_absent() {
     let _g = begin();
-    let d = ComputeCoreDriver::with_stdio(table(), FakeStdio);
+    let d = ComputeCoreDriver::with_stdio(table(), FakeStdio::default());
     let sys = open_sys(&d);
-    with(|s| s.stdio = [usize::MAX, 0x21, 0]);
+    with(|s| s.core.stdio = [usize::MAX, 0x21, 0]);
     let (p, info) = d.create_process(sys, "{}").unwrap().value;
     assert!(info.stdin.is_none() && info.stderr.is_none());
     let mut b = Vec::new();
     io::Read::read_to_end(&mut info.stdout.unwrap(), &mut b).unwrap();
-    assert_eq!(b, vec![0x21]);
+    assert_eq!(b, b"out21");
     d.close_process(p).unwrap();
     d.close_compute_system(sys).unwrap();
     assert_all_closed_and_freed();
@@ -867,19 +786,19 @@ fn events_are_translated_from_v2_numbering_with_event_data_as_payload() {
     let d = ComputeCoreDriver::new(table());
     let (sub, rx) = collector();
     let sys = open_sys(&d);
-    d.register_compute_system_callback(sys, sub.context()).unwrap();
+    let scb = d.register_compute_system_callback(sys, sub.context()).unwrap();
     let p = d.open_process(sys, 1).unwrap().value;
     let pcb = d.register_process_callback(p, sub.context()).unwrap();
     let regs = with(|s| s.callbacks.clone());
     assert_eq!(regs.len(), 2);
     assert_eq!(regs[0].1, 0, "no live-migration events without the exports");
     assert_eq!(
-        regs[0].3 as u64,
-        sub.context().raw(),
-        "the context is the registry id"
+        (regs[0].3 as u64, regs[1].3 as u64),
+        (scb.raw(), pcb.raw()),
+        "the context handed to HCS is the registration id (events go to the registry id)"
     );
     let (cb, ctx) = (regs[1].2, regs[1].3);
-    let data: Vec<u16> = wide(r#"{"ExitCode":3}"#).into_iter().chain([0]).collect();
+    let data = wide_nul(r#"{"ExitCode":3}"#);
     std::thread::spawn(move || {
         let ev = HCS_EVENT {
             Type: 0x1_0000,
@@ -911,9 +830,8 @@ fn events_are_translated_from_v2_numbering_with_event_data_as_payload() {
     );
     let (k, _, payload, _) = rx.recv_timeout(Duration::from_secs(1)).unwrap();
     assert_eq!((k, payload), (NotificationKind::ServiceDisconnect, None));
-    // unregister is a no-op success; a late event after the registry entry is gone is dropped
+    // a late event after unregister is dropped by the driver (the registry entry is still live)
     d.unregister_process_callback(pcb).unwrap();
-    drop(sub);
     let ev = HCS_EVENT {
         Type: 1,
         EventData: std::ptr::null(),
@@ -922,8 +840,13 @@ fn events_are_translated_from_v2_numbering_with_event_data_as_payload() {
     // SAFETY: as above.
     unsafe { cb(&ev, ctx as *const c_void) };
     assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+    // closing without unregistering forgets the registration as well
     d.close_process(p).unwrap();
     d.close_compute_system(sys).unwrap();
+    // SAFETY: as above.
+    unsafe { (regs[0].2)(&ev, regs[0].3 as *const c_void) };
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+    drop(sub);
 
     // with the live-migration exports the system callback asks for migration events
     let mut t = table();
@@ -938,6 +861,104 @@ fn events_are_translated_from_v2_numbering_with_event_data_as_payload() {
         .unwrap();
     assert_eq!(with(|s| s.callbacks.last().unwrap().1), 4);
     d.close_compute_system(sys).unwrap();
+}
+
+/// Fires a `SystemExited` event at the last registration the fake saw, from a new thread.
+fn fire_last_registration() -> std::thread::JoinHandle<()> {
+    let (cb, ctx) = with(|s| {
+        let r = s.callbacks.last().expect("a registration");
+        (r.2, r.3)
+    });
+    std::thread::spawn(move || {
+        let ev = HCS_EVENT {
+            Type: 1,
+            EventData: std::ptr::null(),
+            Operation: std::ptr::null_mut(),
+        };
+        // SAFETY: the driver's event trampoline with its own context; `ev` outlives the call.
+        unsafe { cb(&ev, ctx as *const c_void) };
+    })
+}
+
+#[test]
+fn unregister_waits_for_a_running_callback_and_drops_later_events() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (entered_tx, release_rx) = (Mutex::new(entered_tx), Mutex::new(release_rx));
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+    let (delivered2, finished2) = (delivered.clone(), finished.clone());
+    let sub = Subscription::new(move |_, _, _| {
+        delivered2.fetch_add(1, Ordering::SeqCst);
+        let _ = entered_tx.lock().unwrap().send(());
+        let _ = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(10));
+        finished2.store(true, Ordering::SeqCst);
+    });
+    let sys = open_sys(&d);
+    let cb = d.register_compute_system_callback(sys, sub.context()).unwrap();
+
+    // A callback is running on an "HCS" thread while another thread unregisters.
+    let hcs_thread = fire_last_registration();
+    entered_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the callback is dispatching");
+    let (done_tx, done_rx) = mpsc::channel();
+    let d2 = d.clone();
+    let finished3 = finished.clone();
+    let unregistering = std::thread::spawn(move || {
+        d2.unregister_compute_system_callback(cb).unwrap();
+        let _ = done_tx.send(finished3.load(Ordering::SeqCst));
+    });
+    assert!(
+        done_rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "unregister returned while a callback for the registration was still running"
+    );
+    release_tx.send(()).unwrap();
+    let callback_had_returned = done_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("unregister returns once the running callback returned");
+    assert!(callback_had_returned);
+    hcs_thread.join().unwrap();
+    unregistering.join().unwrap();
+    assert_eq!(delivered.load(Ordering::SeqCst), 1);
+
+    // After unregister returned, an event HCS still delivers is dropped: the subscription is
+    // alive, so only the driver can have kept it from being dispatched.
+    fire_last_registration().join().unwrap();
+    assert_eq!(
+        delivered.load(Ordering::SeqCst),
+        1,
+        "an event was dispatched after unregister returned"
+    );
+    d.close_compute_system(sys).unwrap();
+    drop(sub);
+}
+
+#[test]
+fn unregister_from_inside_its_own_callback_does_not_wait_for_itself() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let slot: Arc<OnceLock<(Arc<ComputeCoreDriver>, hcs::CallbackHandle)>> = Arc::new(OnceLock::new());
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let slot2 = slot.clone();
+    let sub = Subscription::new(move |_, _, _| {
+        let (d, cb) = slot2.get().expect("registered");
+        d.unregister_compute_system_callback(*cb).unwrap();
+        let _ = tx.lock().unwrap().send(());
+    });
+    let sys = open_sys(&d);
+    let cb = d.register_compute_system_callback(sys, sub.context()).unwrap();
+    let _ = slot.set((d.clone(), cb));
+    fire_last_registration().join().unwrap();
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("the callback unregistered itself and returned");
+    fire_last_registration().join().unwrap();
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+    d.close_compute_system(sys).unwrap();
+    drop(sub);
 }
 
 #[test]
@@ -981,18 +1002,7 @@ fn table_lookup_names_the_missing_required_export_and_leaves_optional_ones_empty
     let mut exports: HashMap<&str, usize> = HashMap::new();
     exports.insert("HcsCreateOperation", full.create_operation as usize);
     // SAFETY: the one address returned has the field's signature.
-    let err = unsafe {
-        ComputeCoreTable::from_lookup(
-            |n| {
-                exports
-                    .get(n)
-                    .and_then(|a| std::ptr::NonNull::new(*a as *mut c_void))
-            },
-            fake_free,
-            None,
-        )
-    }
-    .unwrap_err();
+    let err = unsafe { ComputeCoreTable::from_lookup(lookup(&exports), fake_free, None) }.unwrap_err();
     assert_eq!(
         err,
         LoadError::MissingExport {

@@ -1,8 +1,8 @@
 //! [`VmComputeDriver`]: the V1 [`hcs::Driver`] over a [`VmComputeTable`].
 
 use crate::ffi::{
-    self, invalid_utf16, OutString, StdioMapper, SystemStdio, WideCString, HCS_CALLBACK, HCS_PROCESS,
-    HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, NULL_HANDLE, PCWSTR,
+    self, invalid_utf16, HandleGuard, OutString, StdioMapper, SystemStdio, WideCString, HCS_CALLBACK,
+    HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, NULL_HANDLE, PCWSTR,
 };
 use crate::table::VmComputeTable;
 use hcs::{
@@ -145,6 +145,22 @@ impl VmComputeDriver {
         CallbackHandle::new(cb as usize as u64).ok_or_else(|| Failure::new(NULL_HANDLE))
     }
 
+    /// A guard for a handle a call may produce, closed again with `close` (the table's close
+    /// export for that kind of handle) on any path that does not hand it out.
+    fn guard(
+        what: &'static str,
+        close: unsafe extern "system" fn(*mut c_void) -> HRESULT,
+    ) -> HandleGuard<impl FnMut(*mut c_void)> {
+        HandleGuard::new(move |raw| {
+            // SAFETY: `close` is the table's close export for this kind of handle; the DLL handed
+            // us `raw` during the call, nobody else has it, and the guard closes it once.
+            let hr = unsafe { close(raw) };
+            if hr < 0 {
+                tracing::warn!(hresult = %HResult::from_i32(hr), "closing an unused {what} handle failed");
+            }
+        })
+    }
+
     fn unregister(&self, op: &'static str, callback: CallbackHandle) -> Result<(), Failure> {
         let f = if op == "HcsUnregisterProcessCallback" {
             self.table.unregister_process_callback
@@ -174,56 +190,6 @@ fn proc_(h: ProcessHandle) -> HCS_PROCESS {
 
 fn ctx_ptr(ctx: NotifyContext) -> *const c_void {
     ctx.raw() as usize as *const c_void
-}
-
-/// An owned system handle that is closed on drop unless released (used on error paths).
-struct SystemGuard<'a> {
-    table: &'a VmComputeTable,
-    raw: HCS_SYSTEM,
-}
-
-impl SystemGuard<'_> {
-    fn release(mut self) -> Result<SystemHandle, Failure> {
-        let raw = std::mem::replace(&mut self.raw, std::ptr::null_mut());
-        SystemHandle::new(raw as usize as u64).ok_or_else(|| Failure::new(NULL_HANDLE))
-    }
-}
-
-impl Drop for SystemGuard<'_> {
-    fn drop(&mut self) {
-        if !self.raw.is_null() {
-            // SAFETY: the DLL handed us this handle and nobody else has it; closing once.
-            let hr = unsafe { (self.table.close_compute_system)(self.raw) };
-            if hr < 0 {
-                tracing::warn!(hresult = %HResult::from_i32(hr), "closing an unused system handle failed");
-            }
-        }
-    }
-}
-
-/// An owned process handle that is closed on drop unless released.
-struct ProcessGuard<'a> {
-    table: &'a VmComputeTable,
-    raw: HCS_PROCESS,
-}
-
-impl ProcessGuard<'_> {
-    fn release(mut self) -> Result<ProcessHandle, Failure> {
-        let raw = std::mem::replace(&mut self.raw, std::ptr::null_mut());
-        ProcessHandle::new(raw as usize as u64).ok_or_else(|| Failure::new(NULL_HANDLE))
-    }
-}
-
-impl Drop for ProcessGuard<'_> {
-    fn drop(&mut self) {
-        if !self.raw.is_null() {
-            // SAFETY: the DLL handed us this handle and nobody else has it; closing once.
-            let hr = unsafe { (self.table.close_process)(self.raw) };
-            if hr < 0 {
-                tracing::warn!(hresult = %HResult::from_i32(hr), "closing an unused process handle failed");
-            }
-        }
-    }
 }
 
 /// The `HCS_NOTIFICATION_CALLBACK` every V1 registration uses. Copies `data` (owned by HCS,
@@ -304,10 +270,7 @@ impl Driver for VmComputeDriver {
     ) -> DriverResult<SystemHandle> {
         let id = WideCString::new(id)?;
         let configuration = WideCString::new(configuration)?;
-        let mut guard = SystemGuard {
-            table: &self.table,
-            raw: std::ptr::null_mut(),
-        };
+        let mut guard = Self::guard("system", self.table.close_compute_system);
         let mut result = self.out();
         let start = Instant::now();
         // SAFETY: both strings are NUL-terminated and outlive the call; identity is null as in
@@ -317,29 +280,26 @@ impl Driver for VmComputeDriver {
                 id.as_ptr(),
                 configuration.as_ptr(),
                 std::ptr::null_mut(),
-                &mut guard.raw,
+                guard.slot(),
                 result.as_out(),
             )
         };
         // On any failure (including an unusable result document) the guard closes a handle the
         // DLL may have produced.
         self.finish("HcsCreateComputeSystem", start, hr, result, true, || {
-            guard.release()
+            guard.release(SystemHandle::new)
         })
     }
 
     fn open_compute_system(&self, id: &str) -> DriverResult<SystemHandle> {
         let id = WideCString::new(id)?;
-        let mut guard = SystemGuard {
-            table: &self.table,
-            raw: std::ptr::null_mut(),
-        };
+        let mut guard = Self::guard("system", self.table.close_compute_system);
         let mut result = self.out();
         let start = Instant::now();
         // SAFETY: `id` is NUL-terminated and outlives the call; out-slots valid and null.
-        let hr = unsafe { (self.table.open_compute_system)(id.as_ptr(), &mut guard.raw, result.as_out()) };
+        let hr = unsafe { (self.table.open_compute_system)(id.as_ptr(), guard.slot(), result.as_out()) };
         self.finish("HcsOpenComputeSystem", start, hr, result, false, || {
-            guard.release()
+            guard.release(SystemHandle::new)
         })
     }
 
@@ -485,10 +445,7 @@ impl Driver for VmComputeDriver {
     ) -> DriverResult<(ProcessHandle, ProcessInfo)> {
         let parameters = WideCString::new(parameters)?;
         let mut info = HCS_PROCESS_INFORMATION::default();
-        let mut guard = ProcessGuard {
-            table: &self.table,
-            raw: std::ptr::null_mut(),
-        };
+        let mut guard = Self::guard("process", self.table.close_process);
         let mut result = self.out();
         let start = Instant::now();
         // SAFETY: open handle issued by this driver; `parameters` outlives the call; `info`,
@@ -498,7 +455,7 @@ impl Driver for VmComputeDriver {
                 sys(system),
                 parameters.as_ptr(),
                 &mut info,
-                &mut guard.raw,
+                guard.slot(),
                 result.as_out(),
             )
         };
@@ -507,20 +464,19 @@ impl Driver for VmComputeDriver {
         let pinfo = ffi::process_info(&*self.stdio, &info);
         self.finish("HcsCreateProcess", start, hr, result, false, || {
             let pinfo = pinfo?; // on error the guard closes the process handle
-            Ok((guard.release()?, pinfo))
+            Ok((guard.release(ProcessHandle::new)?, pinfo))
         })
     }
 
     fn open_process(&self, system: SystemHandle, pid: u32) -> DriverResult<ProcessHandle> {
-        let mut guard = ProcessGuard {
-            table: &self.table,
-            raw: std::ptr::null_mut(),
-        };
+        let mut guard = Self::guard("process", self.table.close_process);
         let mut result = self.out();
         let start = Instant::now();
         // SAFETY: open handle issued by this driver; out-slots valid and null-initialised.
-        let hr = unsafe { (self.table.open_process)(sys(system), pid, &mut guard.raw, result.as_out()) };
-        self.finish("HcsOpenProcess", start, hr, result, false, || guard.release())
+        let hr = unsafe { (self.table.open_process)(sys(system), pid, guard.slot(), result.as_out()) };
+        self.finish("HcsOpenProcess", start, hr, result, false, || {
+            guard.release(ProcessHandle::new)
+        })
     }
 
     fn close_process(&self, process: ProcessHandle) -> Result<(), Failure> {

@@ -6,7 +6,9 @@
 //!   with fake `extern "system"` functions on any platform.
 //! * [`VmComputeDriver`] implements [`hcs::Driver`] ([`hcs::ApiGeneration::V1`]).
 //! * [`ffi`] is the FFI plumbing shared with the V2 driver (`hcs-computecore`): C types, DLL
-//!   loading, UTF-16 marshalling, returned-string ownership, stdio handles.
+//!   loading, UTF-16 marshalling, returned-string ownership, stdio handles, handle guards.
+//! * `test_support` (feature `test-support`, enabled by the two driver crates'
+//!   dev-dependencies only) holds the helpers their tests share.
 //!
 //! This is one of the two crates in the workspace allowed to use `unsafe`; every unsafe block
 //! carries a `// SAFETY:` comment.
@@ -15,6 +17,8 @@
 pub mod driver;
 pub mod ffi;
 pub mod table;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use driver::{notification_trampoline, VmComputeDriver};
 pub use ffi::{DllSource, LoadError, StdioMapper, SystemStdio};

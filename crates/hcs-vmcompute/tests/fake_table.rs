@@ -3,19 +3,17 @@
 //! `extern "system"` is the C ABI) and under Wine for the Windows target.
 #![allow(unsafe_code)]
 
-use hcs::notify::Subscription;
-use hcs::{Driver, Failure, HResult, NotificationKind, NotifyContext, PipeReader, PipeWriter};
+use hcs::{Driver, Failure, HResult, NotificationKind, NotifyContext};
 use hcs_vmcompute::ffi::{
-    self, StdioMapper, HANDLE, HCS_CALLBACK, HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT,
-    PCWSTR, PWSTR,
+    self, HANDLE, HCS_CALLBACK, HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, PCWSTR, PWSTR,
 };
 use hcs_vmcompute::table::NotificationCallback;
+use hcs_vmcompute::test_support::fake_table::{collector, lookup, wide, wide_nul, Core, FakeStdio, Global};
 use hcs_vmcompute::{LoadError, VmComputeDriver, VmComputeTable};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::c_void;
-use std::io::{self, Read, Write};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::io::{Read, Write};
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 const PENDING: HRESULT = 0xC037_0103_u32 as i32;
@@ -26,49 +24,28 @@ const NOT_FOUND: HRESULT = 0xC037_010E_u32 as i32;
 
 #[derive(Default)]
 struct State {
-    /// live allocations handed to the driver: address → units (incl. NUL)
-    live: HashMap<usize, usize>,
-    allocated: usize,
-    freed: usize,
-    bad_frees: usize,
-    next_handle: usize,
-    systems: HashSet<usize>,
-    processes: HashSet<usize>,
+    core: Core,
     closed_systems: Vec<usize>,
     closed_processes: Vec<usize>,
     callbacks: HashMap<usize, (NotificationCallback, usize, bool)>,
     /// (hr, result document units) returned by the next calls that consult it
     script: HashMap<&'static str, (HRESULT, Option<Vec<u16>>)>,
-    calls: HashMap<&'static str, usize>,
-    /// stdio handles returned by create_process / get_process_info
-    stdio: [usize; 3],
     /// whether a pending start also completes via the callback
     complete_async: bool,
 }
 
-static STATE: Mutex<Option<State>> = Mutex::new(None);
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn st() -> MutexGuard<'static, Option<State>> {
-    STATE.lock().unwrap_or_else(|e| e.into_inner())
-}
+static FAKE: Global<State> = Global::new();
 
 fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
-    f(st().as_mut().expect("fake state initialised"))
+    FAKE.with(f)
 }
 
 /// Serialises the tests (the fake's state is global) and resets the fake.
 fn begin() -> MutexGuard<'static, ()> {
-    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    *st() = Some(State {
-        next_handle: 0x1000,
+    FAKE.begin(State {
+        core: Core::new(0x1000),
         ..State::default()
-    });
-    g
-}
-
-fn wide(s: &str) -> Vec<u16> {
-    s.encode_utf16().collect()
+    })
 }
 
 fn script(op: &'static str, hr: HRESULT, doc: Option<&str>) {
@@ -80,44 +57,20 @@ fn script_raw(op: &'static str, hr: HRESULT, doc: Vec<u16>) {
 }
 
 fn calls(op: &str) -> usize {
-    with(|s| s.calls.get(op).copied().unwrap_or(0))
-}
-
-/// Allocates a NUL-terminated copy of `units` that only `fake_free` may free.
-fn alloc(s: &mut State, units: &[u16]) -> PWSTR {
-    let mut v = units.to_vec();
-    v.push(0);
-    let b: Box<[u16]> = v.into_boxed_slice();
-    let len = b.len();
-    let p = Box::into_raw(b) as *mut u16;
-    s.live.insert(p as usize, len);
-    s.allocated += 1;
-    p
+    with(|s| s.core.calls(op))
 }
 
 unsafe extern "system" fn fake_free(p: *mut c_void) {
-    with(|s| match s.live.remove(&(p as usize)) {
-        Some(len) => {
-            // SAFETY: `p` came from `alloc` with this length and is freed once (removed above).
-            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p as *mut u16, len)) });
-            s.freed += 1;
-        }
-        None => s.bad_frees += 1,
-    })
-}
-
-fn next_handle(s: &mut State) -> usize {
-    s.next_handle += 0x10;
-    s.next_handle
+    with(|s| s.core.free(p))
 }
 
 /// Records a call and applies its script (default S_OK, no document) to `result`.
 unsafe fn scripted(op: &'static str, result: *mut PWSTR) -> HRESULT {
     with(|s| {
-        *s.calls.entry(op).or_default() += 1;
+        s.core.call(op);
         let (hr, doc) = s.script.get(op).cloned().unwrap_or((0, None));
         if let Some(doc) = doc {
-            let p = alloc(s, &doc);
+            let p = s.core.alloc(&doc);
             // SAFETY: the driver passes a valid out-slot.
             unsafe { *result = p };
         }
@@ -138,7 +91,7 @@ unsafe extern "system" fn enumerate(query: PCWSTR, systems: *mut PWSTR, result: 
     let hr = unsafe { scripted("enumerate", result) };
     if hr >= 0 {
         // SAFETY: as above.
-        with(|s| unsafe { *systems = alloc(s, &wide(r#"[{"Id":"a"}]"#)) });
+        with(|s| unsafe { *systems = s.core.alloc_str(r#"[{"Id":"a"}]"#) });
     }
     hr
 }
@@ -155,11 +108,7 @@ unsafe extern "system" fn create(
     // SAFETY: valid out-slots.
     let hr = unsafe { scripted("create", result) };
     if hr >= 0 || hr == PENDING || calls("create_returns_handle_on_failure") > 0 {
-        let h = with(|s| {
-            let h = next_handle(s);
-            s.systems.insert(h);
-            h
-        });
+        let h = with(|s| s.core.open_system());
         // SAFETY: valid out-slot.
         unsafe { *system = h as HCS_SYSTEM };
     }
@@ -170,11 +119,7 @@ unsafe extern "system" fn open(_id: PCWSTR, system: *mut HCS_SYSTEM, result: *mu
     // SAFETY: valid out-slots.
     let hr = unsafe { scripted("open", result) };
     if hr >= 0 {
-        let h = with(|s| {
-            let h = next_handle(s);
-            s.systems.insert(h);
-            h
-        });
+        let h = with(|s| s.core.open_system());
         // SAFETY: valid out-slot.
         unsafe { *system = h as HCS_SYSTEM };
     }
@@ -184,7 +129,7 @@ unsafe extern "system" fn open(_id: PCWSTR, system: *mut HCS_SYSTEM, result: *mu
 unsafe extern "system" fn close_system(system: HCS_SYSTEM) -> HRESULT {
     with(|s| {
         assert!(
-            s.systems.remove(&(system as usize)),
+            s.core.systems.remove(&(system as usize)),
             "close of unknown system {system:?}"
         );
         s.closed_systems.push(system as usize);
@@ -207,7 +152,7 @@ unsafe extern "system" fn start(system: HCS_SYSTEM, options: PCWSTR, result: *mu
         let _ = system;
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
-            let data: Vec<u16> = wide(r#"{"Completed":true}"#).into_iter().chain([0]).collect();
+            let data = wide_nul(r#"{"Completed":true}"#);
             // SAFETY: the driver's trampoline with its own context; `data` outlives the call.
             unsafe { cb(3, ctx as *const c_void, 0, data.as_ptr()) };
         });
@@ -232,7 +177,7 @@ unsafe extern "system" fn properties(
     let out = with(|s| s.script.get("properties_out").cloned());
     if let Some((_, Some(units))) = out {
         // SAFETY: valid out-slot.
-        with(|s| unsafe { *props = alloc(s, &units) });
+        with(|s| unsafe { *props = s.core.alloc(&units) });
     }
     hr
 }
@@ -250,8 +195,8 @@ unsafe extern "system" fn register(
     out: *mut HCS_CALLBACK,
 ) -> HRESULT {
     let h = with(|s| {
-        *s.calls.entry("register").or_default() += 1;
-        let h = next_handle(s);
+        s.core.call("register");
+        let h = s.core.handle();
         s.callbacks
             .insert(h, (cb.expect("callback"), ctx as usize, false));
         h
@@ -282,11 +227,7 @@ unsafe extern "system" fn create_process(
     // SAFETY: valid out-slots.
     let hr = unsafe { scripted("create_process", result) };
     if hr >= 0 {
-        let (h, stdio) = with(|s| {
-            let h = next_handle(s);
-            s.processes.insert(h);
-            (h, s.stdio)
-        });
+        let (h, stdio) = with(|s| (s.core.open_process(), s.core.stdio));
         // SAFETY: valid out-slots.
         unsafe {
             *process = h as HCS_PROCESS;
@@ -311,11 +252,7 @@ unsafe extern "system" fn open_process(
     // SAFETY: valid out-slot.
     let hr = unsafe { scripted("open_process", result) };
     if hr >= 0 {
-        let h = with(|s| {
-            let h = next_handle(s);
-            s.processes.insert(h);
-            h
-        });
+        let h = with(|s| s.core.open_process());
         // SAFETY: valid out-slot.
         unsafe { *process = h as HCS_PROCESS };
     }
@@ -324,7 +261,7 @@ unsafe extern "system" fn open_process(
 
 unsafe extern "system" fn close_process(process: HCS_PROCESS) -> HRESULT {
     with(|s| {
-        assert!(s.processes.remove(&(process as usize)));
+        assert!(s.core.processes.remove(&(process as usize)));
         s.closed_processes.push(process as usize);
     });
     0
@@ -360,7 +297,7 @@ unsafe extern "system" fn process_properties(
     // SAFETY: valid out-slots.
     let hr = unsafe { scripted("process_properties", result) };
     // SAFETY: valid out-slot.
-    with(|s| unsafe { *props = alloc(s, &wide(r#"{"ExitCode":3}"#)) });
+    with(|s| unsafe { *props = s.core.alloc_str(r#"{"ExitCode":3}"#) });
     hr
 }
 
@@ -398,32 +335,7 @@ fn table() -> VmComputeTable {
 }
 
 fn assert_no_leaks() {
-    with(|s| {
-        assert_eq!(
-            s.bad_frees, 0,
-            "free of a pointer the fake never returned (double free?)"
-        );
-        assert!(
-            s.live.is_empty(),
-            "{} returned string(s) never freed",
-            s.live.len()
-        );
-        assert_eq!(s.allocated, s.freed);
-    });
-}
-
-type Seen = (NotificationKind, HResult, Option<String>, std::thread::ThreadId);
-
-fn collector() -> (Subscription, mpsc::Receiver<Seen>) {
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let sub = Subscription::new(move |k, st, p| {
-        let _ = tx
-            .lock()
-            .unwrap()
-            .send((k, st, p.map(str::to_owned), std::thread::current().id()));
-    });
-    (sub, rx)
+    with(|s| s.core.assert_no_leaks());
 }
 
 fn sys_handle(d: &VmComputeDriver, ctx: NotifyContext) -> hcs::SystemHandle {
@@ -476,7 +388,7 @@ fn pending_create_returns_its_handle_and_other_pending_capable_calls_report_pend
     script("control", 0, None);
     assert!(!d.pause_compute_system(sys, "", ctx).unwrap().pending);
     d.close_compute_system(sys).unwrap();
-    assert!(with(|s| s.systems.is_empty()));
+    assert!(with(|s| s.core.systems.is_empty()));
 }
 
 #[test]
@@ -501,8 +413,8 @@ fn synchronous_failure_carries_the_result_document_which_is_freed_exactly_once()
         .unwrap_err();
     assert_eq!(err, Failure::with_document(HResult::E_ACCESSDENIED, doc));
     with(|s| {
-        assert_eq!(s.allocated, 1);
-        assert_eq!(s.freed, 1);
+        assert_eq!(s.core.allocated, 1);
+        assert_eq!(s.core.freed, 1);
     });
     assert_no_leaks();
 }
@@ -511,14 +423,14 @@ fn synchronous_failure_carries_the_result_document_which_is_freed_exactly_once()
 fn failed_create_that_still_produced_a_handle_closes_it() {
     let _g = begin();
     let d = VmComputeDriver::new(table());
-    with(|s| s.calls.insert("create_returns_handle_on_failure", 1));
+    with(|s| s.core.calls.insert("create_returns_handle_on_failure", 1));
     script("create", NOT_FOUND, None);
     let err = d
         .create_compute_system("sys", "{}", NotifyContext::new(1).unwrap())
         .unwrap_err();
     assert_eq!(err.code, HResult::ERROR_VMCOMPUTE_SYSTEM_NOT_FOUND);
     with(|s| {
-        assert!(s.systems.is_empty(), "the stray handle was closed");
+        assert!(s.core.systems.is_empty(), "the stray handle was closed");
         assert_eq!(s.closed_systems.len(), 1);
     });
 }
@@ -555,7 +467,7 @@ fn result_strings_are_freed_exactly_once_on_success_and_failure_paths() {
     assert_eq!(d.get_process_properties(p).unwrap().value, r#"{"ExitCode":3}"#);
     d.close_process(p).unwrap();
     d.close_compute_system(sys).unwrap();
-    with(|s| assert_eq!(s.allocated, 6)); // 2 + 2 + 1 + 0 + 1
+    with(|s| assert_eq!(s.core.allocated, 6)); // 2 + 2 + 1 + 0 + 1
     assert_no_leaks();
 }
 
@@ -574,7 +486,7 @@ fn invalid_utf16_from_the_dll_is_a_clear_failure_and_nothing_leaks() {
         .unwrap_err();
     assert_eq!(err.code, HResult(0x8007_000D));
     d.close_compute_system(sys).unwrap();
-    with(|s| assert!(s.systems.is_empty()));
+    with(|s| assert!(s.core.systems.is_empty()));
     assert_no_leaks();
 }
 
@@ -646,7 +558,7 @@ fn callbacks_from_many_threads_all_arrive() {
     let threads: Vec<_> = (0..8)
         .map(|i| {
             std::thread::spawn(move || {
-                let data: Vec<u16> = wide(&format!(r#"{{"n":{i}}}"#)).into_iter().chain([0]).collect();
+                let data = wide_nul(&format!(r#"{{"n":{i}}}"#));
                 // SAFETY: the trampoline with its context; `data` outlives the call.
                 unsafe { f(0x1_0000, raw_ctx as *const c_void, 0, data.as_ptr()) };
             })
@@ -662,40 +574,13 @@ fn callbacks_from_many_threads_all_arrive() {
     d.close_compute_system(sys).unwrap();
 }
 
-/// A stdio mapper for fake handle values: records what it wrapped, fails on a chosen value.
-#[derive(Clone, Default)]
-struct FakeStdio {
-    log: Arc<Mutex<Vec<(&'static str, usize)>>>,
-    fail_on: usize,
-}
-
-impl StdioMapper for FakeStdio {
-    fn reader(&self, raw: usize) -> io::Result<PipeReader> {
-        if raw == self.fail_on {
-            self.log.lock().unwrap().push(("failed", raw));
-            return Err(io::Error::other("boom"));
-        }
-        self.log.lock().unwrap().push(("reader", raw));
-        Ok(PipeReader::new(io::Cursor::new(
-            format!("out{raw:x}").into_bytes(),
-        )))
-    }
-    fn writer(&self, raw: usize) -> io::Result<PipeWriter> {
-        self.log.lock().unwrap().push(("writer", raw));
-        Ok(PipeWriter::new(io::sink()))
-    }
-    fn discard(&self, raw: usize) {
-        self.log.lock().unwrap().push(("discard", raw));
-    }
-}
-
 #[test]
 fn stdio_handles_become_pipes_and_absent_ones_stay_absent() {
     let _g = begin();
     let stdio = FakeStdio::default();
     let d = VmComputeDriver::with_stdio(table(), stdio.clone());
     let sys = sys_handle(&d, NotifyContext::new(1).unwrap());
-    with(|s| s.stdio = [0x51, 0x52, usize::MAX]); // stderr = INVALID_HANDLE_VALUE
+    with(|s| s.core.stdio = [0x51, 0x52, usize::MAX]); // stderr = INVALID_HANDLE_VALUE
     let (p, mut info) = d.create_process(sys, r#"{"CommandLine":"cmd"}"#).unwrap().value;
     assert_eq!(info.pid, 42);
     assert!(info.stderr.is_none());
@@ -703,10 +588,7 @@ fn stdio_handles_become_pipes_and_absent_ones_stay_absent() {
     info.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     assert_eq!(out, "out52");
     info.stdin.take().unwrap().write_all(b"x").unwrap();
-    assert_eq!(
-        *stdio.log.lock().unwrap(),
-        vec![("writer", 0x51), ("reader", 0x52)]
-    );
+    assert_eq!(stdio.seen(), vec![("writer", 0x51), ("reader", 0x52)]);
     d.close_process(p).unwrap();
     d.close_compute_system(sys).unwrap();
 }
@@ -720,15 +602,15 @@ fn stdio_conversion_failure_closes_everything_and_reports_the_failure() {
     };
     let d = VmComputeDriver::with_stdio(table(), stdio.clone());
     let sys = sys_handle(&d, NotifyContext::new(1).unwrap());
-    with(|s| s.stdio = [0x51, 0x52, 0x53]);
+    with(|s| s.core.stdio = [0x51, 0x52, 0x53]);
     let err = d.create_process(sys, "{}").unwrap_err();
     assert_eq!(err.code, HResult::E_FAIL);
     assert_eq!(
-        *stdio.log.lock().unwrap(),
+        stdio.seen(),
         vec![("writer", 0x51), ("failed", 0x52), ("discard", 0x53)]
     );
     with(|s| {
-        assert!(s.processes.is_empty(), "the process handle was closed again");
+        assert!(s.core.processes.is_empty(), "the process handle was closed again");
         assert_eq!(s.closed_processes.len(), 1);
     });
     d.close_compute_system(sys).unwrap();
@@ -740,12 +622,12 @@ fn default_stdio_mapping_rejects_windows_handles_off_windows() {
     let _g = begin();
     let d = VmComputeDriver::new(table());
     let sys = sys_handle(&d, NotifyContext::new(1).unwrap());
-    with(|s| s.stdio = [0x51, 0, 0]);
+    with(|s| s.core.stdio = [0x51, 0, 0]);
     let err = d.create_process(sys, "{}").unwrap_err();
     assert_eq!(err.code, ffi::STDIO_UNSUPPORTED);
-    with(|s| assert!(s.processes.is_empty()));
+    with(|s| assert!(s.core.processes.is_empty()));
     // without handles the same call works
-    with(|s| s.stdio = [0, 0, 0]);
+    with(|s| s.core.stdio = [0, 0, 0]);
     let (p, info) = d.create_process(sys, "{}").unwrap().value;
     assert!(info.stdin.is_none() && info.stdout.is_none() && info.stderr.is_none());
     d.close_process(p).unwrap();
@@ -794,7 +676,7 @@ fn missing_optional_service_exports_are_unsupported() {
 fn present_service_exports_are_called() {
     unsafe extern "system" fn svc_props(_q: PCWSTR, props: *mut PWSTR, _r: *mut PWSTR) -> HRESULT {
         // SAFETY: valid out-slot.
-        with(|s| unsafe { *props = alloc(s, &wide(r#"{"Version":1}"#)) });
+        with(|s| unsafe { *props = s.core.alloc_str(r#"{"Version":1}"#) });
         0
     }
     unsafe extern "system" fn svc_modify(_s: PCWSTR, _r: *mut PWSTR) -> HRESULT {
@@ -825,17 +707,7 @@ fn table_lookup_names_the_missing_required_export_and_tolerates_missing_optional
     );
     let err = {
         // SAFETY: every address returned has the field's signature (only the enumerate export).
-        unsafe {
-            VmComputeTable::from_lookup(
-                |n| {
-                    exports
-                        .get(n)
-                        .and_then(|a| std::ptr::NonNull::new(*a as *mut c_void))
-                },
-                fake_free,
-                None,
-            )
-        }
+        unsafe { VmComputeTable::from_lookup(lookup(&exports), fake_free, None) }
     }
     .unwrap_err();
     assert_eq!(
