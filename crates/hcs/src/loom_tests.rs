@@ -59,14 +59,13 @@ fn registry_ids_are_unique_across_concurrent_registrations() {
 }
 
 fn fire_exit(n: &Notifier, status: u32) {
-    if let Follow::Exited(sig) = n.on_notification(
+    n.on_notification(
         NotificationKind::SystemExited,
         NotificationKind::SystemExited,
         HResult(status),
         None,
-    ) {
-        n.publish(Outcome::SystemExit(sig));
-    }
+        &|sig| Some(Outcome::SystemExit(sig.clone())),
+    );
 }
 
 #[test]
@@ -75,7 +74,10 @@ fn exit_latch_is_set_once_and_every_waiter_wakes() {
         let n = Arc::new(Notifier::new());
         let n1 = n.clone();
         let waiter = thread::spawn(move || match n1.wait_outcome(None) {
-            Some(Outcome::SystemExit(sig)) => sig.status,
+            Some(o) => match &*o {
+                Outcome::SystemExit(sig) => sig.status,
+                other => panic!("unexpected outcome {other:?}"),
+            },
             other => panic!("unexpected outcome {other:?}"),
         });
         let n2 = n.clone();
@@ -88,7 +90,7 @@ fn exit_latch_is_set_once_and_every_waiter_wakes() {
             latched,
             "the blocked waiter sees the one latched exit"
         );
-        match n.wait_outcome(None) {
+        match n.wait_outcome(None).as_deref() {
             Some(Outcome::SystemExit(sig)) => assert_eq!(sig.status, latched, "a late waiter sees it too"),
             other => panic!("unexpected outcome {other:?}"),
         }
@@ -100,7 +102,7 @@ fn close_outcome_races_exit_and_both_waiters_agree() {
     loom::model(|| {
         let n = Arc::new(Notifier::new());
         let n1 = n.clone();
-        let waiter = thread::spawn(move || n1.wait_outcome(None).map(|o| matches!(o, Outcome::Closed)));
+        let waiter = thread::spawn(move || n1.wait_outcome(None).map(|o| matches!(*o, Outcome::Closed)));
         let n2 = n.clone();
         let closer = thread::spawn(move || n2.publish(Outcome::Closed));
         fire_exit(&n, 0);
@@ -121,6 +123,7 @@ fn completion_goes_to_the_armed_operation_or_is_dropped_after_disarm() {
                 NotificationKind::SystemStartCompleted,
                 HResult(0),
                 None,
+                &|_| None,
             )
         });
         n.disarm(seq);

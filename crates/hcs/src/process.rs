@@ -19,7 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 const OP_WAIT: &str = "hcs::Process::waitBackground";
@@ -84,28 +84,38 @@ struct ProcessSink(Weak<ProcessInner>);
 impl Sink for ProcessSink {
     fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
         let Some(p) = self.0.upgrade() else { return };
-        if let Follow::Exited(sig) =
-            p.notifier
-                .on_notification(NotificationKind::ProcessExited, kind, status, payload)
-        {
-            if status.is_failure() {
-                let e = Error::process(OP_WAIT, &p.system_id, p.pid, Cause::Hcs(status.to_win32_form()));
-                p.notifier.publish(Outcome::ProcessExit {
+        let exit_outcome = |sig: &crate::state::ExitSignal| {
+            if sig.status.is_failure() {
+                let e = Error::process(
+                    OP_WAIT,
+                    &p.system_id,
+                    p.pid,
+                    Cause::Hcs(sig.status.to_win32_form()),
+                );
+                Some(Outcome::ProcessExit {
                     code: -1,
                     error: Some(e),
-                });
+                })
             } else if p.generation == ApiGeneration::V2 {
                 let (code, error) = p.exit_from_status_doc(sig.payload.as_deref(), true);
-                p.notifier.publish(Outcome::ProcessExit { code, error });
+                Some(Outcome::ProcessExit { code, error })
             } else {
-                // V1: one driver call is needed; never on HCS's thread (I6).
-                let weak = self.0.clone();
-                crate::worker::spawn(move || {
-                    if let Some(p) = weak.upgrade() {
-                        p.resolve_v1_exit(None);
-                    }
-                });
+                None // V1: one driver call is needed; never on HCS's thread (I6).
             }
+        };
+        if let Follow::ResolveExit(_) = p.notifier.on_notification(
+            NotificationKind::ProcessExited,
+            kind,
+            status,
+            payload,
+            &exit_outcome,
+        ) {
+            let weak = self.0.clone();
+            crate::worker::spawn(move || {
+                if let Some(p) = weak.upgrade() {
+                    p.resolve_v1_exit(None);
+                }
+            });
         }
     }
 }
@@ -245,7 +255,7 @@ impl ProcessInner {
     }
 
     fn is_stopped(&self) -> bool {
-        self.notifier.outcome().is_some()
+        self.notifier.is_done()
     }
 
     /// Maps a Signal/terminate failure: `Ok(false)` for the gone family (scheduling the
@@ -638,7 +648,7 @@ impl Process {
     /// A runtime-agnostic `Future` resolving like [`Process::wait`].
     pub fn wait_async(&self) -> ProcessWait {
         ProcessWait {
-            fut: self.inner.notifier.outcome_future(),
+            listener: None,
             inner: self.inner.clone(),
         }
     }
@@ -646,17 +656,17 @@ impl Process {
     /// The exit code: an error before the process stopped (`InvalidProcessState`) and when the
     /// wait failed; -1 when HCS could not tell.
     pub fn exit_code(&self) -> Result<i64> {
-        match self.inner.notifier.outcome() {
+        match self.inner.notifier.outcome().as_deref() {
             None => Err(self
                 .inner
                 .err("hcs::Process::ExitCode", Cause::InvalidProcessState)),
-            Some(Outcome::ProcessExit { code, error: None }) => Ok(code),
-            Some(o) => map_process_outcome(&self.inner, &o).map(|_| -1),
+            Some(Outcome::ProcessExit { code, error: None }) => Ok(*code),
+            Some(o) => map_process_outcome(&self.inner, o).map(|_| -1),
         }
     }
     /// The exit code as [`ExitCode`], once the process has stopped (`None` before).
     pub fn exit(&self) -> Option<ExitCode> {
-        match self.inner.notifier.outcome()? {
+        match *self.inner.notifier.outcome()? {
             Outcome::ProcessExit { code, .. } if (0..=i64::from(u32::MAX)).contains(&code) => {
                 Some(ExitCode::Code(code as u32))
             }
@@ -681,17 +691,22 @@ impl Drop for Process {
 
 /// The future returned by [`Process::wait_async`].
 pub struct ProcessWait {
-    fut: crate::state::OutcomeFuture,
     inner: Arc<ProcessInner>,
+    listener: Option<event_listener::EventListener>,
 }
 
 impl Future for ProcessWait {
     type Output = Result<()>;
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let inner = self.inner.clone();
-        Pin::new(&mut self.fut)
-            .poll(cx)
-            .map(|o| map_process_outcome(&inner, &o))
+        let this = &mut *self;
+        if ready!(this.inner.notifier.poll_done(&mut this.listener, cx)) {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Ready(this.inner.notifier.with_outcome(|o| match o {
+            Some(o) => map_process_outcome(&this.inner, o),
+            None => unreachable!("ready only once an outcome is published"),
+        }))
     }
 }
 

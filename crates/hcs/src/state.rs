@@ -8,8 +8,8 @@
 
 use crate::hresult::HResult;
 use crate::notify::NotificationKind;
-use crate::sync::{lock, Mutex};
-use event_listener::{Event, EventListener, Listener};
+use crate::sync::{lock, Arc, Condvar, Mutex, MutexGuard};
+use event_listener::{Event, EventListener};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -35,6 +35,19 @@ pub(crate) enum Outcome {
     Closed,
 }
 
+impl Outcome {
+    /// Whether waiters see this outcome as success (`hcs-behavior.md` C5).
+    pub(crate) fn waits_ok(&self) -> bool {
+        match self {
+            Outcome::SystemExit(sig) => {
+                sig.status.is_success() || matches!(sig.status.0, 0xC037_0106 | 0x8037_0106)
+            }
+            Outcome::ProcessExit { error, .. } => error.is_none(),
+            Outcome::Disconnected | Outcome::Closed => false,
+        }
+    }
+}
+
 /// How a pending operation's wait ended, in precedence order (§3.6 step 3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PendingEnd {
@@ -58,7 +71,9 @@ struct Inner {
     exit: Option<ExitSignal>,
     disconnected: bool,
     closing: bool,
-    outcome: Option<Outcome>,
+    outcome: Option<Arc<Outcome>>,
+    /// Threads blocked on `Notifier::cv`.
+    blocked: usize,
     stopped_at: Option<SystemTime>,
     armed: Vec<Armed>,
     /// Completions still owed to operations that gave up waiting (timeout, cancellation), per
@@ -73,15 +88,23 @@ struct Inner {
 #[derive(Default)]
 pub(crate) struct Notifier {
     inner: Mutex<Inner>,
+    /// Blocking waiters (threads) sleep here; woken only when some are blocked.
+    cv: Condvar,
+    /// Async waiters (futures) listen here.
     event: Event,
+    /// The published outcome, readable without the lock (set once, inside the critical section
+    /// that sets `Inner::outcome`).
+    #[cfg(not(loom))]
+    published: std::sync::OnceLock<(Arc<Outcome>, bool)>,
 }
 
 /// What the caller of [`Notifier::on_notification`] must do next.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Follow {
     Nothing,
-    /// The first exit latched; the owner decides how to publish it.
-    Exited(ExitSignal),
+    /// The first exit latched but its outcome needs a driver call first (V1 process exit
+    /// code); the owner resolves it off the callback thread and publishes.
+    ResolveExit(ExitSignal),
 }
 
 impl Notifier {
@@ -89,82 +112,114 @@ impl Notifier {
         Self::default()
     }
 
-    fn wake(&self) {
+    /// Wakes waiters after a state change made under `s` (which is released here).
+    fn wake_after(&self, s: MutexGuard<'_, Inner>) {
+        let blocked = s.blocked > 0;
+        drop(s);
+        if blocked {
+            self.cv.notify_all();
+        }
         self.event.notify(usize::MAX);
     }
 
+    fn set_outcome(&self, s: &mut Inner, outcome: Outcome) -> bool {
+        if s.outcome.is_some() {
+            return false;
+        }
+        let o = Arc::new(outcome);
+        #[cfg(not(loom))]
+        let _ = self.published.set((o.clone(), o.waits_ok()));
+        s.outcome = Some(o);
+        s.stopped_at = Some(SystemTime::now());
+        true
+    }
+
     /// Applies one notification. Never blocks beyond the state lock; never calls a driver.
-    /// `track_exit` names the exit kind this object tracks (SystemExited or ProcessExited).
+    /// `track_exit` names the exit kind this object tracks (SystemExited or ProcessExited);
+    /// `exit_outcome` turns the first exit into the outcome to publish atomically with the
+    /// latch, or `None` when publishing needs a driver call first ([`Follow::ResolveExit`]).
     pub(crate) fn on_notification(
         &self,
         track_exit: NotificationKind,
         kind: NotificationKind,
         status: HResult,
         payload: Option<&str>,
+        exit_outcome: &dyn Fn(&ExitSignal) -> Option<Outcome>,
     ) -> Follow {
         let mut follow = Follow::Nothing;
-        {
-            let mut s = lock(&self.inner);
-            if kind == track_exit {
-                if s.exit.is_some() {
-                    return Follow::Nothing; // duplicates collapse into the latch
-                }
-                let sig = ExitSignal {
-                    status,
-                    payload: payload.map(str::to_owned),
-                };
-                s.exit = Some(sig.clone());
-                follow = Follow::Exited(sig);
-            } else if kind == NotificationKind::ServiceDisconnect {
-                if s.disconnected {
-                    return Follow::Nothing;
-                }
-                s.disconnected = true;
-                if s.outcome.is_none() {
-                    s.outcome = Some(Outcome::Disconnected);
-                    s.stopped_at = Some(SystemTime::now());
-                }
-            } else if kind.is_completion() {
-                if let Some((_, n)) = s.owed.iter_mut().find(|(k, n)| *k == kind && *n > 0) {
-                    *n -= 1;
-                    tracing::debug!(%kind, %status, "completion of an abandoned operation dropped");
-                    return Follow::Nothing;
-                }
-                match s.armed.iter_mut().find(|a| a.kind == kind && a.result.is_none()) {
-                    Some(a) => a.result = Some((status, payload.map(str::to_owned))),
-                    None => {
-                        tracing::debug!(%kind, %status, "completion with no armed operation dropped");
-                        return Follow::Nothing;
-                    }
-                }
-            } else {
-                return Follow::Nothing; // untracked kinds are ignored
+        let mut s = lock(&self.inner);
+        if kind == track_exit {
+            if s.exit.is_some() {
+                return Follow::Nothing; // duplicates collapse into the latch
             }
+            let sig = ExitSignal {
+                status,
+                payload: payload.map(str::to_owned),
+            };
+            match exit_outcome(&sig) {
+                Some(o) => {
+                    self.set_outcome(&mut s, o);
+                }
+                None => follow = Follow::ResolveExit(sig.clone()),
+            }
+            s.exit = Some(sig);
+        } else if kind == NotificationKind::ServiceDisconnect {
+            if s.disconnected {
+                return Follow::Nothing;
+            }
+            s.disconnected = true;
+            self.set_outcome(&mut s, Outcome::Disconnected);
+        } else if kind.is_completion() {
+            if let Some((_, n)) = s.owed.iter_mut().find(|(k, n)| *k == kind && *n > 0) {
+                *n -= 1;
+                tracing::debug!(%kind, %status, "completion of an abandoned operation dropped");
+                return Follow::Nothing;
+            }
+            match s.armed.iter_mut().find(|a| a.kind == kind && a.result.is_none()) {
+                Some(a) => a.result = Some((status, payload.map(str::to_owned))),
+                None => {
+                    tracing::debug!(%kind, %status, "completion with no armed operation dropped");
+                    return Follow::Nothing;
+                }
+            }
+        } else {
+            return Follow::Nothing; // untracked kinds are ignored
         }
-        self.wake();
+        self.wake_after(s);
         follow
     }
 
     /// Publishes the terminal outcome unless one is already set; returns whether it was set.
     pub(crate) fn publish(&self, outcome: Outcome) -> bool {
-        let set = {
-            let mut s = lock(&self.inner);
-            if s.outcome.is_some() {
-                false
-            } else {
-                s.outcome = Some(outcome);
-                s.stopped_at = Some(SystemTime::now());
-                true
-            }
-        };
+        let mut s = lock(&self.inner);
+        let set = self.set_outcome(&mut s, outcome);
         if set {
-            self.wake();
+            self.wake_after(s);
         }
         set
     }
 
-    pub(crate) fn outcome(&self) -> Option<Outcome> {
-        lock(&self.inner).outcome.clone()
+    /// The published outcome, if any (lock-free outside loom models).
+    pub(crate) fn outcome(&self) -> Option<Arc<Outcome>> {
+        #[cfg(not(loom))]
+        return self.published.get().map(|(o, _)| o.clone());
+        #[cfg(loom)]
+        return lock(&self.inner).outcome.clone();
+    }
+    /// Runs `f` on the published outcome by reference (no clone; lock-free outside loom).
+    #[inline]
+    pub(crate) fn with_outcome<R>(&self, f: impl FnOnce(Option<&Outcome>) -> R) -> R {
+        #[cfg(not(loom))]
+        return f(self.published.get().map(|(o, _)| &**o));
+        #[cfg(loom)]
+        return f(lock(&self.inner).outcome.as_deref());
+    }
+    #[inline]
+    pub(crate) fn is_done(&self) -> bool {
+        #[cfg(not(loom))]
+        return self.published.get().is_some();
+        #[cfg(loom)]
+        return lock(&self.inner).outcome.is_some();
     }
     pub(crate) fn exit_signal(&self) -> Option<ExitSignal> {
         lock(&self.inner).exit.clone()
@@ -211,9 +266,10 @@ impl Notifier {
     /// Marks the object closing (pending waits end with `Closed`), or clears the mark after a
     /// failed close.
     pub(crate) fn set_closing(&self, closing: bool) {
-        lock(&self.inner).closing = closing;
+        let mut s = lock(&self.inner);
+        s.closing = closing;
         if closing {
-            self.wake();
+            self.wake_after(s);
         }
     }
 
@@ -228,10 +284,40 @@ impl Notifier {
         if s.disconnected {
             return Some(PendingEnd::Disconnected);
         }
-        if s.closing || matches!(s.outcome, Some(Outcome::Closed)) {
+        if s.closing || matches!(s.outcome.as_deref(), Some(Outcome::Closed)) {
             return Some(PendingEnd::Closed);
         }
         None
+    }
+
+    /// Blocks on the condition variable until `deadline` (or forever); `false` on timeout.
+    fn block<'a>(
+        &'a self,
+        mut s: MutexGuard<'a, Inner>,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'a, Inner>, bool) {
+        s.blocked += 1;
+        let mut in_time = true;
+        s = match deadline {
+            None => match self.cv.wait(s) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            },
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    in_time = false;
+                    s
+                } else {
+                    match self.cv.wait_timeout(s, d - now) {
+                        Ok((g, _)) => g,
+                        Err(p) => p.into_inner().0,
+                    }
+                }
+            }
+        };
+        s.blocked -= 1;
+        (s, in_time)
     }
 
     /// Waits for the armed operation `seq` to end: completion, exit (when `exit_fails`),
@@ -243,57 +329,67 @@ impl Notifier {
         deadline: Instant,
         cancelled: &dyn Fn() -> bool,
     ) -> PendingEnd {
+        let mut s = lock(&self.inner);
         loop {
-            if let Some(e) = Self::pending_end(&lock(&self.inner), seq, exit_fails) {
-                return e;
-            }
-            let listener = self.event.listen();
-            if let Some(e) = Self::pending_end(&lock(&self.inner), seq, exit_fails) {
+            if let Some(e) = Self::pending_end(&s, seq, exit_fails) {
                 return e;
             }
             if cancelled() {
                 return PendingEnd::Cancelled;
             }
-            if Instant::now() >= deadline {
-                return PendingEnd::TimedOut;
+            let (g, in_time) = self.block(s, Some(deadline));
+            s = g;
+            if !in_time {
+                // One last look: a completion that raced the deadline still wins.
+                return Self::pending_end(&s, seq, exit_fails).unwrap_or(PendingEnd::TimedOut);
             }
-            // A `None` from the timed wait means the deadline passed; the loop re-checks the
-            // state once more so a completion that raced the deadline still wins.
-            let _ = listener.wait_deadline(deadline);
         }
     }
 
     /// Waits for the terminal outcome, until `deadline` if given (`None` on timeout).
-    pub(crate) fn wait_outcome(&self, deadline: Option<Instant>) -> Option<Outcome> {
+    pub(crate) fn wait_outcome(&self, deadline: Option<Instant>) -> Option<Arc<Outcome>> {
+        if let Some(o) = self.outcome() {
+            return Some(o);
+        }
+        let mut s = lock(&self.inner);
         loop {
-            if let Some(o) = self.outcome() {
-                return Some(o);
+            if let Some(o) = &s.outcome {
+                return Some(o.clone());
             }
-            let listener = self.event.listen();
-            if let Some(o) = self.outcome() {
-                return Some(o);
-            }
-            match deadline {
-                None => listener.wait(),
-                Some(d) => {
-                    if listener.wait_deadline(d).is_none() {
-                        return self.outcome();
-                    }
-                }
+            let (g, in_time) = self.block(s, deadline);
+            s = g;
+            if !in_time {
+                return s.outcome.clone();
             }
         }
     }
 
     /// Wakes every waiter (used by cancellation tokens).
     pub(crate) fn wake_all(&self) {
-        self.wake();
+        self.wake_after(lock(&self.inner));
     }
 
-    /// A future resolving to the terminal outcome.
-    pub(crate) fn outcome_future(self: &std::sync::Arc<Self>) -> OutcomeFuture {
-        OutcomeFuture {
-            notifier: self.clone(),
-            listener: None,
+    /// The poll step of the wait futures: ready once an outcome is published, with
+    /// [`Notifier::waits_ok`] (so the common success path reads the outcome once); otherwise
+    /// registers `cx`'s waker through `listener`.
+    #[inline]
+    pub(crate) fn poll_done(&self, listener: &mut Option<EventListener>, cx: &mut Context<'_>) -> Poll<bool> {
+        loop {
+            #[cfg(not(loom))]
+            if let Some((_, ok)) = self.published.get() {
+                return Poll::Ready(*ok);
+            }
+            #[cfg(loom)]
+            if let Some(o) = lock(&self.inner).outcome.as_deref() {
+                return Poll::Ready(o.waits_ok());
+            }
+            match listener.as_mut() {
+                None => *listener = Some(self.event.listen()),
+                Some(l) => match Pin::new(l).poll(cx) {
+                    Poll::Ready(()) => *listener = None,
+                    Poll::Pending => return Poll::Pending,
+                },
+            }
         }
     }
 }
@@ -305,41 +401,10 @@ impl crate::timeouts::Wake for Notifier {
     }
 }
 
-/// Runtime-agnostic future over a [`Notifier`]'s outcome.
-pub(crate) struct OutcomeFuture {
-    notifier: std::sync::Arc<Notifier>,
-    listener: Option<EventListener>,
-}
-
-impl Future for OutcomeFuture {
-    type Output = Outcome;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        loop {
-            if let Some(o) = self.notifier.outcome() {
-                return Poll::Ready(o);
-            }
-            match self.listener.as_mut() {
-                None => {
-                    let l = self.notifier.event.listen();
-                    self.listener = Some(l);
-                }
-                Some(l) => match Pin::new(l).poll(cx) {
-                    Poll::Ready(()) => self.listener = None,
-                    Poll::Pending => return Poll::Pending,
-                },
-            }
-        }
-    }
-}
-
 #[cfg(all(test, loom))]
 impl Notifier {
     /// The completion recorded for an armed operation, if any (loom models only).
     pub(crate) fn completion_of(&self, seq: u64) -> Option<(HResult, Option<String>)> {
-        lock(&self.inner)
-            .armed
-            .iter()
-            .find(|a| a.seq == seq)
-            .and_then(|a| a.result.clone())
+        lock(&self.inner).armed.iter().find(|a| a.seq == seq).and_then(|a| a.result.clone())
     }
 }

@@ -21,7 +21,7 @@ use hcs_schema::{
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Runs one driver call inside a `tracing` span recording operation, object, duration and
@@ -100,12 +100,10 @@ struct SystemSink(Arc<Notifier>);
 
 impl Sink for SystemSink {
     fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
-        if let crate::state::Follow::Exited(sig) =
-            self.0
-                .on_notification(NotificationKind::SystemExited, kind, status, payload)
-        {
-            self.0.publish(Outcome::SystemExit(sig));
-        }
+        self.0
+            .on_notification(NotificationKind::SystemExited, kind, status, payload, &|sig| {
+                Some(Outcome::SystemExit(sig.clone()))
+            });
     }
 }
 
@@ -641,8 +639,9 @@ impl System {
     /// A runtime-agnostic `Future` resolving like [`System::wait`].
     pub fn wait_async(&self) -> SystemWait {
         SystemWait {
-            fut: self.inner.notifier.outcome_future(),
-            id: self.inner.id.clone(),
+            notifier: self.inner.notifier.clone(),
+            sys: self.inner.clone(),
+            listener: None,
         }
     }
 
@@ -703,10 +702,11 @@ impl System {
     }
 }
 
+#[inline]
 pub(crate) fn map_system_outcome(id: &str, o: &Outcome) -> Result<()> {
     match o {
         Outcome::SystemExit(sig) => {
-            if sig.status.is_success() || matches!(sig.status.0, 0xC037_0106 | 0x8037_0106) {
+            if o.waits_ok() {
                 Ok(())
             } else {
                 Err(Error::system(OP_WAIT, id, Cause::Hcs(sig.status.to_win32_form())))
@@ -728,23 +728,30 @@ impl Drop for System {
 
 /// The future returned by [`System::wait_async`].
 pub struct SystemWait {
-    fut: crate::state::OutcomeFuture,
-    id: String,
+    /// The notifier, directly (one pointer less on the poll path than through `sys`).
+    notifier: Arc<Notifier>,
+    sys: Arc<SystemInner>,
+    listener: Option<event_listener::EventListener>,
 }
 
 impl Future for SystemWait {
     type Output = Result<()>;
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let id = self.id.clone();
-        Pin::new(&mut self.fut)
-            .poll(cx)
-            .map(|o| map_system_outcome(&id, &o))
+        let this = &mut *self;
+        if ready!(this.notifier.poll_done(&mut this.listener, cx)) {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Ready(this.notifier.with_outcome(|o| match o {
+            Some(o) => map_system_outcome(&this.sys.id, o),
+            None => unreachable!("ready only once an outcome is published"),
+        }))
     }
 }
 
 impl std::fmt::Debug for SystemWait {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SystemWait").field("id", &self.id).finish()
+        f.debug_struct("SystemWait").field("id", &self.sys.id).finish()
     }
 }
 
