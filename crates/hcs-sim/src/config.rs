@@ -356,7 +356,7 @@ pub struct SimConfig {
     pub sync_ops: HashSet<Op>,
     /// How long a graceful shutdown waits after `SIGTERM` before it sends `SIGKILL`.
     pub shutdown_grace: Duration,
-    /// How often the reaper thread polls host children for exits.
+    /// How often the reaper thread polls host children for exits (at least 100 µs).
     pub reap_interval: Duration,
     /// Faults injected from the start (replace later with [`crate::Simulator::set_fault_plan`]).
     pub faults: FaultPlan,
@@ -401,6 +401,11 @@ impl SimConfig {
     pub fn all_sync(mut self) -> Self {
         self.sync_ops
             .extend(Op::ALL.into_iter().filter(|op| op.can_pend()));
+        self
+    }
+    /// Sets how often the reaper polls host children for exits (at least 100 µs).
+    pub fn reap_interval(mut self, interval: Duration) -> Self {
+        self.reap_interval = interval;
         self
     }
     /// Sets the graceful-shutdown grace period.

@@ -224,7 +224,7 @@ impl Reaper {
 
 fn run(shared: Arc<Shared>) {
     let reaper = &shared.reaper;
-    let interval = shared.reap_interval.max(Duration::from_millis(1));
+    let interval = shared.reap_interval.max(Duration::from_micros(100));
     loop {
         let exits = {
             let mut inner = lock(&reaper.inner);

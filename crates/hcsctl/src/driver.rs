@@ -86,7 +86,13 @@ pub fn select(choice: DriverChoice, faults: Option<hcs_sim::FaultPlan>) -> Resul
         tracing::debug!(driver = resolved.name(), "driver selected");
         return Ok(Selected { driver, sim: None });
     }
-    let mut config = hcs_sim::SimConfig::default();
+    // An interactive tool wants the command's exit as soon as it happens: no modelled
+    // notification latency (notifications still come from the simulator's own thread, and
+    // operations still answer "pending"), and a reaper that looks for exits every 250 µs
+    // while a child runs (it sleeps when there is none).
+    let mut config = hcs_sim::SimConfig::default()
+        .latency(std::time::Duration::ZERO)
+        .reap_interval(std::time::Duration::from_micros(250));
     if let Some(plan) = faults {
         config = config.faults(plan);
     }

@@ -107,15 +107,29 @@ struct ListArgs {
 
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let filter = match verbose {
-        0 => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error")),
+        0 => match std::env::var_os("RUST_LOG") {
+            Some(_) => EnvFilter::from_default_env(),
+            None => {
+                // The common case: errors only. A plain level filter starts faster than an
+                // `EnvFilter` (which builds its directive matchers), and start-up is most of
+                // `hcsctl run`'s own cost.
+                let _ = tracing_subscriber::fmt()
+                    .with_max_level(tracing::Level::ERROR)
+                    .with_writer(std::io::stderr)
+                    .with_ansi(ansi)
+                    .try_init();
+                return;
+            }
+        },
         1 => EnvFilter::new("info,hcs=debug,hcs_sim=debug,hcsctl=debug"),
         _ => EnvFilter::new("trace"),
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .try_init();
 }
 
