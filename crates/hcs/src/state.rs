@@ -405,6 +405,10 @@ impl crate::timeouts::Wake for Notifier {
 impl Notifier {
     /// The completion recorded for an armed operation, if any (loom models only).
     pub(crate) fn completion_of(&self, seq: u64) -> Option<(HResult, Option<String>)> {
-        lock(&self.inner).armed.iter().find(|a| a.seq == seq).and_then(|a| a.result.clone())
+        lock(&self.inner)
+            .armed
+            .iter()
+            .find(|a| a.seq == seq)
+            .and_then(|a| a.result.clone())
     }
 }
