@@ -1,25 +1,24 @@
-//! The only `unsafe` of the crate: `kill(2)` on host child process groups (Unix only; off Unix
+//! Signals for host child process groups, through `nix`'s safe `kill(2)` (Unix only; off Unix
 //! the signal numbers are the Linux ones, used by the scripted backend's exit codes, and there
 //! are no host children to signal).
-#![cfg_attr(unix, allow(unsafe_code))]
 
 use std::io;
 
 /// `SIGINT`.
 #[cfg(unix)]
-pub(crate) const SIGINT: i32 = libc::SIGINT;
+pub(crate) const SIGINT: i32 = nix::libc::SIGINT;
 /// `SIGKILL`.
 #[cfg(unix)]
-pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+pub(crate) const SIGKILL: i32 = nix::libc::SIGKILL;
 /// `SIGTERM`.
 #[cfg(unix)]
-pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+pub(crate) const SIGTERM: i32 = nix::libc::SIGTERM;
 /// `SIGSTOP`.
 #[cfg(unix)]
-pub(crate) const SIGSTOP: i32 = libc::SIGSTOP;
+pub(crate) const SIGSTOP: i32 = nix::libc::SIGSTOP;
 /// `SIGCONT`.
 #[cfg(unix)]
-pub(crate) const SIGCONT: i32 = libc::SIGCONT;
+pub(crate) const SIGCONT: i32 = nix::libc::SIGCONT;
 
 /// `SIGINT` (Linux numbering).
 #[cfg(not(unix))]
@@ -52,22 +51,16 @@ pub(crate) fn kill_group(pid: u32, signal: i32) -> io::Result<()> {
 /// held), so the pid cannot have been reused by an unrelated process.
 #[cfg(unix)]
 pub(crate) fn kill_group(pid: u32, signal: i32) -> io::Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
     let pid = i32::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     if pid <= 1 {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
-    // SAFETY: kill(2) takes two integers and touches no memory of this process. `-pid` names
-    // the process group of an unreaped child we spawned with `process_group(0)` (pid > 1, so
-    // never "every process" or our own group).
-    let rc = unsafe { libc::kill(-pid, signal) };
-    if rc == 0 {
-        return Ok(());
-    }
-    // SAFETY: as above, for the single unreaped child `pid` (> 1).
-    let rc = unsafe { libc::kill(pid, signal) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let signal = Signal::try_from(signal).map_err(io::Error::from)?;
+    // `-pid` names the process group of an unreaped child we spawned with `process_group(0)`
+    // (pid > 1, so never "every process" or our own group); fall back to the child alone.
+    kill(Pid::from_raw(-pid), signal)
+        .or_else(|_| kill(Pid::from_raw(pid), signal))
+        .map_err(io::Error::from)
 }
