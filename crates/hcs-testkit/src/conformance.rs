@@ -9,11 +9,13 @@
 //! use hcs_testkit::conformance::{self, Harness};
 //! use std::sync::Arc;
 //!
-//! struct MyHarness; // holds the driver under test
+//! struct MyHarness {
+//!     driver: Arc<dyn hcs::Driver>, // the driver under test
+//! }
 //!
 //! impl Harness for MyHarness {
 //!     fn driver(&self) -> Arc<dyn hcs::Driver> {
-//!         unimplemented!("the driver under test")
+//!         self.driver.clone()
 //!     }
 //!     fn system_config(&self) -> String {
 //!         r#"{"SchemaVersion":{"Major":2,"Minor":1},"Container":{}}"#.into()
@@ -36,13 +38,17 @@
 //!     }
 //! }
 //!
+//! fn harness() -> MyHarness {
+//!     MyHarness { driver: hcs_testkit::FakeDriver::new() } // e.g. your driver instead
+//! }
+//!
 //! // In the driver's tests, one `#[test]` per check:
 //! fn lifecycle_transitions() {
-//!     conformance::lifecycle_transitions(&MyHarness)
+//!     conformance::lifecycle_transitions(&harness())
 //! }
 //! // ... or every check at once:
 //! fn conformance() {
-//!     conformance::run_all(&MyHarness)
+//!     conformance::run_all(&harness())
 //! }
 //! ```
 //!
