@@ -2,6 +2,8 @@
 //!
 //! See the [crate documentation](crate) for an overview and a complete example.
 
+/// Names one method of the driver contract (the contract's own [`hcs::Method`]).
+pub use hcs::Method;
 use hcs::{
     ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, NotificationKind, NotifyContext,
     PipeReader, PipeWriter, ProcessHandle, ProcessInfo, Reply, SystemHandle,
@@ -48,106 +50,6 @@ fn nz(raw: u64) -> NonZeroU64 {
 
 fn invalid_handle() -> Failure {
     Failure::new(HResult::ERROR_INVALID_HANDLE)
-}
-
-macro_rules! methods {
-    ($($(#[$m:meta])* $name:ident,)*) => {
-        /// Names one method of the [`hcs::Driver`] contract, for scripting answers and reading
-        /// the call log.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum Method {
-            $($(#[$m])* $name,)*
-        }
-
-        impl Method {
-            /// Every method, in trait order.
-            pub const ALL: &'static [Method] = &[$(Method::$name,)*];
-
-            /// The method's name, e.g. `"StartComputeSystem"`.
-            pub fn name(self) -> &'static str {
-                match self {
-                    $(Method::$name => stringify!($name),)*
-                }
-            }
-        }
-    };
-}
-
-methods! {
-    /// [`Driver::enumerate_compute_systems`].
-    EnumerateComputeSystems,
-    /// [`Driver::create_compute_system`] (pending-capable).
-    CreateComputeSystem,
-    /// [`Driver::open_compute_system`].
-    OpenComputeSystem,
-    /// [`Driver::close_compute_system`].
-    CloseComputeSystem,
-    /// [`Driver::start_compute_system`] (pending-capable).
-    StartComputeSystem,
-    /// [`Driver::shutdown_compute_system`].
-    ShutdownComputeSystem,
-    /// [`Driver::terminate_compute_system`].
-    TerminateComputeSystem,
-    /// [`Driver::pause_compute_system`] (pending-capable).
-    PauseComputeSystem,
-    /// [`Driver::resume_compute_system`] (pending-capable).
-    ResumeComputeSystem,
-    /// [`Driver::save_compute_system`] (pending-capable).
-    SaveComputeSystem,
-    /// [`Driver::get_compute_system_properties`].
-    GetComputeSystemProperties,
-    /// [`Driver::modify_compute_system`].
-    ModifyComputeSystem,
-    /// [`Driver::register_compute_system_callback`].
-    RegisterComputeSystemCallback,
-    /// [`Driver::unregister_compute_system_callback`].
-    UnregisterComputeSystemCallback,
-    /// [`Driver::create_process`].
-    CreateProcess,
-    /// [`Driver::open_process`].
-    OpenProcess,
-    /// [`Driver::close_process`].
-    CloseProcess,
-    /// [`Driver::terminate_process`].
-    TerminateProcess,
-    /// [`Driver::signal_process`].
-    SignalProcess,
-    /// [`Driver::get_process_info`].
-    GetProcessInfo,
-    /// [`Driver::get_process_properties`].
-    GetProcessProperties,
-    /// [`Driver::modify_process`].
-    ModifyProcess,
-    /// [`Driver::register_process_callback`].
-    RegisterProcessCallback,
-    /// [`Driver::unregister_process_callback`].
-    UnregisterProcessCallback,
-    /// [`Driver::get_service_properties`].
-    GetServiceProperties,
-    /// [`Driver::modify_service_settings`].
-    ModifyServiceSettings,
-}
-
-impl Method {
-    /// `true` for the methods that receive the object's [`NotifyContext`] and may go pending
-    /// (create, start, pause, resume, save). [`FakeDriver::pending_context`] records their
-    /// contexts.
-    pub fn is_pending_capable(self) -> bool {
-        matches!(
-            self,
-            Method::CreateComputeSystem
-                | Method::StartComputeSystem
-                | Method::PauseComputeSystem
-                | Method::ResumeComputeSystem
-                | Method::SaveComputeSystem
-        )
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// A barrier a scripted call blocks on (see [`Answer::blocking`]): the call enters the gate,

@@ -186,6 +186,127 @@ pub enum MigrationStep {
     Cancel,
 }
 
+macro_rules! methods {
+    ($($(#[$m:meta])* $name:ident,)*) => {
+        /// Names one method of the [`Driver`] contract: for fault rules (`hcs-sim`), scripted
+        /// answers and call logs (`hcs-testkit`), and logs.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Method {
+            $($(#[$m])* $name,)*
+        }
+
+        impl Method {
+            /// Every method, in trait order.
+            pub const ALL: [Method; 26] = [$(Method::$name,)*];
+
+            /// The method's name, e.g. `"StartComputeSystem"` (the DLL export without `Hcs`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Method::$name => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+
+methods! {
+    /// [`Driver::enumerate_compute_systems`].
+    EnumerateComputeSystems,
+    /// [`Driver::create_compute_system`] (pending-capable).
+    CreateComputeSystem,
+    /// [`Driver::open_compute_system`].
+    OpenComputeSystem,
+    /// [`Driver::close_compute_system`].
+    CloseComputeSystem,
+    /// [`Driver::start_compute_system`] (pending-capable).
+    StartComputeSystem,
+    /// [`Driver::shutdown_compute_system`].
+    ShutdownComputeSystem,
+    /// [`Driver::terminate_compute_system`].
+    TerminateComputeSystem,
+    /// [`Driver::pause_compute_system`] (pending-capable).
+    PauseComputeSystem,
+    /// [`Driver::resume_compute_system`] (pending-capable).
+    ResumeComputeSystem,
+    /// [`Driver::save_compute_system`] (pending-capable).
+    SaveComputeSystem,
+    /// [`Driver::get_compute_system_properties`].
+    GetComputeSystemProperties,
+    /// [`Driver::modify_compute_system`].
+    ModifyComputeSystem,
+    /// [`Driver::register_compute_system_callback`].
+    RegisterComputeSystemCallback,
+    /// [`Driver::unregister_compute_system_callback`].
+    UnregisterComputeSystemCallback,
+    /// [`Driver::create_process`].
+    CreateProcess,
+    /// [`Driver::open_process`].
+    OpenProcess,
+    /// [`Driver::close_process`].
+    CloseProcess,
+    /// [`Driver::terminate_process`].
+    TerminateProcess,
+    /// [`Driver::signal_process`].
+    SignalProcess,
+    /// [`Driver::get_process_info`].
+    GetProcessInfo,
+    /// [`Driver::get_process_properties`].
+    GetProcessProperties,
+    /// [`Driver::modify_process`].
+    ModifyProcess,
+    /// [`Driver::register_process_callback`].
+    RegisterProcessCallback,
+    /// [`Driver::unregister_process_callback`].
+    UnregisterProcessCallback,
+    /// [`Driver::get_service_properties`].
+    GetServiceProperties,
+    /// [`Driver::modify_service_settings`].
+    ModifyServiceSettings,
+}
+
+impl Method {
+    /// Parses a method name; the `Hcs` prefix is optional (`"HcsStartComputeSystem"`).
+    pub fn from_name(name: &str) -> Option<Method> {
+        let name = name.strip_prefix("Hcs").unwrap_or(name);
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// `true` for the methods that receive the object's [`NotifyContext`] and may go pending
+    /// with a `*Completed` notification: create, start, pause, resume, save.
+    pub fn is_pending_capable(self) -> bool {
+        self.completion().is_some()
+    }
+
+    /// `true` for every call HCS may answer "pending": the [`Method::is_pending_capable`] ones,
+    /// plus shutdown and terminate (whose completion is the later `SystemExited`).
+    pub fn can_pend(self) -> bool {
+        self.is_pending_capable()
+            || matches!(
+                self,
+                Method::ShutdownComputeSystem | Method::TerminateComputeSystem
+            )
+    }
+
+    /// The completion notification of a pending call, if the call has one.
+    pub fn completion(self) -> Option<crate::NotificationKind> {
+        use crate::NotificationKind as K;
+        match self {
+            Method::CreateComputeSystem => Some(K::SystemCreateCompleted),
+            Method::StartComputeSystem => Some(K::SystemStartCompleted),
+            Method::PauseComputeSystem => Some(K::SystemPauseCompleted),
+            Method::ResumeComputeSystem => Some(K::SystemResumeCompleted),
+            Method::SaveComputeSystem => Some(K::SystemSaveCompleted),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The driver contract. Object safe; shared as `Arc<dyn Driver>` by a System, its Processes and
 /// the temporary objects `Kill` opens.
 ///

@@ -59,7 +59,7 @@ pub mod timeouts;
 mod worker;
 
 pub use driver::{
-    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, MigrationStep, NotifyContext,
+    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, Method, MigrationStep, NotifyContext,
     ProcessHandle, ProcessInfo, Reply, SystemHandle,
 };
 pub use error::{classify, Cause, Error, Result, Scope};
