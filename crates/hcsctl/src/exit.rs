@@ -93,11 +93,10 @@ pub fn process_exit_code(code: Option<u32>) -> i32 {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn exit_codes_above_255_keep_low_bits_but_never_become_success() {
         assert_eq!(process_exit_code(Some(0)), 0);
