@@ -139,17 +139,25 @@ pub(crate) fn exit_code(status: ExitStatus) -> u32 {
 struct Child2 {
     sys: u64,
     child: Child,
+    /// A pidfd of the child (Linux), readable once it has exited.
+    #[cfg(target_os = "linux")]
+    pidfd: Option<OwnedFd>,
 }
 
 #[derive(Default)]
 struct Inner {
     children: HashMap<u64, Child2>,
     started: bool,
+    /// The eventfd that wakes the reaper out of `poll` (Linux).
+    #[cfg(target_os = "linux")]
+    wake: Option<OwnedFd>,
 }
 
-/// The one reaper: polls `try_wait` over every live child every `reap_interval`, and reports
-/// exits to the model. Owns every unreaped [`Child`], so a pid it signals cannot have been
-/// reused.
+/// The one reaper: sweeps `try_wait` over every live child and reports exits to the model.
+/// On Linux it then sleeps in `poll(2)` on the children's pidfds (and an eventfd for new
+/// children and shutdown), so an exit is seen at once; elsewhere, or when a pidfd cannot be
+/// opened, it sweeps again every `reap_interval`. Owns every unreaped [`Child`], so a pid it
+/// signals cannot have been reused.
 #[derive(Default)]
 pub(crate) struct Reaper {
     inner: Mutex<Inner>,
@@ -160,8 +168,29 @@ impl Reaper {
     /// Takes ownership of a child of process `proc` in system `sys`.
     pub(crate) fn adopt(&self, shared: &Arc<Shared>, sys: u64, proc: u64, child: Child) {
         let mut inner = lock(&self.inner);
-        inner.children.insert(proc, Child2 { sys, child });
+        #[cfg(target_os = "linux")]
+        let pidfd = {
+            if inner.wake.is_none() {
+                inner.wake = rustix::event::eventfd(
+                    0,
+                    rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+                )
+                .ok();
+            }
+            rustix::process::Pid::from_raw(child.id() as i32)
+                .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok())
+        };
+        inner.children.insert(
+            proc,
+            Child2 {
+                sys,
+                child,
+                #[cfg(target_os = "linux")]
+                pidfd,
+            },
+        );
         start_service_thread(&mut inner.started, "reaper", shared, run);
+        poke(&inner);
         drop(inner);
         self.cv.notify_all();
     }
@@ -212,7 +241,8 @@ impl Reaper {
 
     /// Wakes the thread (used at shutdown).
     pub(crate) fn wake(&self) {
-        let _guard = lock(&self.inner);
+        let guard = lock(&self.inner);
+        poke(&guard);
         self.cv.notify_all();
     }
 
@@ -255,8 +285,63 @@ fn run(shared: Arc<Shared>) {
         for (sys, proc, code) in exits {
             shared.host_exited(sys, proc, code);
         }
-        std::thread::sleep(interval);
+        if !sleep_in_poll(reaper, interval) {
+            std::thread::sleep(interval);
+        }
     }
+}
+
+/// Wakes the reaper out of `poll` (Linux; elsewhere it polls on a timer anyway).
+fn poke(inner: &Inner) {
+    #[cfg(target_os = "linux")]
+    if let Some(wake) = &inner.wake {
+        let _ = rustix::io::write(wake, &1u64.to_ne_bytes());
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = inner;
+}
+
+/// Sleeps until a child exits or the reaper is poked, or at most `interval` × 400 (a safety
+/// net). Returns `false` without sleeping when that is not possible (no eventfd, a child
+/// without a pidfd, not Linux): the caller then sleeps `interval`.
+#[cfg(target_os = "linux")]
+fn sleep_in_poll(reaper: &Reaper, interval: Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags};
+    // Duplicates, so that a child reaped (and its pidfd closed) meanwhile cannot turn into
+    // an unrelated descriptor under the `poll`.
+    let fds: Option<Vec<OwnedFd>> = {
+        let inner = lock(&reaper.inner);
+        let Some(wake) = &inner.wake else {
+            return false;
+        };
+        std::iter::once(Some(wake))
+            .chain(inner.children.values().map(|c| c.pidfd.as_ref()))
+            .map(|fd| fd.and_then(|fd| fd.try_clone().ok()))
+            .collect()
+    };
+    let Some(fds) = fds else {
+        return false;
+    };
+    let mut polled: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)).collect();
+    let cap = interval.saturating_mul(400);
+    let timeout = rustix::event::Timespec {
+        tv_sec: cap.as_secs() as i64,
+        tv_nsec: i64::from(cap.subsec_nanos()),
+    };
+    match rustix::event::poll(&mut polled, Some(&timeout)) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {
+            let mut buf = [0u8; 8];
+            let _ = rustix::io::read(&fds[0], &mut buf);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Not Linux: no pidfds; the caller sleeps `interval`.
+#[cfg(not(target_os = "linux"))]
+fn sleep_in_poll(_reaper: &Reaper, _interval: Duration) -> bool {
+    false
 }
 
 /// CPU and memory figures of one host process, from `/proc/<pid>/stat` and

@@ -89,8 +89,11 @@ pub fn select(choice: DriverChoice, faults: Option<hcs_sim::FaultPlan>) -> Resul
     // An interactive tool wants the command's exit as soon as it happens: no modelled
     // notification latency (notifications still come from the simulator's own thread, and
     // operations still answer "pending"), and a reaper that looks for exits every 250 µs
-    // while a child runs (it sleeps when there is none).
+    // while a child runs where it cannot wait on pidfds (on Linux it wakes at the exit).
+    // The V2 generation: its `ProcessExited` notification carries the exit code, so no extra
+    // query (and no worker thread) is needed to learn it.
     let mut config = hcs_sim::SimConfig::default()
+        .generation(hcs::ApiGeneration::V2)
         .latency(std::time::Duration::ZERO)
         .reap_interval(std::time::Duration::from_micros(250));
     if let Some(plan) = faults {

@@ -258,10 +258,19 @@ fn run_in_system(
         spawn_output_relay("stderr", err, std::io::stderr, done_tx.clone());
     }
     drop(done_tx);
-    if let Some(stdin) = stdio.stdin {
-        spawn_input_relay(stdin, process.clone());
-    } else {
-        let _ = process.close_stdin();
+    match stdio.stdin {
+        // Our stdin is `/dev/null`: the relay would read EOF at once; close the process's
+        // stdin here instead of starting a thread for it.
+        Some(stdin) if stdin_is_dev_null() => {
+            drop(stdin);
+            if let Err(e) = process.close_stdin() {
+                tracing::debug!(error = %e, "close_stdin (stdin is /dev/null)");
+            }
+        }
+        Some(stdin) => spawn_input_relay(stdin, process.clone()),
+        None => {
+            let _ = process.close_stdin();
+        }
     }
 
     {
@@ -431,6 +440,26 @@ fn spawn_output_relay<W: Write + 'static>(
     if let Err(e) = r {
         tracing::warn!(stream = name, error = %e, "cannot spawn relay thread");
     }
+}
+
+/// Whether our stdin is the `/dev/null` character device (EOF on the first read).
+#[cfg(unix)]
+fn stdin_is_dev_null() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let (Ok(ours), Ok(null)) = (std::fs::File::from(fd).metadata(), std::fs::metadata("/dev/null")) else {
+        return false;
+    };
+    ours.file_type().is_char_device() && null.file_type().is_char_device() && ours.rdev() == null.rdev()
+}
+
+/// Off Unix the stdin relay always runs.
+#[cfg(not(unix))]
+fn stdin_is_dev_null() -> bool {
+    false
 }
 
 fn spawn_input_relay(mut to: hcs::PipeWriter, process: Arc<Process>) {
