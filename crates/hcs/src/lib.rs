@@ -47,6 +47,8 @@ pub mod hresult;
 mod loom_tests;
 pub mod notify;
 #[cfg(not(loom))]
+mod object;
+#[cfg(not(loom))]
 pub mod process;
 mod state;
 pub mod stdio;

@@ -5,11 +5,12 @@
 //! shared worker, never on HCS's callback thread — or from the `ProcessExited` payload on V2),
 //! and the same guard, latch and close rules as [`crate::System`].
 
-use crate::driver::{ApiGeneration, CallbackHandle, Driver, Failure, NotifyContext, ProcessHandle};
+use crate::driver::{ApiGeneration, Driver, Failure, ProcessHandle};
 use crate::error::{Cause, Error, Result};
 use crate::guard::HandleCell;
 use crate::hresult::HResult;
-use crate::notify::{self, NotificationKind, Sink};
+use crate::notify::{NotificationKind, Sink};
+use crate::object::{self, Registration};
 use crate::state::{Follow, Notifier, Outcome};
 use crate::stdio::{PipeReader, PipeWriter, Stdio};
 use crate::sync::lock;
@@ -71,9 +72,7 @@ pub(crate) struct ProcessInner {
     generation: ApiGeneration,
     handle: HandleCell<ProcessHandle>,
     notifier: Arc<Notifier>,
-    ctx: NotifyContext,
-    registered: Mutex<bool>,
-    callback: Mutex<Option<CallbackHandle>>,
+    reg: Registration,
     stdio: Mutex<StdioCache>,
     kill_delivered: AtomicBool,
     resolving: AtomicBool,
@@ -145,7 +144,7 @@ impl ProcessInner {
         let generation = system.driver.generation();
         Arc::new_cyclic(|me: &Weak<ProcessInner>| {
             let notifier = Arc::new(Notifier::new());
-            let ctx = notify::global().insert(Arc::new(ProcessSink(me.clone())));
+            let reg = Registration::new(Arc::new(ProcessSink(me.clone())));
             ProcessInner {
                 me: me.clone(),
                 pid,
@@ -155,9 +154,7 @@ impl ProcessInner {
                 generation,
                 handle: HandleCell::new(Some(handle)),
                 notifier,
-                ctx,
-                registered: Mutex::new(true),
-                callback: Mutex::new(None),
+                reg,
                 stdio: Mutex::new(StdioCache {
                     cached: stdio,
                     has_cached,
@@ -172,28 +169,20 @@ impl ProcessInner {
         Error::process(op, &self.system_id, self.pid, cause)
     }
 
-    fn drop_registration(&self) {
-        let mut r = lock(&self.registered);
-        if *r {
-            notify::global().remove(self.ctx);
-            *r = false;
-        }
-    }
-
     fn register(&self) -> Result<(), Failure> {
         let h = self
             .handle
             .acquire()
             .map(|u| u.handle())
             .ok_or_else(|| Failure::new(HResult::ERROR_INVALID_HANDLE))?;
-        let cb = traced_plain(
-            "register_process_callback",
-            &self.system_id,
-            Some(self.pid),
-            || self.driver.register_process_callback(h, self.ctx),
-        )?;
-        *lock(&self.callback) = Some(cb);
-        Ok(())
+        self.reg.register(|ctx| {
+            traced_plain(
+                "register_process_callback",
+                &self.system_id,
+                Some(self.pid),
+                || self.driver.register_process_callback(h, ctx),
+            )
+        })
     }
 
     /// Parses a `ProcessStatus` document into (exit code, wait error) per §5.3 / §9.8.
@@ -290,51 +279,38 @@ impl ProcessInner {
     }
 
     fn close(&self) -> Result<()> {
-        const OP: &str = "hcs::Process::Close";
         {
             let mut s = lock(&self.stdio);
             s.cached = Stdio::default();
             s.has_cached = false;
         }
-        self.notifier.set_closing(true);
-        let Some(h) = self.handle.begin_close() else {
-            self.notifier.set_closing(false);
-            self.drop_registration();
-            return Ok(());
-        };
-        // The exit code must survive Close: resolve an observed-but-unread V1 exit first.
-        if self.generation == ApiGeneration::V1
-            && self.notifier.exit_signal().is_some_and(|s| s.status.is_success())
-        {
-            self.resolve_v1_exit(Some(h));
-        }
-        let fail = |e: Failure| {
-            self.handle.end_close(false);
-            self.notifier.set_closing(false);
-            Err(self.err(OP, &e))
-        };
-        let cb = *lock(&self.callback);
-        if let Some(cb) = cb {
-            if let Err(e) = traced_plain(
-                "unregister_process_callback",
-                &self.system_id,
-                Some(self.pid),
-                || self.driver.unregister_process_callback(cb),
-            ) {
-                return fail(e);
-            }
-            *lock(&self.callback) = None;
-        }
-        self.drop_registration();
-        if let Err(e) = traced_plain("close_process", &self.system_id, Some(self.pid), || {
-            self.driver.close_process(h)
-        }) {
-            return fail(e);
-        }
-        self.notifier.publish(Outcome::Closed);
-        self.handle.end_close(true);
-        self.notifier.set_closing(false);
-        Ok(())
+        object::close(
+            &self.handle,
+            &self.notifier,
+            &self.reg,
+            |h| {
+                // The exit code must survive Close: resolve an observed-but-unread V1 exit first.
+                if self.generation == ApiGeneration::V1
+                    && self.notifier.exit_signal().is_some_and(|s| s.status.is_success())
+                {
+                    self.resolve_v1_exit(Some(h));
+                }
+            },
+            |cb| {
+                traced_plain(
+                    "unregister_process_callback",
+                    &self.system_id,
+                    Some(self.pid),
+                    || self.driver.unregister_process_callback(cb),
+                )
+            },
+            |h| {
+                traced_plain("close_process", &self.system_id, Some(self.pid), || {
+                    self.driver.close_process(h)
+                })
+            },
+        )
+        .map_err(|e| self.err("hcs::Process::Close", &e))
     }
 }
 

@@ -10,7 +10,8 @@ use crate::driver::{Driver, DriverResult, Failure, NotifyContext, Reply, SystemH
 use crate::error::{Cause, Error, Result};
 use crate::guard::HandleCell;
 use crate::hresult::HResult;
-use crate::notify::{self, NotificationKind, Sink};
+use crate::notify::{NotificationKind, Sink};
+use crate::object::{self, Registration};
 use crate::process::Process;
 use crate::state::{Notifier, Outcome, PendingEnd};
 use crate::sync::lock;
@@ -88,9 +89,7 @@ pub(crate) struct SystemInner {
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) handle: HandleCell<SystemHandle>,
     notifier: Arc<Notifier>,
-    ctx: NotifyContext,
-    callback: Mutex<Option<crate::driver::CallbackHandle>>,
-    registered: Mutex<bool>,
+    reg: Registration,
     timeouts: Mutex<Timeouts>,
     cached: Mutex<Cached>,
     started_at: Mutex<Option<SystemTime>>,
@@ -128,69 +127,46 @@ const OP_WAIT: &str = "hcs::System::waitBackground";
 impl SystemInner {
     fn new(driver: Arc<dyn Driver>, id: &str, timeouts: Timeouts) -> Arc<Self> {
         let notifier = Arc::new(Notifier::new());
-        let ctx = notify::global().insert(Arc::new(SystemSink(notifier.clone())));
+        let reg = Registration::new(Arc::new(SystemSink(notifier.clone())));
         Arc::new(SystemInner {
             id: id.to_owned(),
             driver,
             handle: HandleCell::new(None),
             notifier,
-            ctx,
-            callback: Mutex::new(None),
-            registered: Mutex::new(true),
+            reg,
             timeouts: Mutex::new(timeouts),
             cached: Mutex::new(Cached::default()),
             started_at: Mutex::new(None),
         })
     }
 
-    fn drop_registration(&self) {
-        let mut r = lock(&self.registered);
-        if *r {
-            notify::global().remove(self.ctx);
-            *r = false;
-        }
-    }
-
     fn register(&self, h: SystemHandle) -> Result<(), Failure> {
-        let cb = traced_plain("register_compute_system_callback", &self.id, None, || {
-            self.driver.register_compute_system_callback(h, self.ctx)
-        })?;
-        *lock(&self.callback) = Some(cb);
-        Ok(())
+        self.reg.register(|ctx| {
+            traced_plain("register_compute_system_callback", &self.id, None, || {
+                self.driver.register_compute_system_callback(h, ctx)
+            })
+        })
     }
 
     /// Close: stop new uses, wait for calls in progress, unregister, close the handle, latch.
     pub(crate) fn close(&self) -> Result<()> {
-        self.notifier.set_closing(true);
-        let Some(h) = self.handle.begin_close() else {
-            self.notifier.set_closing(false);
-            self.drop_registration();
-            return Ok(());
-        };
-        let fail = |e: Failure| {
-            self.handle.end_close(false);
-            self.notifier.set_closing(false);
-            Err(Error::system("hcs::System::Close", &self.id, e))
-        };
-        let cb = *lock(&self.callback);
-        if let Some(cb) = cb {
-            if let Err(e) = traced_plain("unregister_compute_system_callback", &self.id, None, || {
-                self.driver.unregister_compute_system_callback(cb)
-            }) {
-                return fail(e);
-            }
-            *lock(&self.callback) = None;
-        }
-        self.drop_registration();
-        if let Err(e) = traced_plain("close_compute_system", &self.id, None, || {
-            self.driver.close_compute_system(h)
-        }) {
-            return fail(e);
-        }
-        self.notifier.publish(Outcome::Closed);
-        self.handle.end_close(true);
-        self.notifier.set_closing(false);
-        Ok(())
+        object::close(
+            &self.handle,
+            &self.notifier,
+            &self.reg,
+            |_| {},
+            |cb| {
+                traced_plain("unregister_compute_system_callback", &self.id, None, || {
+                    self.driver.unregister_compute_system_callback(cb)
+                })
+            },
+            |h| {
+                traced_plain("close_compute_system", &self.id, None, || {
+                    self.driver.close_compute_system(h)
+                })
+            },
+        )
+        .map_err(|e| Error::system("hcs::System::Close", &self.id, e))
     }
 
     /// Terminates through this object, treating the stop allow-list as success.
@@ -264,7 +240,7 @@ impl SystemInner {
             PendingEnd::Cancelled => Cause::Cancelled,
         };
         if matches!(cause, Cause::Timeout | Cause::Cancelled) {
-            if let Err(f) = self.driver.cancel_pending(self.ctx, kind) {
+            if let Err(f) = self.driver.cancel_pending(self.reg.ctx(), kind) {
                 tracing::debug!(id = %self.id, %kind, hresult = %f.code, "driver could not cancel the pending operation");
             }
         }
@@ -286,7 +262,9 @@ impl SystemInner {
             return Err(Error::system(op, &self.id, Cause::AlreadyClosed));
         };
         let deadline = self.deadline(opts, timeout);
-        let r = traced(call, &self.id, None, || f(&*self.driver, u.handle(), self.ctx));
+        let r = traced(call, &self.id, None, || {
+            f(&*self.driver, u.handle(), self.reg.ctx())
+        });
         drop(u);
         match r {
             Ok(reply) if !reply.pending => {
@@ -404,13 +382,15 @@ impl System {
         let seq = inner.notifier.arm(kind);
         let deadline = inner.deadline(&CallOptions::default(), timeouts.create);
         let r = traced("create_compute_system", id, None, || {
-            inner.driver.create_compute_system(id, configuration, inner.ctx)
+            inner
+                .driver
+                .create_compute_system(id, configuration, inner.reg.ctx())
         });
         let reply = match r {
             Ok(r) => r,
             Err(e) => {
                 inner.notifier.disarm(seq);
-                inner.drop_registration();
+                inner.reg.remove_entry();
                 return Err(Error::system(OP_CREATE, id, &e));
             }
         };
