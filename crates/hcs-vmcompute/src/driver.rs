@@ -171,12 +171,7 @@ impl VmComputeDriver {
         // SAFETY: `callback` is a registration handle issued by this driver and not yet
         // unregistered (lifecycle contract).
         let hr = HResult::from_i32(unsafe { f(callback.raw() as usize as HCS_CALLBACK) });
-        tracing::debug!(op, dll = DLL, hresult = %hr, elapsed = ?start.elapsed(), "HCS call");
-        if hr.is_failure() {
-            Err(Failure::new(hr))
-        } else {
-            Ok(())
-        }
+        status(op, start, hr)
     }
 }
 
@@ -308,12 +303,7 @@ impl Driver for VmComputeDriver {
         // SAFETY: `system` is an open handle issued by this driver, closed by the lifecycle once
         // no other call on it is in flight.
         let hr = HResult::from_i32(unsafe { (self.table.close_compute_system)(sys(system)) });
-        tracing::debug!(op = "HcsCloseComputeSystem", dll = DLL, hresult = %hr, elapsed = ?start.elapsed(), "HCS call");
-        if hr.is_failure() {
-            Err(Failure::new(hr))
-        } else {
-            Ok(())
-        }
+        status("HcsCloseComputeSystem", start, hr)
     }
 
     fn start_compute_system(
@@ -483,12 +473,7 @@ impl Driver for VmComputeDriver {
         let start = Instant::now();
         // SAFETY: open process handle issued by this driver, closed once by the lifecycle.
         let hr = HResult::from_i32(unsafe { (self.table.close_process)(proc_(process)) });
-        tracing::debug!(op = "HcsCloseProcess", dll = DLL, hresult = %hr, elapsed = ?start.elapsed(), "HCS call");
-        if hr.is_failure() {
-            Err(Failure::new(hr))
-        } else {
-            Ok(())
-        }
+        status("HcsCloseProcess", start, hr)
     }
 
     fn terminate_process(&self, process: ProcessHandle) -> DriverResult<()> {
@@ -621,5 +606,15 @@ mod tests {
         // SAFETY: as above.
         unsafe { notification_trampoline(1, ctx_ptr(sub.context()), 0, std::ptr::null()) };
         assert_eq!(*seen.lock().unwrap(), vec![NotificationKind::SystemExited]);
+    }
+}
+
+/// Traces a call that returns only an HRESULT and turns it into the driver result.
+fn status(op: &'static str, start: Instant, hr: HResult) -> Result<(), Failure> {
+    tracing::debug!(op, dll = DLL, hresult = %hr, elapsed = ?start.elapsed(), "HCS call");
+    if hr.is_failure() {
+        Err(Failure::new(hr))
+    } else {
+        Ok(())
     }
 }
