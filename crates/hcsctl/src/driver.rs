@@ -86,15 +86,18 @@ pub fn select(choice: DriverChoice, faults: Option<hcs_sim::FaultPlan>) -> Resul
         tracing::debug!(driver = resolved.name(), "driver selected");
         return Ok(Selected { driver, sim: None });
     }
-    // An interactive tool wants the command's exit as soon as it happens: no modelled
-    // notification latency (notifications still come from the simulator's own thread, and
-    // operations still answer "pending"), and a reaper that looks for exits every 250 µs
-    // while a child runs where it cannot wait on pidfds (on Linux it wakes at the exit).
+    // An interactive tool wants the command's exit as soon as it happens, and its own overhead
+    // small: no modelled notification latency, and every pending-capable call answers
+    // synchronously (no `*Completed` round trip through the simulator's thread; a fault plan's
+    // "pending" rules still make a call pend). Exits still arrive as notifications from the
+    // simulator's own thread. On Linux the reaper waits on pidfds and sees an exit at once;
+    // elsewhere it looks every 250 µs while a child runs.
     // The V2 generation: its `ProcessExited` notification carries the exit code, so no extra
     // query (and no worker thread) is needed to learn it.
     let mut config = hcs_sim::SimConfig::default()
         .generation(hcs::ApiGeneration::V2)
         .latency(std::time::Duration::ZERO)
+        .all_sync()
         .reap_interval(std::time::Duration::from_micros(250));
     if let Some(plan) = faults {
         config = config.faults(plan);

@@ -27,6 +27,8 @@ mod cmdline;
 mod config;
 mod driver;
 mod exit;
+mod io;
+mod log;
 mod run;
 
 use clap::{Args, Parser, Subcommand};
@@ -107,25 +109,20 @@ struct ListArgs {
 
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let filter = match verbose {
         0 => match std::env::var_os("RUST_LOG") {
             Some(_) => EnvFilter::from_default_env(),
             None => {
-                // The common case: errors only. A plain level filter starts faster than an
-                // `EnvFilter` (which builds its directive matchers), and start-up is most of
-                // `hcsctl run`'s own cost.
-                let _ = tracing_subscriber::fmt()
-                    .with_max_level(tracing::Level::ERROR)
-                    .with_writer(std::io::stderr)
-                    .with_ansi(ansi)
-                    .try_init();
+                // The common case: errors only, through our own minimal subscriber (see
+                // [`log`]); start-up is most of a short `hcsctl run`'s own cost.
+                let _ = tracing::subscriber::set_global_default(log::ErrorsToStderr);
                 return;
             }
         },
         1 => EnvFilter::new("info,hcs=debug,hcs_sim=debug,hcsctl=debug"),
         _ => EnvFilter::new("trace"),
     };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -4,9 +4,10 @@
 //!    (default: a process-isolated container, schema 2.1, owner `hcsctl`,
 //!    `ShouldTerminateOnLastHandleClosed: true`), the fault plan and the driver.
 //! 2. The system is created and started (Ctrl-C during start cancels it), and the process is
-//!    created with stdin, stdout and stderr pipes. Three relay threads copy our stdin to the
-//!    process (closing the process's stdin at EOF), and its stdout and stderr to ours, flushing
-//!    every chunk.
+//!    created with stdin, stdout and stderr pipes. Our stdin is copied to the process (its stdin
+//!    is closed at our EOF, at once when our stdin is `/dev/null`), and its stdout and stderr to
+//!    ours, unbuffered (see [`crate::io`]: on Unix one thread handles the interrupts and every
+//!    stream). The exit is noticed through the process's wait future, without a thread.
 //! 3. While it runs: the first Ctrl-C (or SIGTERM/SIGHUP) sends the process `{"Signal":2}`
 //!    (SIGINT; a system shutdown when the driver cannot signal); a second one, or the end of the
 //!    grace period (`--grace`, default 10 s), kills it. When `--timeout` expires the process is
@@ -26,12 +27,15 @@ use crate::cmdline::join_command_line;
 use crate::config::{default_document, load_config, load_fault_plan};
 use crate::driver::{self, DriverChoice};
 use crate::exit::{self, CliError};
-use hcs::{CallOptions, CancelToken, ExitCode, HResult, Process, System, Timeouts};
-use std::io::{IsTerminal, Read, Write};
+use crate::io::{Io, Streams};
+use hcs::{CallOptions, CancelToken, ExitCode, HResult, Process, ProcessWait, System, Timeouts};
+use std::future::Future;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -66,9 +70,38 @@ pub struct RunOptions {
 }
 
 /// What happened while the process ran.
-enum Event {
+pub(crate) enum Event {
+    /// The n-th interrupt (1-based).
     Interrupt(usize),
-    Exited(Option<hcs::Error>),
+    /// The process's wait future was woken: the process has probably exited.
+    Exited,
+}
+
+/// Sends [`Event::Exited`] (once) when woken; runs on the driver's notification thread, so it
+/// only does a non-blocking channel send.
+struct ExitWaker(Mutex<Option<Sender<Event>>>);
+
+impl Wake for ExitWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let tx = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = tx {
+            let _ = tx.send(Event::Exited);
+        }
+    }
+}
+
+/// Arranges for [`Event::Exited`] on `tx` when `process` exits (at once if it has). The
+/// returned future must be kept alive until then.
+fn arm_exit_event(process: &Process, tx: &Sender<Event>) -> Pin<Box<ProcessWait>> {
+    let mut wait = Box::pin(process.wait_async());
+    let waker = Waker::from(Arc::new(ExitWaker(Mutex::new(Some(tx.clone())))));
+    if wait.as_mut().poll(&mut Context::from_waker(&waker)).is_ready() {
+        waker.wake();
+    }
+    wait
 }
 
 /// Runs the command; returns `hcsctl`'s exit code, or an error with its own exit code.
@@ -97,7 +130,7 @@ fn run_with_driver(
 ) -> Result<i32, CliError> {
     let (tx, rx) = mpsc::channel();
     let cancel = CancelToken::new();
-    install_interrupt_handler(tx.clone(), cancel.clone());
+    let io = Io::start(tx.clone(), cancel.clone());
 
     tracing::debug!(%id, command_line, "creating compute system");
     let system =
@@ -109,7 +142,7 @@ fn run_with_driver(
         })?;
 
     let mut process: Option<Arc<Process>> = None;
-    let outcome = run_in_system(&system, opts, command_line, &cancel, &tx, &rx, &mut process);
+    let outcome = run_in_system(&system, opts, command_line, &cancel, &io, &tx, &rx, &mut process);
     teardown(&system, process.as_deref());
     let outcome = outcome?;
     let _ = std::io::stdout().flush();
@@ -175,18 +208,6 @@ fn default_id() -> String {
     format!("hcsctl-{}-{nanos:08x}", std::process::id())
 }
 
-fn install_interrupt_handler(tx: Sender<Event>, cancel: CancelToken) {
-    let count = AtomicUsize::new(0);
-    let r = ctrlc::set_handler(move || {
-        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-        cancel.cancel();
-        let _ = tx.send(Event::Interrupt(n));
-    });
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "cannot install the Ctrl-C handler");
-    }
-}
-
 fn interrupted_before_start() -> CliError {
     CliError::new(exit::INTERRUPTED, "interrupted before the command started")
 }
@@ -204,11 +225,13 @@ fn create_process_error(program: &str, e: &hcs::Error) -> CliError {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_in_system(
     system: &System,
     opts: &RunOptions,
     command_line: &str,
     cancel: &CancelToken,
+    io: &Io,
     tx: &Sender<Event>,
     rx: &Receiver<Event>,
     slot: &mut Option<Arc<Process>>,
@@ -248,44 +271,31 @@ fn run_in_system(
         )
     })?;
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    let mut relays = 0;
-    if let Some(out) = stdio.stdout {
-        relays += 1;
-        spawn_output_relay("stdout", out, std::io::stdout, done_tx.clone());
-    }
-    if let Some(err) = stdio.stderr {
-        relays += 1;
-        spawn_output_relay("stderr", err, std::io::stderr, done_tx.clone());
-    }
-    drop(done_tx);
-    match stdio.stdin {
+    let stdin = match stdio.stdin {
         // Our stdin is `/dev/null`: the relay would read EOF at once; close the process's
-        // stdin here instead of starting a thread for it.
+        // stdin here instead.
         Some(stdin) if stdin_is_dev_null() => {
             drop(stdin);
             if let Err(e) = process.close_stdin() {
                 tracing::debug!(error = %e, "close_stdin (stdin is /dev/null)");
             }
+            None
         }
-        Some(stdin) => spawn_input_relay(stdin, process.clone()),
+        Some(stdin) => Some((stdin, process.clone())),
         None => {
             let _ = process.close_stdin();
+            None
         }
-    }
+    };
+    let streams = Streams {
+        stdin,
+        stdout: stdio.stdout,
+        stderr: stdio.stderr,
+    };
+    let relays = io.attach(streams, &done_tx);
+    drop(done_tx);
 
-    {
-        let p = process.clone();
-        let tx = tx.clone();
-        thread::Builder::new()
-            .name("hcsctl-wait".into())
-            .spawn(move || {
-                let r = p.wait();
-                let _ = tx.send(Event::Exited(r.err()));
-            })
-            .map_err(|e| CliError::new(exit::HCS_FAILED, format!("cannot spawn a thread: {e}")))?;
-    }
-
-    let outcome = supervise(system, &process, opts, rx);
+    let outcome = supervise(system, &process, opts, tx, rx);
 
     // Drain the output relays: they end at EOF once every holder of the pipes has exited.
     let drain_deadline = Instant::now() + DRAIN_WAIT;
@@ -304,7 +314,13 @@ fn run_in_system(
 }
 
 /// Waits for the process, handling interrupts and the timeout.
-fn supervise(system: &System, process: &Process, opts: &RunOptions, rx: &Receiver<Event>) -> Outcome {
+fn supervise(
+    system: &System,
+    process: &Process,
+    opts: &RunOptions,
+    tx: &Sender<Event>,
+    rx: &Receiver<Event>,
+) -> Outcome {
     let started = Instant::now();
     let deadline = opts.timeout.map(|t| started + t);
     let tell = std::io::stderr().is_terminal();
@@ -312,6 +328,7 @@ fn supervise(system: &System, process: &Process, opts: &RunOptions, rx: &Receive
     let mut kill_deadline: Option<Instant> = None;
     let mut timed_out = false;
     let mut interrupted = false;
+    let mut exit_wait = arm_exit_event(process, tx);
 
     let kill = |why: &str| {
         tracing::debug!(why, "killing the process");
@@ -341,12 +358,15 @@ fn supervise(system: &System, process: &Process, opts: &RunOptions, rx: &Receive
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match event {
-            Ok(Event::Exited(err)) => {
-                if let Some(e) = err {
+            Ok(Event::Exited) => match process.wait_timeout(Duration::ZERO) {
+                Ok(()) => break,
+                // Woken before the exit was published (a spurious wake): wait again.
+                Err(e) if e.is_timeout() => exit_wait = arm_exit_event(process, tx),
+                Err(e) => {
                     eprintln!("hcsctl: waiting for the process failed: {e}");
+                    break;
                 }
-                break;
-            }
+            },
             Ok(Event::Interrupt(n)) => {
                 interrupted = true;
                 if kill_deadline.is_some() {
@@ -381,6 +401,7 @@ fn supervise(system: &System, process: &Process, opts: &RunOptions, rx: &Receive
         }
     }
 
+    drop(exit_wait);
     let code = match process.exit() {
         Some(ExitCode::Code(c)) => Some(c),
         _ => None,
@@ -406,42 +427,6 @@ fn graceful_stop(system: &System, process: &Process) {
     }
 }
 
-fn spawn_output_relay<W: Write + 'static>(
-    name: &'static str,
-    mut from: hcs::PipeReader,
-    to: fn() -> W,
-    done: Sender<()>,
-) {
-    let r = thread::Builder::new()
-        .name(format!("hcsctl-{name}"))
-        .spawn(move || {
-            let mut buf = [0u8; 16 * 1024];
-            let mut out = to();
-            loop {
-                match from.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
-                            // Our own stream is gone (closed pipe); keep draining so the process
-                            // does not block on a full pipe.
-                            continue;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        tracing::debug!(stream = name, error = %e, "relay read failed");
-                        break;
-                    }
-                }
-            }
-            let _ = out.flush();
-            let _ = done.send(());
-        });
-    if let Err(e) = r {
-        tracing::warn!(stream = name, error = %e, "cannot spawn relay thread");
-    }
-}
-
 /// Whether our stdin is the `/dev/null` character device (EOF on the first read).
 #[cfg(unix)]
 fn stdin_is_dev_null() -> bool {
@@ -460,32 +445,6 @@ fn stdin_is_dev_null() -> bool {
 #[cfg(not(unix))]
 fn stdin_is_dev_null() -> bool {
     false
-}
-
-fn spawn_input_relay(mut to: hcs::PipeWriter, process: Arc<Process>) {
-    let r = thread::Builder::new().name("hcsctl-stdin".into()).spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        let mut stdin = std::io::stdin().lock();
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() {
-                        break; // the process closed its stdin or exited
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        drop(to);
-        if let Err(e) = process.close_stdin() {
-            tracing::debug!(error = %e, "close_stdin after EOF");
-        }
-    });
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "cannot spawn the stdin relay thread");
-    }
 }
 
 /// Closes the process, stops the system (shutdown, then terminate if it does not stop within

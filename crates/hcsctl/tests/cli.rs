@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary under test: `$HCSCTL_BIN` when set (CI points it at the static release build
+/// from `scripts/build-hcsctl.sh`), else the one Cargo built for this test run.
 fn hcsctl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hcsctl"));
+    let bin = std::env::var_os("HCSCTL_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_hcsctl").into());
+    let mut c = Command::new(bin);
     c.env_remove("RUST_LOG");
     c
 }
@@ -56,6 +59,11 @@ fn marker(n: u32) -> String {
 /// Pids of live `sleep MARKER` processes (argv exactly `["sleep", marker]`, from `/proc`), so
 /// neither `hcsctl` itself nor a wrapping `sh -c` counts.
 fn sleepers(marker: &str) -> Vec<u32> {
+    processes(&["sleep", marker])
+}
+
+/// Pids of live (not zombie) processes whose argv is exactly `argv`, from `/proc`.
+fn processes(argv: &[&str]) -> Vec<u32> {
     let mut pids = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return pids;
@@ -67,8 +75,11 @@ fn sleepers(marker: &str) -> Vec<u32> {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
-        if argv == [&b"sleep"[..], marker.as_bytes()] && !is_zombie(pid) {
+        let found: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+        if found.len() == argv.len()
+            && found.iter().zip(argv).all(|(f, a)| *f == a.as_bytes())
+            && !is_zombie(pid)
+        {
             pids.push(pid);
         }
     }
@@ -255,6 +266,36 @@ fn sigint_stops_the_command_promptly_and_leaves_no_process() {
     assert_eq!(status.code(), Some(130), "SIGINT exit is 128 + 2");
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
     assert!(sleepers(&m).is_empty(), "sleep survived");
+}
+
+#[test]
+fn sigint_is_forwarded_while_nobody_reads_our_stdout() {
+    let m = marker(8);
+    let argv = ["yes", m.as_str()];
+    // `yes` floods its stdout; nobody reads hcsctl's, so both pipes fill and the relay stalls.
+    let mut child = hcsctl()
+        .args(["run", "--"])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || !processes(&argv).is_empty()),
+        "yes never started"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "hcsctl exited early");
+    send_sigint(&child);
+    assert!(
+        wait_until(Duration::from_secs(2), || processes(&argv).is_empty()),
+        "the interrupt was not forwarded while our stdout was stalled"
+    );
+    // The output relay cannot finish (nobody reads); hcsctl stops waiting for it after its
+    // drain bound and exits with the command's code.
+    let (status, _) = wait_bounded(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "SIGINT exit is 128 + 2");
 }
 
 #[test]

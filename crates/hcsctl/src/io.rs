@@ -1,0 +1,522 @@
+//! The event plumbing of `hcsctl run`: interrupts (SIGINT/SIGTERM/SIGHUP, Ctrl-C on Windows) and
+//! the relays between our standard streams and the command's. On Unix a single thread does all
+//! of it: the signal handlers only write a byte to a socket ([`signal_hook`]), and the thread
+//! sleeps in one `poll(2)` over that socket, a control socket, the command's stdout and stderr
+//! and our stdin, never blocking anywhere else (a write waits for `POLLOUT` first and is at most
+//! `PIPE_BUF` bytes to a pipe), so an interrupt is forwarded promptly even while a reader of our
+//! output has stalled. Elsewhere (Windows, or a driver whose streams are not OS pipes) the
+//! handler is `ctrlc`'s thread and each stream gets a relay thread. Interrupts reach the
+//! supervisor as [`crate::run::Event::Interrupt`] and cancel the [`hcs::CancelToken`] of a start
+//! in progress.
+
+use hcs::{PipeReader, PipeWriter, Process};
+use std::io::{Read, Write};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+/// The command's standard streams as handed to [`Io::attach`].
+pub(crate) struct Streams {
+    /// The process's stdin and the process (to close its stdin at our EOF); `None`: no relay.
+    pub(crate) stdin: Option<(PipeWriter, Arc<Process>)>,
+    /// The process's stdout.
+    pub(crate) stdout: Option<PipeReader>,
+    /// The process's stderr.
+    pub(crate) stderr: Option<PipeReader>,
+}
+
+/// Relays one output stream on its own thread until EOF, then sends `()` on `done`.
+fn spawn_output_relay<W: Write + 'static>(
+    name: &'static str,
+    mut from: PipeReader,
+    to: fn() -> W,
+    done: Sender<()>,
+) {
+    let r = std::thread::Builder::new()
+        .name(format!("hcsctl-{name}"))
+        .spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            let mut out = to();
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                            // Our own stream is gone (closed pipe); keep draining so the process
+                            // does not block on a full pipe.
+                            continue;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::debug!(stream = name, error = %e, "relay read failed");
+                        break;
+                    }
+                }
+            }
+            let _ = out.flush();
+            let _ = done.send(());
+        });
+    if let Err(e) = r {
+        tracing::warn!(stream = name, error = %e, "cannot spawn relay thread");
+    }
+}
+
+/// Relays our stdin to the process on its own thread; at EOF closes the process's stdin.
+fn spawn_input_relay(mut to: PipeWriter, process: Arc<Process>) {
+    let r = std::thread::Builder::new()
+        .name("hcsctl-stdin".into())
+        .spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() {
+                            break; // the process closed its stdin or exited
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            drop(to);
+            close_stdin(&process);
+        });
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "cannot spawn the stdin relay thread");
+    }
+}
+
+fn close_stdin(process: &Process) {
+    if let Err(e) = process.close_stdin() {
+        tracing::debug!(error = %e, "close_stdin after EOF");
+    }
+}
+
+/// Relays the streams that [`Io`]'s poll loop cannot take (not OS pipes) on threads; returns
+/// how many output relays will report on `done`.
+fn attach_with_threads(streams: Streams, done: &Sender<()>) -> usize {
+    let mut relays = 0;
+    if let Some(out) = streams.stdout {
+        relays += 1;
+        spawn_output_relay("stdout", out, std::io::stdout, done.clone());
+    }
+    if let Some(err) = streams.stderr {
+        relays += 1;
+        spawn_output_relay("stderr", err, std::io::stderr, done.clone());
+    }
+    if let Some((to, process)) = streams.stdin {
+        spawn_input_relay(to, process);
+    }
+    relays
+}
+
+/// Locks `m`, ignoring poisoning.
+#[cfg(unix)]
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(unix)]
+pub(crate) use unix::Io;
+
+/// The interrupt handler (`ctrlc`'s thread) and the relay threads.
+#[cfg(not(unix))]
+pub(crate) struct Io;
+
+#[cfg(not(unix))]
+impl Io {
+    /// Installs the Ctrl-C handler: every interrupt cancels `cancel` and sends
+    /// [`crate::run::Event::Interrupt`] with its ordinal on `tx`.
+    pub(crate) fn start(tx: Sender<crate::run::Event>, cancel: hcs::CancelToken) -> Io {
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        let r = ctrlc::set_handler(move || {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            cancel.cancel();
+            let _ = tx.send(crate::run::Event::Interrupt(n));
+        });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot install the Ctrl-C handler");
+        }
+        Io
+    }
+
+    /// Starts relaying `streams` on threads; returns how many output relays will send `()` on
+    /// `done` when their stream ends.
+    pub(crate) fn attach(&self, streams: Streams, done: &Sender<()>) -> usize {
+        attach_with_threads(streams, done)
+    }
+}
+
+#[cfg(unix)]
+mod unix {
+    use super::{attach_with_threads, close_stdin, Streams};
+    use crate::run::Event;
+    use hcs::{CancelToken, Process};
+    use rustix::event::{poll, PollFd, PollFlags};
+    use std::fs::File;
+    use std::io::{ErrorKind, Read, Write};
+    use std::os::fd::{AsFd, BorrowedFd};
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::Sender;
+    use std::sync::{Arc, Mutex};
+
+    /// What the supervisor hands to the thread: the streams and where to report their end.
+    struct Attach {
+        outputs: Vec<Output>,
+        input: Option<Input>,
+    }
+
+    /// State shared between [`Io`] and its thread.
+    struct Ctl {
+        attach: Mutex<Option<Attach>>,
+        stop: AtomicBool,
+        wake: UnixStream,
+    }
+
+    impl Ctl {
+        fn poke(&self) {
+            // Non-blocking: a full socket already holds a wake-up.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+
+    /// The interrupt handler and relay thread (see the module docs).
+    pub(crate) struct Io {
+        /// `None` when the handlers or the thread could not be set up (interrupts are then not
+        /// handled, and streams get relay threads).
+        ctl: Option<Arc<Ctl>>,
+    }
+
+    /// Bytes read per `read(2)` from a source.
+    const CHUNK: usize = 64 * 1024;
+    /// The most written to a pipe or socket after one `POLLOUT` (never blocks: `PIPE_BUF`).
+    const PIPE_CHUNK: usize = 4096;
+
+    /// A destination's write limit per readiness: `PIPE_BUF` for pipes and sockets (which may
+    /// be nearly full), unbounded for terminals and files (which do not report fullness).
+    fn write_limit(f: &File) -> usize {
+        match f.metadata() {
+            Ok(m) if m.file_type().is_fifo() || m.file_type().is_socket() => PIPE_CHUNK,
+            Ok(_) => usize::MAX,
+            Err(_) => PIPE_CHUNK,
+        }
+    }
+
+    /// A byte buffer being copied from a source to a destination.
+    struct Copy {
+        src: File,
+        dst: Option<File>,
+        limit: usize,
+        buf: Vec<u8>,
+        off: usize,
+        eof: bool,
+    }
+
+    impl Copy {
+        fn new(src: File, dst: Option<File>) -> Copy {
+            let limit = dst.as_ref().map_or(PIPE_CHUNK, write_limit);
+            Copy {
+                src,
+                dst,
+                limit,
+                buf: Vec::new(),
+                off: 0,
+                eof: false,
+            }
+        }
+        /// Whether buffered bytes wait for the destination.
+        fn pending(&self) -> bool {
+            self.off < self.buf.len()
+        }
+        /// Reads once from the source (it polled readable); `false` at EOF or on an error.
+        fn fill(&mut self, what: &str) -> bool {
+            self.buf.resize(CHUNK, 0);
+            self.off = 0;
+            loop {
+                match self.src.read(&mut self.buf) {
+                    Ok(0) => {
+                        self.buf.clear();
+                        return false;
+                    }
+                    Ok(n) => {
+                        self.buf.truncate(n);
+                        if self.dst.is_none() {
+                            self.buf.clear(); // the destination is gone: drain and discard
+                        }
+                        return true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::debug!(stream = what, error = %e, "relay read failed");
+                        self.buf.clear();
+                        return false;
+                    }
+                }
+            }
+        }
+        /// Writes once to the destination (it polled writable); `false` when it is gone.
+        fn flush_some(&mut self) -> bool {
+            let Some(dst) = self.dst.as_mut() else {
+                self.buf.clear();
+                self.off = 0;
+                return false;
+            };
+            let end = self.buf.len().min(self.off.saturating_add(self.limit));
+            match dst.write(&self.buf[self.off..end]) {
+                Ok(n) => {
+                    self.off += n;
+                    true
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => true,
+                Err(_) => {
+                    self.dst = None;
+                    self.buf.clear();
+                    self.off = 0;
+                    false
+                }
+            }
+        }
+    }
+
+    /// The command's stdout or stderr copied to ours.
+    struct Output {
+        name: &'static str,
+        copy: Copy,
+        done: Sender<()>,
+    }
+
+    /// Our stdin copied to the command's.
+    struct Input {
+        copy: Copy,
+        process: Arc<Process>,
+    }
+
+    /// What one polled descriptor stands for.
+    #[derive(Clone, Copy)]
+    enum Slot {
+        Signal,
+        Control,
+        OutSrc(usize),
+        OutDst(usize),
+        InSrc,
+        InDst,
+    }
+
+    impl Io {
+        /// Installs the interrupt handlers and starts the thread. Every interrupt cancels
+        /// `cancel` and sends [`Event::Interrupt`] with its ordinal on `tx`.
+        pub(crate) fn start(tx: Sender<Event>, cancel: CancelToken) -> Io {
+            match Self::try_start(tx, cancel) {
+                Ok(ctl) => Io { ctl: Some(ctl) },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot install the interrupt handlers");
+                    Io { ctl: None }
+                }
+            }
+        }
+
+        fn try_start(tx: Sender<Event>, cancel: CancelToken) -> std::io::Result<Arc<Ctl>> {
+            let (sig_r, sig_w) = UnixStream::pair()?;
+            let (ctl_r, ctl_w) = UnixStream::pair()?;
+            for s in [&sig_r, &sig_w, &ctl_r, &ctl_w] {
+                s.set_nonblocking(true)?;
+            }
+            for sig in [
+                signal_hook::consts::SIGINT,
+                signal_hook::consts::SIGTERM,
+                signal_hook::consts::SIGHUP,
+            ] {
+                signal_hook::low_level::pipe::register(sig, sig_w.try_clone()?)?;
+            }
+            let ctl = Arc::new(Ctl {
+                attach: Mutex::new(None),
+                stop: AtomicBool::new(false),
+                wake: ctl_w,
+            });
+            let thread_ctl = ctl.clone();
+            std::thread::Builder::new()
+                .name("hcsctl-io".into())
+                .spawn(move || run(&thread_ctl, sig_r, ctl_r, tx, cancel))?;
+            Ok(ctl)
+        }
+
+        /// Starts relaying `streams`; returns how many output relays will send `()` on `done`
+        /// when their stream ends.
+        pub(crate) fn attach(&self, streams: Streams, done: &Sender<()>) -> usize {
+            let Some(ctl) = &self.ctl else {
+                return attach_with_threads(streams, done);
+            };
+            let mut rest = Streams {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            };
+            let mut outputs = Vec::new();
+            for (name, stream, ours) in [
+                (
+                    "stdout",
+                    streams.stdout,
+                    std::io::stdout().as_fd().try_clone_to_owned(),
+                ),
+                (
+                    "stderr",
+                    streams.stderr,
+                    std::io::stderr().as_fd().try_clone_to_owned(),
+                ),
+            ] {
+                let Some(stream) = stream else { continue };
+                match stream.into_file() {
+                    Ok(src) => outputs.push(Output {
+                        name,
+                        copy: Copy::new(src, ours.ok().map(File::from)),
+                        done: done.clone(),
+                    }),
+                    Err(stream) if name == "stdout" => rest.stdout = Some(stream),
+                    Err(stream) => rest.stderr = Some(stream),
+                }
+            }
+            let mut input = None;
+            if let Some((to, process)) = streams.stdin {
+                let ours = std::io::stdin().as_fd().try_clone_to_owned();
+                match (to.into_file(), ours) {
+                    (Ok(dst), Ok(src)) => {
+                        input = Some(Input {
+                            copy: Copy::new(File::from(src), Some(dst)),
+                            process,
+                        })
+                    }
+                    (Ok(dst), Err(e)) => {
+                        tracing::debug!(error = %e, "cannot duplicate our stdin; closing the command's");
+                        drop(dst);
+                        close_stdin(&process);
+                    }
+                    (Err(to), _) => rest.stdin = Some((to, process)),
+                }
+            }
+            let relays = outputs.len() + attach_with_threads(rest, done);
+            *super::lock(&ctl.attach) = Some(Attach { outputs, input });
+            ctl.poke();
+            relays
+        }
+    }
+
+    impl Drop for Io {
+        fn drop(&mut self) {
+            if let Some(ctl) = &self.ctl {
+                ctl.stop.store(true, Ordering::Release);
+                ctl.poke();
+            }
+        }
+    }
+
+    /// Reads whatever a non-blocking socket holds; returns the number of bytes.
+    fn drain(s: &UnixStream) -> usize {
+        let mut buf = [0u8; 64];
+        let mut total = 0;
+        loop {
+            match (&*s).read(&mut buf) {
+                Ok(0) => return total,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return total,
+            }
+        }
+    }
+
+    fn run(ctl: &Ctl, sig: UnixStream, control: UnixStream, tx: Sender<Event>, cancel: CancelToken) {
+        let mut interrupts = 0usize;
+        let mut outputs: Vec<Output> = Vec::new();
+        let mut input: Option<Input> = None;
+        loop {
+            if ctl.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let mut slots: Vec<(BorrowedFd<'_>, PollFlags, Slot)> = vec![
+                (sig.as_fd(), PollFlags::IN, Slot::Signal),
+                (control.as_fd(), PollFlags::IN, Slot::Control),
+            ];
+            for (i, o) in outputs.iter().enumerate() {
+                match (&o.copy.dst, o.copy.pending()) {
+                    (Some(dst), true) => slots.push((dst.as_fd(), PollFlags::OUT, Slot::OutDst(i))),
+                    _ if !o.copy.eof => slots.push((o.copy.src.as_fd(), PollFlags::IN, Slot::OutSrc(i))),
+                    _ => {}
+                }
+            }
+            if let Some(inp) = &input {
+                match (&inp.copy.dst, inp.copy.pending()) {
+                    (Some(dst), true) => slots.push((dst.as_fd(), PollFlags::OUT, Slot::InDst)),
+                    (Some(_), false) => slots.push((inp.copy.src.as_fd(), PollFlags::IN, Slot::InSrc)),
+                    (None, _) => {}
+                }
+            }
+            let mut fds: Vec<PollFd<'_>> = slots.iter().map(|(fd, ev, _)| PollFd::new(fd, *ev)).collect();
+            match poll(&mut fds, None) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "poll failed; the I/O thread stops");
+                    return;
+                }
+            }
+            let ready: Vec<Slot> = fds
+                .iter()
+                .zip(&slots)
+                .filter(|(fd, _)| !fd.revents().is_empty())
+                .map(|(_, (_, _, slot))| *slot)
+                .collect();
+            drop(fds);
+            drop(slots);
+            for slot in ready {
+                match slot {
+                    Slot::Signal => {
+                        for _ in 0..drain(&sig) {
+                            interrupts += 1;
+                            cancel.cancel();
+                            let _ = tx.send(Event::Interrupt(interrupts));
+                        }
+                    }
+                    Slot::Control => {
+                        drain(&control);
+                        if let Some(a) = super::lock(&ctl.attach).take() {
+                            outputs.extend(a.outputs);
+                            input = a.input.or(input);
+                        }
+                    }
+                    Slot::OutSrc(i) => {
+                        let o = &mut outputs[i];
+                        if !o.copy.fill(o.name) {
+                            o.copy.eof = true;
+                            let _ = o.done.send(());
+                        }
+                    }
+                    Slot::OutDst(i) => {
+                        outputs[i].copy.flush_some();
+                    }
+                    Slot::InSrc => {
+                        if let Some(inp) = &mut input {
+                            if !inp.copy.fill("stdin") {
+                                inp.copy.dst = None;
+                                close_stdin(&inp.process);
+                            }
+                        }
+                    }
+                    Slot::InDst => {
+                        if let Some(inp) = &mut input {
+                            if !inp.copy.flush_some() {
+                                // The command closed its stdin or exited.
+                                close_stdin(&inp.process);
+                            }
+                        }
+                    }
+                }
+            }
+            outputs.retain(|o| !o.copy.eof || o.copy.pending());
+            if input.as_ref().is_some_and(|i| i.copy.dst.is_none()) {
+                input = None;
+            }
+        }
+    }
+}
