@@ -1,7 +1,8 @@
 //! `hcsctl run -- true` (the release binary, simulator driver with the host backend) vs spawning
 //! `true` directly, N times each, interleaved; medians of wall time per run. Target ratio ≤ 3.
 //!
-//! Build the binary first: `cargo build --release -p hcsctl`. The bench looks for it in
+//! Build the release binary first: `bash scripts/build-hcsctl.sh` (on Linux glibc a static,
+//! non-PIE `hcsctl`; elsewhere `cargo build --release -p hcsctl`). The bench looks for it in
 //! `$HCSCTL_BIN`, else next to the bench's own `deps/` directory (`<target>/release/hcsctl`).
 //!
 //! `cargo bench -p hcs-sim --bench hcsctl_run -- --quick-ratios` (or without the flag: criterion
@@ -21,7 +22,7 @@ fn hcsctl() -> PathBuf {
     let p = release.join("hcsctl");
     assert!(
         p.exists(),
-        "{} not found: run `cargo build --release -p hcsctl` first (or set HCSCTL_BIN)",
+        "{} not found: run `bash scripts/build-hcsctl.sh` first (or set HCSCTL_BIN)",
         p.display()
     );
     p
