@@ -3,7 +3,7 @@
 //! * `lifecycle`: create → start → exec (`true`, scripted, exits 0) → process wait → process
 //!   close → system close (`ShouldTerminateOnLastHandleClosed`) through `hcs::System` on the
 //!   simulator's Scripted backend with zero notification latency (every pending-capable call
-//!   answers pending, completions come from the simulator's scheduler thread). Cycles/s on one
+//!   answers pending, completions come from the simulator's service thread). Cycles/s on one
 //!   thread (baseline) and on two threads; the ratio is the scaling factor (2.0 = linear).
 //! * `idle`: heap bytes and threads for 10,000 idle simulated systems held as `hcs::System`
 //!   (created; created and started), vs the simulator's own share (the same systems created at
@@ -117,7 +117,7 @@ fn median(v: &mut [f64]) -> f64 {
 fn scaling(reps: usize, per_thread: u64) -> (f64, f64) {
     let sim = sim();
     for _ in 0..50 {
-        cycle(&sim); // warm-up: scheduler thread, registry
+        cycle(&sim); // warm-up: service thread, registry
     }
     let (mut one, mut two) = (Vec::new(), Vec::new());
     for i in 0..reps {
@@ -145,7 +145,7 @@ struct Idle {
 fn idle(started: bool, through_system: bool) -> Idle {
     let sim = sim();
     let ids: Vec<String> = (0..IDLE).map(|_| id()).collect();
-    // Warm up: scheduler thread and the registry exist before counting.
+    // Warm up: service thread and the registry exist before counting.
     cycle(&sim);
     let mut systems: Vec<System> = Vec::with_capacity(IDLE);
     let mut raw = Vec::with_capacity(IDLE);
@@ -167,7 +167,7 @@ fn idle(started: bool, through_system: bool) -> Idle {
             raw.push(h);
         }
     }
-    // Pending completions (delivered by the scheduler thread) settle before measuring.
+    // Pending completions (delivered by the service thread) settle before measuring.
     std::thread::sleep(Duration::from_millis(50));
     let b1 = LIVE_BYTES.load(Ordering::SeqCst);
     let t1 = threads();

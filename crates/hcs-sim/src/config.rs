@@ -197,7 +197,9 @@ pub struct SimConfig {
     pub sync_ops: HashSet<Op>,
     /// How long a graceful shutdown waits after `SIGTERM` before it sends `SIGKILL`.
     pub shutdown_grace: Duration,
-    /// How often the reaper thread polls host children for exits (at least 100 µs).
+    /// How often the service thread sweeps host children for exits (at least 100 µs) where it
+    /// cannot wait for them (not Linux, or a child without a pidfd); on Linux, × 400 is the
+    /// longest it sleeps in `poll` while children exist, a safety net.
     pub reap_interval: Duration,
     /// Faults injected from the start (replace later with [`crate::Simulator::set_fault_plan`]).
     pub faults: FaultPlan,
@@ -244,7 +246,8 @@ impl SimConfig {
             .extend(Op::ALL.into_iter().filter(|op| op.can_pend()));
         self
     }
-    /// Sets how often the reaper polls host children for exits (at least 100 µs).
+    /// Sets how often host children are swept for exits where they cannot be waited for (at
+    /// least 100 µs); see the `reap_interval` field.
     pub fn reap_interval(mut self, interval: Duration) -> Self {
         self.reap_interval = interval;
         self

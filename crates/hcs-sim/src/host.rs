@@ -1,10 +1,10 @@
-//! The host process backend: spawning commands, the one shared reaper thread, signals and
-//! statistics from `/proc`.
+//! The host process backend: spawning commands, the children awaiting their exit (reaped by
+//! the service thread), signals and statistics from `/proc`.
 
 use crate::codes;
 use crate::signal;
 use crate::sim::Shared;
-use crate::sync::{lock, start_service_thread};
+use crate::sync::lock;
 use hcs::{Failure, HResult};
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,9 +15,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ExitStatus};
 #[cfg(unix)]
 use std::process::{Command, Stdio};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 /// What `create_process` asked for (from `ProcessParameters`).
 #[derive(Debug, Default)]
@@ -144,43 +142,55 @@ struct Child2 {
     pidfd: Option<OwnedFd>,
 }
 
-#[derive(Default)]
-struct Inner {
-    children: HashMap<u64, Child2>,
-    started: bool,
-    /// The eventfd that wakes the reaper out of `poll` (Linux).
-    #[cfg(target_os = "linux")]
-    wake: Option<OwnedFd>,
+/// Which host children the service thread checks with `try_wait`.
+#[derive(Debug)]
+pub(crate) enum Sweep {
+    /// None of them.
+    None,
+    /// Every child.
+    All,
+    /// The children of these process keys (their pidfds are readable).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only `poll` names children
+    Only(Vec<u64>),
 }
 
-/// The one reaper: sweeps `try_wait` over every live child and reports exits to the model.
-/// On Linux it then sleeps in `poll(2)` on the children's pidfds (and an eventfd for new
-/// children and shutdown), so an exit is seen at once; elsewhere, or when a pidfd cannot be
-/// opened, it sweeps again every `reap_interval`. Owns every unreaped [`Child`], so a pid it
-/// signals cannot have been reused.
+#[derive(Default)]
+struct Children {
+    map: HashMap<u64, Child2>,
+    /// Changes whenever a child is added or removed (so pidfd duplicates can be refreshed).
+    generation: u64,
+}
+
+/// The host children: owns every unreaped [`Child`], so a pid it signals cannot have been
+/// reused. The service thread (see [`crate::service`]) sweeps them with `try_wait` and reports
+/// the exits to the model; on Linux it learns of an exit from the child's pidfd at once,
+/// elsewhere (or for a child without a pidfd) it sweeps every `reap_interval`.
 #[derive(Default)]
 pub(crate) struct Reaper {
-    inner: Mutex<Inner>,
-    cv: Condvar,
+    children: Mutex<Children>,
+}
+
+/// The service thread's duplicates of the children's pidfds, to `poll` on: duplicates, so that
+/// a child reaped meanwhile cannot turn its number into an unrelated descriptor; made again
+/// only when the children change.
+#[cfg(target_os = "linux")]
+#[derive(Default)]
+pub(crate) struct Pidfds {
+    generation: Option<u64>,
+    /// Process key and pidfd of every child; `None` when some child has no pidfd (or a `dup`
+    /// failed).
+    fds: Option<Vec<(u64, OwnedFd)>>,
 }
 
 impl Reaper {
-    /// Takes ownership of a child of process `proc` in system `sys`.
+    /// Takes ownership of a child of process `proc` in system `sys`, starting or waking the
+    /// service thread.
     pub(crate) fn adopt(&self, shared: &Arc<Shared>, sys: u64, proc: u64, child: Child) {
-        let mut inner = lock(&self.inner);
         #[cfg(target_os = "linux")]
-        let pidfd = {
-            if inner.wake.is_none() {
-                inner.wake = rustix::event::eventfd(
-                    0,
-                    rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-                )
-                .ok();
-            }
-            rustix::process::Pid::from_raw(child.id() as i32)
-                .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok())
-        };
-        inner.children.insert(
+        let pidfd = rustix::process::Pid::from_raw(child.id() as i32)
+            .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok());
+        let mut children = lock(&self.children);
+        children.map.insert(
             proc,
             Child2 {
                 sys,
@@ -189,17 +199,16 @@ impl Reaper {
                 pidfd,
             },
         );
-        start_service_thread(&mut inner.started, "reaper", shared, run);
-        poke(&inner);
-        drop(inner);
-        self.cv.notify_all();
+        children.generation += 1;
+        drop(children);
+        shared.service.poke(shared);
     }
 
     /// Signals the process group of process `proc`, if it has not been reaped. Returns `false`
     /// when it has already exited.
     pub(crate) fn signal(&self, proc: u64, sig: i32) -> bool {
-        let inner = lock(&self.inner);
-        match inner.children.get(&proc) {
+        let children = lock(&self.children);
+        match children.map.get(&proc) {
             Some(c) => {
                 if let Err(e) = signal::kill_group(c.child.id(), sig) {
                     tracing::debug!(pid = c.child.id(), sig, error = %e, "hcs-sim: kill failed");
@@ -212,26 +221,26 @@ impl Reaper {
 
     /// The pid of an unreaped child.
     pub(crate) fn pid(&self, proc: u64) -> Option<u32> {
-        lock(&self.inner).children.get(&proc).map(|c| c.child.id())
+        lock(&self.children).map.get(&proc).map(|c| c.child.id())
     }
 
     /// Number of unreaped children.
     pub(crate) fn running(&self) -> usize {
-        lock(&self.inner).children.len()
+        lock(&self.children).map.len()
     }
 
     /// Pids of unreaped children.
     pub(crate) fn pids(&self) -> Vec<u32> {
-        lock(&self.inner)
-            .children
-            .values()
-            .map(|c| c.child.id())
-            .collect()
+        lock(&self.children).map.values().map(|c| c.child.id()).collect()
     }
 
     /// Kills (SIGKILL to the group) and reaps every child, without reporting the exits.
     pub(crate) fn kill_all(&self) {
-        let children: Vec<Child2> = lock(&self.inner).children.drain().map(|(_, c)| c).collect();
+        let children: Vec<Child2> = {
+            let mut children = lock(&self.children);
+            children.generation += 1;
+            children.map.drain().map(|(_, c)| c).collect()
+        };
         for mut c in children {
             let _ = signal::kill_group(c.child.id(), signal::SIGKILL);
             let _ = c.child.kill();
@@ -239,109 +248,59 @@ impl Reaper {
         }
     }
 
-    /// Wakes the thread (used at shutdown).
-    pub(crate) fn wake(&self) {
-        let guard = lock(&self.inner);
-        poke(&guard);
-        self.cv.notify_all();
-    }
-
-    /// Whether the reaper thread has been started.
-    pub(crate) fn started(&self) -> bool {
-        lock(&self.inner).started
-    }
-}
-
-fn run(shared: Arc<Shared>) {
-    let reaper = &shared.reaper;
-    let interval = shared.reap_interval.max(Duration::from_micros(100));
-    loop {
-        let exits = {
-            let mut inner = lock(&reaper.inner);
-            loop {
-                if shared.shutdown.load(Ordering::Acquire) {
-                    return;
-                }
-                if !inner.children.is_empty() {
-                    break;
-                }
-                inner = reaper.cv.wait(inner).unwrap_or_else(|p| p.into_inner());
+    /// Checks the children `sweep` names with `try_wait`, forgets those that exited and
+    /// returns their `(sys, proc, exit code)`, for the caller to report without this lock.
+    pub(crate) fn reap(&self, sweep: &Sweep) -> Vec<(u64, u64, u32)> {
+        let mut exits = Vec::new();
+        let mut try_reap = |proc: u64, c: &mut Child2| match c.child.try_wait() {
+            Ok(Some(status)) => {
+                exits.push((c.sys, proc, exit_code(status)));
+                false
             }
-            let mut exits = Vec::new();
-            inner.children.retain(|&proc, c| match c.child.try_wait() {
-                Ok(Some(status)) => {
-                    exits.push((c.sys, proc, exit_code(status)));
-                    false
-                }
-                Ok(None) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "hcs-sim: try_wait failed; treating the child as gone");
-                    exits.push((c.sys, proc, 255));
-                    false
-                }
-            });
-            exits
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "hcs-sim: try_wait failed; treating the child as gone");
+                exits.push((c.sys, proc, 255));
+                false
+            }
         };
-        for (sys, proc, code) in exits {
-            shared.host_exited(sys, proc, code);
+        let mut children = lock(&self.children);
+        match sweep {
+            Sweep::None => {}
+            Sweep::All => children.map.retain(|&proc, c| try_reap(proc, c)),
+            Sweep::Only(procs) => {
+                for proc in procs {
+                    if let Some(c) = children.map.get_mut(proc) {
+                        if !try_reap(*proc, c) {
+                            children.map.remove(proc);
+                        }
+                    }
+                }
+            }
         }
-        if !sleep_in_poll(reaper, interval) {
-            std::thread::sleep(interval);
+        if !exits.is_empty() {
+            children.generation += 1;
         }
+        exits
     }
-}
 
-/// Wakes the reaper out of `poll` (Linux; elsewhere it polls on a timer anyway).
-fn poke(inner: &Inner) {
+    /// Brings `cache` up to date with the children and returns its pidfd duplicates with
+    /// their process keys: empty without children, `None` when some child has no pidfd (or a
+    /// `dup` failed).
     #[cfg(target_os = "linux")]
-    if let Some(wake) = &inner.wake {
-        let _ = rustix::io::write(wake, &1u64.to_ne_bytes());
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = inner;
-}
-
-/// Sleeps until a child exits or the reaper is poked, or at most `interval` × 400 (a safety
-/// net). Returns `false` without sleeping when that is not possible (no eventfd, a child
-/// without a pidfd, not Linux): the caller then sleeps `interval`.
-#[cfg(target_os = "linux")]
-fn sleep_in_poll(reaper: &Reaper, interval: Duration) -> bool {
-    use rustix::event::{PollFd, PollFlags};
-    // Duplicates, so that a child reaped (and its pidfd closed) meanwhile cannot turn into
-    // an unrelated descriptor under the `poll`.
-    let fds: Option<Vec<OwnedFd>> = {
-        let inner = lock(&reaper.inner);
-        let Some(wake) = &inner.wake else {
-            return false;
-        };
-        std::iter::once(Some(wake))
-            .chain(inner.children.values().map(|c| c.pidfd.as_ref()))
-            .map(|fd| fd.and_then(|fd| fd.try_clone().ok()))
-            .collect()
-    };
-    let Some(fds) = fds else {
-        return false;
-    };
-    let mut polled: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)).collect();
-    let cap = interval.saturating_mul(400);
-    let timeout = rustix::event::Timespec {
-        tv_sec: cap.as_secs() as i64,
-        tv_nsec: i64::from(cap.subsec_nanos()),
-    };
-    match rustix::event::poll(&mut polled, Some(&timeout)) {
-        Ok(_) | Err(rustix::io::Errno::INTR) => {
-            let mut buf = [0u8; 8];
-            let _ = rustix::io::read(&fds[0], &mut buf);
-            true
+    pub(crate) fn pidfds<'a>(&self, cache: &'a mut Pidfds) -> Option<&'a [(u64, OwnedFd)]> {
+        let children = lock(&self.children);
+        if cache.generation != Some(children.generation) {
+            cache.fds = None; // close the stale duplicates first
+            cache.fds = children
+                .map
+                .iter()
+                .map(|(&proc, c)| Some((proc, c.pidfd.as_ref()?.try_clone().ok()?)))
+                .collect();
+            cache.generation = Some(children.generation);
         }
-        Err(_) => false,
+        cache.fds.as_deref()
     }
-}
-
-/// Not Linux: no pidfds; the caller sleeps `interval`.
-#[cfg(not(target_os = "linux"))]
-fn sleep_in_poll(_reaper: &Reaper, _interval: Duration) -> bool {
-    false
 }
 
 /// CPU and memory figures of one host process, from `/proc/<pid>/stat` and

@@ -9,7 +9,7 @@
 //!   systems and malformed JSON, in the V1 (`0xC037…`) or V2 (`0x8037…`) encoding; open by id,
 //!   enumerate with query filters, properties (basic, `Statistics`, `ProcessList`, `Memory`), a
 //!   small documented set of modify requests, `ShouldTerminateOnLastHandleClosed`.
-//! * **Notifications** delivered from the simulator's own scheduler thread after a configurable
+//! * **Notifications** delivered from the simulator's own service thread after a configurable
 //!   latency through [`hcs::dispatch`]: V1-style pending replies with `*Completed` later (or
 //!   synchronous replies, per operation), `SystemExited` with `{Status, ExitType}` to every
 //!   registration of the system, `ProcessExited` with a `ProcessStatus`, `ServiceDisconnect`.
@@ -21,8 +21,8 @@
 //!   service disconnects, blocked calls, delayed/duplicated/dropped notifications, late callbacks.
 //! * **Accounting**: [`Simulator::handle_counts`], [`Simulator::assert_no_leaks`].
 //!
-//! Threads: one scheduler and one reaper per simulator, both started lazily. Idle systems cost
-//! memory only.
+//! Threads: one service thread per simulator, started lazily, runs timed tasks and reaps host
+//! processes. Idle systems cost memory only.
 //!
 //! # Conventions of the model
 //!
@@ -71,6 +71,7 @@ pub mod fault;
 mod host;
 mod model;
 mod sched;
+mod service;
 mod signal;
 mod sim;
 mod sync;

@@ -1,14 +1,13 @@
-//! The one scheduler thread: a timer queue of notification deliveries and model events
-//! (scripted exits, shutdown escalation, injected crashes and disconnects). Started lazily on
-//! the first scheduled task; never one thread per system.
+//! The timer queue of notification deliveries and model events (scripted exits, shutdown
+//! escalation, injected crashes and disconnects), run in due-time order (FIFO among equal
+//! times) by the service thread (see [`crate::service`]).
 
 use crate::sim::Shared;
-use crate::sync::{lock, start_service_thread};
+use crate::sync::lock;
 use hcs::{HResult, NotificationKind, NotifyContext};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::sync::atomic::Ordering as AtomicOrdering;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where a delivery goes.
@@ -71,18 +70,17 @@ impl Ord for Entry {
 struct Inner {
     heap: BinaryHeap<Entry>,
     seq: u64,
-    started: bool,
 }
 
 /// The timer queue.
 #[derive(Default)]
 pub(crate) struct Scheduler {
     inner: Mutex<Inner>,
-    cv: Condvar,
 }
 
 impl Scheduler {
-    /// Queues `task` to run `delay` from now (FIFO among equal times).
+    /// Queues `task` to run `delay` from now (FIFO among equal times), starting or waking the
+    /// service thread.
     pub(crate) fn schedule(&self, shared: &Arc<Shared>, delay: Duration, task: Task) {
         let now = Instant::now();
         let at = now
@@ -92,9 +90,8 @@ impl Scheduler {
         inner.seq += 1;
         let seq = inner.seq;
         inner.heap.push(Entry { at, seq, task });
-        start_service_thread(&mut inner.started, "scheduler", shared, run);
         drop(inner);
-        self.cv.notify_all();
+        shared.service.poke(shared);
     }
 
     /// Drops every queued task.
@@ -102,48 +99,18 @@ impl Scheduler {
         lock(&self.inner).heap.clear();
     }
 
-    /// Wakes the thread (used at shutdown).
-    pub(crate) fn wake(&self) {
-        let _guard = lock(&self.inner);
-        self.cv.notify_all();
+    /// Removes and returns the first task due at `now`, if any.
+    pub(crate) fn pop_due(&self, now: Instant) -> Option<Task> {
+        let mut inner = lock(&self.inner);
+        if inner.heap.peek()?.at <= now {
+            inner.heap.pop().map(|e| e.task)
+        } else {
+            None
+        }
     }
 
-    /// Whether the scheduler thread has been started.
-    pub(crate) fn started(&self) -> bool {
-        lock(&self.inner).started
-    }
-}
-
-fn run(shared: Arc<Shared>) {
-    let sched = &shared.sched;
-    loop {
-        let task = {
-            let mut inner = lock(&sched.inner);
-            loop {
-                if shared.shutdown.load(AtomicOrdering::Acquire) {
-                    return;
-                }
-                let now = Instant::now();
-                match inner.heap.peek() {
-                    None => {
-                        inner = sched.cv.wait(inner).unwrap_or_else(|p| p.into_inner());
-                    }
-                    Some(e) if e.at <= now => {
-                        if let Some(e) = inner.heap.pop() {
-                            break e.task;
-                        }
-                    }
-                    Some(e) => {
-                        let wait = e.at - now;
-                        inner = sched
-                            .cv
-                            .wait_timeout(inner, wait)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
-                    }
-                }
-            }
-        };
-        shared.run_task(task);
+    /// When the first queued task is due.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        lock(&self.inner).heap.peek().map(|e| e.at)
     }
 }

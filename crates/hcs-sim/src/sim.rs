@@ -9,6 +9,7 @@ use crate::model::{
     SystemRec, SystemState, TransitionError,
 };
 use crate::sched::{Delivery, Scheduler, Target, Task};
+use crate::service::Service;
 use crate::signal;
 use crate::sync::lock;
 use hcs::{
@@ -110,7 +111,7 @@ struct Fired {
     late: Vec<(SimNotification, Duration)>,
 }
 
-/// State shared by the simulator and its two threads.
+/// State shared by the simulator and its service thread.
 pub(crate) struct Shared {
     generation: ApiGeneration,
     latency: Duration,
@@ -125,6 +126,7 @@ pub(crate) struct Shared {
     gate_cv: Condvar,
     pub(crate) sched: Scheduler,
     pub(crate) reaper: Reaper,
+    pub(crate) service: Service,
     pub(crate) shutdown: AtomicBool,
 }
 
@@ -483,7 +485,7 @@ impl Shared {
         serde_json::to_string(&doc).unwrap_or_default()
     }
 
-    /// Runs one scheduler task (on the scheduler thread).
+    /// Runs one scheduler task (on the service thread).
     pub(crate) fn run_task(self: &Arc<Self>, task: Task) {
         match task {
             Task::Deliver(d) => self.deliver(d),
@@ -661,7 +663,7 @@ impl Shared {
         self.check_stop_done(st, sys);
     }
 
-    /// Called by the reaper thread.
+    /// Reports the exit of host process `proc` (called by the service thread).
     pub(crate) fn host_exited(self: &Arc<Self>, sys: u64, proc: u64, code: u32) {
         let mut st = self.lock();
         self.process_exit(&mut st, sys, proc, code);
@@ -900,7 +902,7 @@ fn to_100ns(d: Duration) -> u64 {
 }
 
 impl Simulator {
-    /// Creates a simulator. Its threads (one scheduler, one reaper) start lazily.
+    /// Creates a simulator. Its one service thread starts lazily.
     ///
     /// # Panics
     ///
@@ -931,6 +933,7 @@ impl Simulator {
                 gate_cv: Condvar::new(),
                 sched: Scheduler::default(),
                 reaper: Reaper::default(),
+                service: Service::default(),
                 shutdown: AtomicBool::new(false),
             }),
         }))
@@ -1082,9 +1085,11 @@ impl Simulator {
             })
     }
 
-    /// How many of the simulator's service threads (scheduler, reaper) have been started.
+    /// How many service threads the simulator has started: 0 until the first scheduled task
+    /// (a notification, a scripted exit, ...) or the first host process, then 1, the one thread
+    /// that runs timed tasks and reaps host processes, however many systems there are.
     pub fn service_threads(&self) -> usize {
-        usize::from(self.shared.sched.started()) + usize::from(self.shared.reaper.started())
+        usize::from(self.shared.service.started())
     }
 
     /// Everything still open or running: handles, registrations, systems and host processes.
@@ -1147,8 +1152,7 @@ impl Drop for Simulator {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
         self.shared.reaper.kill_all();
-        self.shared.sched.wake();
-        self.shared.reaper.wake();
+        self.shared.service.wake();
         let _gates = lock(&self.shared.gates);
         self.shared.gate_cv.notify_all();
     }

@@ -71,6 +71,72 @@ fn exit_code_is_reported_in_notification_and_properties() {
 }
 
 #[test]
+fn with_zero_latency_an_exit_is_delivered_by_the_service_thread_that_reaped_it() {
+    let env = running(SimConfig::default().latency(Duration::ZERO), "zero-latency");
+    for code in [0, 7] {
+        let (h, info, r, cb) = env.spawn(&params(&format!(r#"sh -c "exit {code}""#), false, false, false));
+        let seen = r
+            .wait(NotificationKind::ProcessExited, FIVE_SECONDS)
+            .expect("process exit");
+        // One hop: the thread that reaps the child is the one that dispatches the notification.
+        assert_eq!(seen.thread_name.as_deref(), Some("hcs-sim-service"));
+        let st: ProcessStatus = serde_json::from_str(seen.payload.as_deref().unwrap()).unwrap();
+        assert_eq!((st.process_id, st.exit_code), (info.pid, code));
+        env.release(h, cb);
+    }
+    assert_eq!(env.sim.service_threads(), 1);
+    env.finish();
+}
+
+#[test]
+fn tasks_and_exits_wake_the_service_thread_while_it_waits_for_a_child() {
+    // A 1 s reap interval puts the safety cap of the wait at 400 s: only the wake-ups (a poke
+    // for a new task, the child's exit) can end it within the test's timeouts.
+    let sim = Simulator::new(SimConfig::default().reap_interval(Duration::from_secs(1)));
+    let rec = Recorder::new();
+    let sys = sim
+        .create_compute_system("poke", &container("host"), rec.ctx())
+        .unwrap()
+        .value;
+    rec.wait(NotificationKind::SystemCreateCompleted, FIVE_SECONDS)
+        .expect("create completes");
+    sim.start_compute_system(sys, "", rec.ctx()).unwrap();
+    rec.wait(NotificationKind::SystemStartCompleted, FIVE_SECONDS)
+        .expect("start completes");
+    let cb = sim.register_compute_system_callback(sys, rec.ctx()).unwrap();
+    let (h, _) = sim
+        .create_process(sys, &params("sleep 30", false, false, false))
+        .unwrap()
+        .value;
+    let r = Recorder::new();
+    let pcb = sim.register_process_callback(h, r.ctx()).unwrap();
+    std::thread::sleep(Duration::from_millis(20)); // the thread now waits on the child
+    let other = sim
+        .create_compute_system("poke-2", &container("host"), rec.ctx())
+        .unwrap()
+        .value;
+    assert!(
+        rec.wait_nth(NotificationKind::SystemCreateCompleted, 2, FIVE_SECONDS)
+            .is_some(),
+        "a task queued during the wait is run"
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(sim.signal_process(h, r#"{"Signal":9}"#).is_ok());
+    let seen = r
+        .wait(NotificationKind::ProcessExited, FIVE_SECONDS)
+        .expect("the exit is seen");
+    let st: ProcessStatus = serde_json::from_str(seen.payload.as_deref().unwrap()).unwrap();
+    assert_eq!(st.exit_code, 137);
+    sim.unregister_process_callback(pcb).unwrap();
+    sim.close_process(h).unwrap();
+    sim.terminate_compute_system(sys, "").unwrap();
+    sim.unregister_compute_system_callback(cb).unwrap();
+    sim.close_compute_system(sys).unwrap();
+    sim.close_compute_system(other).unwrap();
+    sim.assert_no_leaks();
+}
+
+#[test]
 fn stdout_and_stderr_are_captured_through_pipes() {
     let env = running(SimConfig::default(), "out");
     let (h, mut info, r, cb) = env.spawn(&params(

@@ -1,5 +1,6 @@
-//! No thread per system: thousands of idle systems cost memory, not threads. (Its own test
-//! binary, so no other test's threads are counted.)
+//! No thread per system: thousands of idle systems cost memory, not threads, and the one
+//! service thread also reaps host processes. (Its own test binary, so no other test's threads
+//! are counted.)
 
 mod common;
 
@@ -15,7 +16,7 @@ fn threads() -> usize {
 fn two_thousand_idle_systems_add_no_threads() {
     let sim = Simulator::new(SimConfig::default());
     let rec = Recorder::new();
-    // Warm up: one system starts the scheduler thread.
+    // Warm up: one system starts the service thread.
     let first = sim
         .create_compute_system("warm", &container("o"), rec.ctx())
         .unwrap()
@@ -39,11 +40,32 @@ fn two_thousand_idle_systems_add_no_threads() {
         "every start completed"
     );
     assert_eq!(threads(), baseline, "idle systems must not add threads");
+    assert_eq!(sim.service_threads(), 1, "one service thread for every system");
+    // The first host process adds no thread either: its exit is reaped and delivered by the
+    // same service thread that delivered the completions.
+    let started = rec
+        .wait(hcs::NotificationKind::SystemStartCompleted, FIVE_SECONDS)
+        .unwrap();
+    let (proc, _) = sim
+        .create_process(handles[0], &params("sh -c \"exit 3\"", false, false, false))
+        .unwrap()
+        .value;
+    let prec = Recorder::new();
+    let pcb = sim.register_process_callback(proc, prec.ctx()).unwrap();
+    let exited = prec
+        .wait(hcs::NotificationKind::ProcessExited, FIVE_SECONDS)
+        .expect("process exit");
+    let status: hcs_schema::ProcessStatus = serde_json::from_str(&exited.payload.unwrap()).unwrap();
+    assert_eq!(status.exit_code, 3);
     assert_eq!(
-        sim.service_threads(),
-        1,
-        "only the scheduler; the reaper starts with the first host process"
+        exited.thread, started.thread,
+        "exits come from the service thread"
     );
+    assert_eq!(exited.thread_name.as_deref(), Some("hcs-sim-service"));
+    assert_eq!(threads(), baseline, "host processes must not add threads");
+    assert_eq!(sim.service_threads(), 1, "no reaper thread");
+    sim.unregister_process_callback(pcb).unwrap();
+    sim.close_process(proc).unwrap();
     assert_eq!(sim.live_systems().len(), 2001);
     for h in handles {
         sim.close_compute_system(h).unwrap();

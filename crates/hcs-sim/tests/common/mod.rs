@@ -15,6 +15,7 @@ pub struct Seen {
     pub status: HResult,
     pub payload: Option<String>,
     pub thread: ThreadId,
+    pub thread_name: Option<String>,
 }
 
 #[derive(Default)]
@@ -39,6 +40,7 @@ impl Recorder {
                 status,
                 payload: payload.map(str::to_string),
                 thread: std::thread::current().id(),
+                thread_name: std::thread::current().name().map(str::to_string),
             });
             l2.cv.notify_all();
         });
