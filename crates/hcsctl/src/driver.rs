@@ -90,7 +90,7 @@ pub fn select(choice: DriverChoice, faults: Option<hcs_sim::FaultPlan>) -> Resul
     // small: no modelled notification latency, and every pending-capable call answers
     // synchronously (no `*Completed` round trip through the simulator's thread; a fault plan's
     // "pending" rules still make a call pend). Exits still arrive as notifications from the
-    // simulator's own thread. On Linux the reaper waits on pidfds and sees an exit at once;
+    // simulator's service thread. On Linux that thread waits on pidfds and sees an exit at once;
     // elsewhere it looks every 250 µs while a child runs.
     // The V2 generation: its `ProcessExited` notification carries the exit code, so no extra
     // query (and no worker thread) is needed to learn it.
