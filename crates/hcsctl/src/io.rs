@@ -2,12 +2,12 @@
 //! the relays between our standard streams and the command's. On Unix a single thread does all
 //! of it: the signal handlers only write a byte to a socket ([`signal_hook`]), and the thread
 //! sleeps in one `poll(2)` over that socket, a control socket, the command's stdout and stderr
-//! and our stdin, never blocking anywhere else (a write waits for `POLLOUT` first and is at most
-//! `PIPE_BUF` bytes to a pipe), so an interrupt is forwarded promptly even while a reader of our
-//! output has stalled. Elsewhere (Windows, or a driver whose streams are not OS pipes) the
-//! handler is `ctrlc`'s thread and each stream gets a relay thread. Interrupts reach the
-//! supervisor as [`crate::run::Event::Interrupt`] and cancel the [`hcs::CancelToken`] of a start
-//! in progress.
+//! and our stdin. It blocks nowhere else: a write waits for `POLLOUT` first and is at most
+//! `PIPE_BUF` bytes unless it goes to a regular file, so an interrupt is forwarded promptly even
+//! while a reader of our output has stalled. Elsewhere (Windows, or a driver whose streams are
+//! not OS pipes) the handler is `ctrlc`'s thread and each stream gets a relay thread. Interrupts
+//! reach the supervisor as [`crate::run::Event::Interrupt`] and cancel the [`hcs::CancelToken`]
+//! of a start in progress.
 
 use hcs::{PipeReader, PipeWriter, Process};
 use std::io::{Read, Write};
@@ -158,7 +158,6 @@ mod unix {
     use std::fs::File;
     use std::io::{ErrorKind, Read, Write};
     use std::os::fd::{AsFd, BorrowedFd};
-    use std::os::unix::fs::FileTypeExt;
     use std::os::unix::net::UnixStream;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc::Sender;
@@ -196,13 +195,13 @@ mod unix {
     /// The most written to a pipe or socket after one `POLLOUT` (never blocks: `PIPE_BUF`).
     const PIPE_CHUNK: usize = 4096;
 
-    /// A destination's write limit per readiness: `PIPE_BUF` for pipes and sockets (which may
-    /// be nearly full), unbounded for terminals and files (which do not report fullness).
+    /// A destination's write limit per readiness: unbounded for regular files (a write to a file
+    /// does not wait for a reader), `PIPE_BUF` for everything else — pipes and sockets may be
+    /// nearly full, and a terminal's output buffer is small (and stops on XOFF).
     fn write_limit(f: &File) -> usize {
         match f.metadata() {
-            Ok(m) if m.file_type().is_fifo() || m.file_type().is_socket() => PIPE_CHUNK,
-            Ok(_) => usize::MAX,
-            Err(_) => PIPE_CHUNK,
+            Ok(m) if m.file_type().is_file() => usize::MAX,
+            _ => PIPE_CHUNK,
         }
     }
 
