@@ -6,13 +6,41 @@
 //! `PIPE_BUF` bytes unless it goes to a regular file, so an interrupt is forwarded promptly even
 //! while a reader of our output has stalled. Elsewhere (Windows, or a driver whose streams are
 //! not OS pipes) the handler is `ctrlc`'s thread and each stream gets a relay thread. Interrupts
-//! reach the supervisor as [`crate::run::Event::Interrupt`] and cancel the [`hcs::CancelToken`]
+//! reach the supervisor as [`Event::Interrupt`] and cancel the [`hcs::CancelToken`]
 //! of a start in progress.
 
-use hcs::{PipeReader, PipeWriter, Process};
+use crate::run::Event;
+use hcs::{CancelToken, PipeReader, PipeWriter, Process};
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
+
+/// What an interrupt does, wherever it is caught: it cancels the token (a start in progress
+/// gives up) and sends [`Event::Interrupt`] with its 1-based ordinal to the supervisor.
+pub(crate) struct Interrupts {
+    count: AtomicUsize,
+    tx: Sender<Event>,
+    cancel: CancelToken,
+}
+
+impl Interrupts {
+    /// Interrupts reported on `tx`, cancelling `cancel`.
+    pub(crate) fn new(tx: Sender<Event>, cancel: CancelToken) -> Interrupts {
+        Interrupts {
+            count: AtomicUsize::new(0),
+            tx,
+            cancel,
+        }
+    }
+
+    /// Handles one interrupt.
+    fn raise(&self) {
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        self.cancel.cancel();
+        let _ = self.tx.send(Event::Interrupt(n));
+    }
+}
 
 /// The command's standard streams as handed to [`Io::attach`].
 pub(crate) struct Streams {
@@ -127,15 +155,9 @@ pub(crate) struct Io;
 
 #[cfg(not(unix))]
 impl Io {
-    /// Installs the Ctrl-C handler: every interrupt cancels `cancel` and sends
-    /// [`crate::run::Event::Interrupt`] with its ordinal on `tx`.
-    pub(crate) fn start(tx: Sender<crate::run::Event>, cancel: hcs::CancelToken) -> Io {
-        let count = std::sync::atomic::AtomicUsize::new(0);
-        let r = ctrlc::set_handler(move || {
-            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            cancel.cancel();
-            let _ = tx.send(crate::run::Event::Interrupt(n));
-        });
+    /// Installs the Ctrl-C handler, which hands every interrupt to `interrupts`.
+    pub(crate) fn start(interrupts: Interrupts) -> Io {
+        let r = ctrlc::set_handler(move || interrupts.raise());
         if let Err(e) = r {
             tracing::warn!(error = %e, "cannot install the Ctrl-C handler");
         }
@@ -151,9 +173,8 @@ impl Io {
 
 #[cfg(unix)]
 mod unix {
-    use super::{attach_with_threads, close_stdin, Streams};
-    use crate::run::Event;
-    use hcs::{CancelToken, Process};
+    use super::{attach_with_threads, close_stdin, Interrupts, Streams};
+    use hcs::{PipeReader, Process};
     use rustix::event::{poll, PollFd, PollFlags};
     use std::fs::File;
     use std::io::{ErrorKind, Read, Write};
@@ -306,10 +327,10 @@ mod unix {
     }
 
     impl Io {
-        /// Installs the interrupt handlers and starts the thread. Every interrupt cancels
-        /// `cancel` and sends [`Event::Interrupt`] with its ordinal on `tx`.
-        pub(crate) fn start(tx: Sender<Event>, cancel: CancelToken) -> Io {
-            match Self::try_start(tx, cancel) {
+        /// Installs the interrupt handlers and starts the thread, which hands every interrupt
+        /// to `interrupts`.
+        pub(crate) fn start(interrupts: Interrupts) -> Io {
+            match Self::try_start(interrupts) {
                 Ok(ctl) => Io { ctl: Some(ctl) },
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot install the interrupt handlers");
@@ -318,7 +339,7 @@ mod unix {
             }
         }
 
-        fn try_start(tx: Sender<Event>, cancel: CancelToken) -> std::io::Result<Arc<Ctl>> {
+        fn try_start(interrupts: Interrupts) -> std::io::Result<Arc<Ctl>> {
             let (sig_r, sig_w) = UnixStream::pair()?;
             let (ctl_r, ctl_w) = UnixStream::pair()?;
             for s in [&sig_r, &sig_w, &ctl_r, &ctl_w] {
@@ -339,7 +360,7 @@ mod unix {
             let thread_ctl = ctl.clone();
             std::thread::Builder::new()
                 .name("hcsctl-io".into())
-                .spawn(move || run(&thread_ctl, sig_r, ctl_r, tx, cancel))?;
+                .spawn(move || run(&thread_ctl, sig_r, ctl_r, &interrupts))?;
             Ok(ctl)
         }
 
@@ -349,35 +370,33 @@ mod unix {
             let Some(ctl) = &self.ctl else {
                 return attach_with_threads(streams, done);
             };
+            let mut outputs = Vec::new();
+            // Takes an OS pipe into the poll loop; gives back any other reader.
+            let mut take =
+                |name, stream: Option<PipeReader>, ours: std::io::Result<_>| match stream?.into_file() {
+                    Ok(src) => {
+                        outputs.push(Output {
+                            name,
+                            copy: Copy::new(src, ours.ok().map(File::from)),
+                            done: done.clone(),
+                        });
+                        None
+                    }
+                    Err(stream) => Some(stream),
+                };
             let mut rest = Streams {
                 stdin: None,
-                stdout: None,
-                stderr: None,
-            };
-            let mut outputs = Vec::new();
-            for (name, stream, ours) in [
-                (
+                stdout: take(
                     "stdout",
                     streams.stdout,
                     std::io::stdout().as_fd().try_clone_to_owned(),
                 ),
-                (
+                stderr: take(
                     "stderr",
                     streams.stderr,
                     std::io::stderr().as_fd().try_clone_to_owned(),
                 ),
-            ] {
-                let Some(stream) = stream else { continue };
-                match stream.into_file() {
-                    Ok(src) => outputs.push(Output {
-                        name,
-                        copy: Copy::new(src, ours.ok().map(File::from)),
-                        done: done.clone(),
-                    }),
-                    Err(stream) if name == "stdout" => rest.stdout = Some(stream),
-                    Err(stream) => rest.stderr = Some(stream),
-                }
-            }
+            };
             let mut input = None;
             if let Some((to, process)) = streams.stdin {
                 let ours = std::io::stdin().as_fd().try_clone_to_owned();
@@ -426,8 +445,7 @@ mod unix {
         }
     }
 
-    fn run(ctl: &Ctl, sig: UnixStream, control: UnixStream, tx: Sender<Event>, cancel: CancelToken) {
-        let mut interrupts = 0usize;
+    fn run(ctl: &Ctl, sig: UnixStream, control: UnixStream, interrupts: &Interrupts) {
         let mut outputs: Vec<Output> = Vec::new();
         let mut input: Option<Input> = None;
         loop {
@@ -472,9 +490,7 @@ mod unix {
                 match slot {
                     Slot::Signal => {
                         for _ in 0..drain(&sig) {
-                            interrupts += 1;
-                            cancel.cancel();
-                            let _ = tx.send(Event::Interrupt(interrupts));
+                            interrupts.raise();
                         }
                     }
                     Slot::Control => {

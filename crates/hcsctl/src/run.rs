@@ -27,7 +27,7 @@ use crate::cmdline::join_command_line;
 use crate::config::{default_document, load_config, load_fault_plan};
 use crate::driver::{self, DriverChoice};
 use crate::exit::{self, CliError};
-use crate::io::{Io, Streams};
+use crate::io::{Interrupts, Io, Streams};
 use hcs::{CallOptions, CancelToken, ExitCode, HResult, Process, ProcessWait, System, Timeouts};
 use std::future::Future;
 use std::io::{IsTerminal, Write};
@@ -104,6 +104,25 @@ fn arm_exit_event(process: &Process, tx: &Sender<Event>) -> Pin<Box<ProcessWait>
     wait
 }
 
+/// Where the supervisor's events come from: every [`Event`] arrives on `rx`; interrupts (caught
+/// by `io`, which also relays the streams) cancel `cancel`, the token of a start in progress.
+struct Events {
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    cancel: CancelToken,
+    io: Io,
+}
+
+impl Events {
+    /// Installs the interrupt handling.
+    fn start() -> Events {
+        let (tx, rx) = mpsc::channel();
+        let cancel = CancelToken::new();
+        let io = Io::start(Interrupts::new(tx.clone(), cancel.clone()));
+        Events { tx, rx, cancel, io }
+    }
+}
+
 /// Runs the command; returns `hcsctl`'s exit code, or an error with its own exit code.
 pub fn run(opts: RunOptions) -> Result<i32, CliError> {
     let command_line = join_command_line(&opts.command).map_err(|e| CliError::new(2, e.to_string()))?;
@@ -128,9 +147,7 @@ fn run_with_driver(
     config: &str,
     command_line: &str,
 ) -> Result<i32, CliError> {
-    let (tx, rx) = mpsc::channel();
-    let cancel = CancelToken::new();
-    let io = Io::start(tx.clone(), cancel.clone());
+    let events = Events::start();
 
     tracing::debug!(%id, command_line, "creating compute system");
     let system =
@@ -142,7 +159,7 @@ fn run_with_driver(
         })?;
 
     let mut process: Option<Arc<Process>> = None;
-    let outcome = run_in_system(&system, opts, command_line, &cancel, &io, &tx, &rx, &mut process);
+    let outcome = run_in_system(&system, opts, command_line, &events, &mut process);
     teardown(&system, process.as_deref());
     let outcome = outcome?;
     let _ = std::io::stdout().flush();
@@ -225,17 +242,14 @@ fn create_process_error(program: &str, e: &hcs::Error) -> CliError {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_in_system(
     system: &System,
     opts: &RunOptions,
     command_line: &str,
-    cancel: &CancelToken,
-    io: &Io,
-    tx: &Sender<Event>,
-    rx: &Receiver<Event>,
+    events: &Events,
     slot: &mut Option<Arc<Process>>,
 ) -> Result<Outcome, CliError> {
+    let cancel = &events.cancel;
     if let Err(e) = system.start_with(&CallOptions::cancellable(cancel.clone())) {
         if cancel.is_cancelled() {
             return Err(interrupted_before_start());
@@ -249,7 +263,7 @@ fn run_in_system(
         return Err(interrupted_before_start());
     }
     // Interrupts delivered so far only cancelled the start; drop them.
-    while rx.try_recv().is_ok() {}
+    while events.rx.try_recv().is_ok() {}
 
     let params = serde_json::json!({
         "CommandLine": command_line,
@@ -292,10 +306,10 @@ fn run_in_system(
         stdout: stdio.stdout,
         stderr: stdio.stderr,
     };
-    let relays = io.attach(streams, &done_tx);
+    let relays = events.io.attach(streams, &done_tx);
     drop(done_tx);
 
-    let outcome = supervise(system, &process, opts, tx, rx);
+    let outcome = supervise(system, &process, opts, events);
 
     // Drain the output relays: they end at EOF once every holder of the pipes has exited.
     let drain_deadline = Instant::now() + DRAIN_WAIT;
@@ -314,13 +328,8 @@ fn run_in_system(
 }
 
 /// Waits for the process, handling interrupts and the timeout.
-fn supervise(
-    system: &System,
-    process: &Process,
-    opts: &RunOptions,
-    tx: &Sender<Event>,
-    rx: &Receiver<Event>,
-) -> Outcome {
+fn supervise(system: &System, process: &Process, opts: &RunOptions, events: &Events) -> Outcome {
+    let (tx, rx) = (&events.tx, &events.rx);
     let started = Instant::now();
     let deadline = opts.timeout.map(|t| started + t);
     let tell = std::io::stderr().is_terminal();
