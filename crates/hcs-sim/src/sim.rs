@@ -23,16 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Open handles and live callback registrations, as counted by the simulator.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HandleCounts {
-    /// Open compute-system handles.
-    pub systems: usize,
-    /// Open process handles.
-    pub processes: usize,
-    /// Live callback registrations (system and process).
-    pub callbacks: usize,
-}
+pub use hcs::HandleCounts;
 
 /// A snapshot of one simulated process.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -334,16 +334,7 @@ pub struct Call {
     pub ctx: Option<NotifyContext>,
 }
 
-/// Open handles and active callback registrations, as counted by [`FakeDriver::open_handles`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct HandleCounts {
-    /// System handles created or opened and not successfully closed.
-    pub systems: usize,
-    /// Process handles created or opened and not successfully closed.
-    pub processes: usize,
-    /// Callback registrations not successfully unregistered.
-    pub callbacks: usize,
-}
+pub use hcs::HandleCounts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CallbackKind {

@@ -171,6 +171,18 @@ pub struct ProcessInfo {
     pub stderr: Option<PipeReader>,
 }
 
+/// Open handles and live callback registrations of a driver, as a driver that can count them
+/// (the simulator, the scripted fake, the fake DLLs) reports them, for leak checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HandleCounts {
+    /// Compute-system handles created or opened and not successfully closed.
+    pub systems: usize,
+    /// Process handles created or opened and not successfully closed.
+    pub processes: usize,
+    /// Callback registrations (system and process) not successfully unregistered.
+    pub callbacks: usize,
+}
+
 /// One step of a live migration (V2 only; see `hcs-behavior.md` §10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MigrationStep {

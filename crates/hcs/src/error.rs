@@ -8,7 +8,7 @@
 //! encodings where both exist and look through `source()` chains of foreign errors too.
 
 use crate::driver::Failure;
-use crate::hresult::HResult;
+use crate::hresult::{sets, HResult};
 use hcs_schema::{ErrorEvent, ResultDocument};
 use std::borrow::Cow;
 use std::fmt;
@@ -218,66 +218,60 @@ impl Error {
         }
     }
 
-    fn code_in(&self, codes: &[u32]) -> bool {
-        matches!(self.0.cause, Cause::Hcs(c) if codes.contains(&c.0))
+    fn code_in(&self, set: &[HResult]) -> bool {
+        matches!(self.0.cause, Cause::Hcs(c) if c.is_in(set))
     }
 
-    /// System or element not found (`0xC037010E`, `0x8037010E`, `0x490`).
+    /// System or element not found ([`sets::NOT_FOUND`]).
     pub fn is_not_found(&self) -> bool {
-        self.code_in(&[0xC037_010E, 0x8037_010E, 0x490])
+        self.code_in(sets::NOT_FOUND)
     }
-    /// Already stopped: `0xC0370110`, `0x80370110`, `0x8037011F`, `0x490`. Never `0x7F`, `5`, `6`.
+    /// A compute system with that id already exists ([`sets::ALREADY_EXISTS`]).
+    pub fn is_already_exists(&self) -> bool {
+        self.code_in(sets::ALREADY_EXISTS)
+    }
+    /// Already stopped ([`sets::ALREADY_STOPPED`]). Never `0x7F`, `5`, `6`.
     pub fn is_already_stopped(&self) -> bool {
-        self.code_in(&[0xC037_0110, 0x8037_0110, 0x8037_011F, 0x490])
+        self.code_in(sets::ALREADY_STOPPED)
     }
     /// The object was closed (not the same as [`Cause::HandleClose`]).
     pub fn is_already_closed(&self) -> bool {
         self.0.cause == Cause::AlreadyClosed
     }
-    /// A pending code surfaced as an error (`0xC0370103`, `0x80370117`).
+    /// A pending code surfaced as an error ([`sets::PENDING`]).
     pub fn is_pending(&self) -> bool {
-        self.code_in(&[0xC037_0103, 0x8037_0117])
+        self.code_in(sets::PENDING)
     }
-    /// A timeout: the completion-wait timer, or HCS's own timeout codes.
+    /// A timeout: the completion-wait timer, or HCS's own timeout codes ([`sets::TIMEOUT`]).
     pub fn is_timeout(&self) -> bool {
-        self.0.cause == Cause::Timeout || self.code_in(&[0xC037_0109, 0x8037_0118])
+        self.0.cause == Cause::Timeout || self.code_in(sets::TIMEOUT)
     }
-    /// Not supported / invalid document: `0xC037010D`, `0xD`, `0x32`, `0xC037010B`, their V2 forms
-    /// `0x8037010D`/`0x8037010B`, `E_NOTIMPL`, or a capability the driver lacks.
+    /// Not supported / invalid document ([`sets::NOT_SUPPORTED`]), or a capability the driver
+    /// lacks.
     pub fn is_not_supported(&self) -> bool {
-        matches!(self.0.cause, Cause::Unsupported(_))
-            || self.code_in(&[
-                0xC037_010D,
-                0xD,
-                0x32,
-                0xC037_010B,
-                0x8037_010D,
-                0x8037_010B,
-                0x8000_4001,
-            ])
+        matches!(self.0.cause, Cause::Unsupported(_)) || self.code_in(sets::NOT_SUPPORTED)
     }
-    /// Access denied (`5`, `0x8037011B`).
+    /// Access denied ([`sets::ACCESS_DENIED`]).
     pub fn is_access_denied(&self) -> bool {
-        self.code_in(&[0x5, 0x8037_011B])
+        self.code_in(sets::ACCESS_DENIED)
     }
-    /// Invalid state for the call (`0xC0370105`, `0x80370105`).
+    /// Invalid state for the call ([`sets::INVALID_STATE`]).
     pub fn is_invalid_state(&self) -> bool {
-        self.code_in(&[0xC037_0105, 0x8037_0105])
+        self.code_in(sets::INVALID_STATE)
     }
-    /// The service connection was lost: a `ServiceDisconnect` notification, or
-    /// `HCS_E_SERVICE_DISCONNECT`, connection-closed or an RPC-unavailable code.
+    /// The service connection was lost: a `ServiceDisconnect` notification, or a code of
+    /// [`sets::SERVICE_DISCONNECT`].
     pub fn is_service_disconnected(&self) -> bool {
-        self.0.cause == Cause::ServiceDisconnected
-            || self.code_in(&[0x8037_011E, 0xC037_010A, 0x8037_010A, 0x6BA, 0x6BF])
+        self.0.cause == Cause::ServiceDisconnected || self.code_in(sets::SERVICE_DISCONNECT)
     }
-    /// The system exited unexpectedly: during another operation, or with the crash status
-    /// (`0xC0370106`, `0x80370106`).
+    /// The system exited unexpectedly: during another operation, or with a crash status
+    /// ([`sets::UNEXPECTED_EXIT`]).
     pub fn is_unexpected_exit(&self) -> bool {
-        self.0.cause == Cause::UnexpectedContainerExit || self.code_in(&[0xC037_0106, 0x8037_0106])
+        self.0.cause == Cause::UnexpectedContainerExit || self.code_in(sets::UNEXPECTED_EXIT)
     }
-    /// Invalid handle (`6`).
+    /// Invalid handle ([`sets::INVALID_HANDLE`]).
     pub fn is_invalid_handle(&self) -> bool {
-        self.code_in(&[0x6])
+        self.code_in(sets::INVALID_HANDLE)
     }
 }
 

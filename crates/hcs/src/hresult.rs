@@ -198,7 +198,173 @@ impl HResult {
     }
     /// `true` for either pending encoding (`0xC0370103`, `0x80370117`).
     pub const fn is_pending_code(self) -> bool {
-        self.0 == Self::ERROR_VMCOMPUTE_OPERATION_PENDING.0 || self.0 == Self::HCS_E_OPERATION_PENDING.0
+        CodePair::OPERATION_PENDING.matches(self)
+    }
+    /// `true` if this value is in one of the named [`sets`].
+    pub fn is_in(self, set: &[HResult]) -> bool {
+        set.contains(&self)
+    }
+}
+
+/// One HCS condition in both encodings: V1 `vmcompute.dll` (`0xC037xxxx`) and V2
+/// `computecore.dll` (`0x8037xxxx`). A driver of either generation reports its own encoding;
+/// the lifecycle's rules accept both (see the named sets in [`sets`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct CodePair {
+    /// The V1 (`ERROR_VMCOMPUTE_*`) encoding.
+    pub v1: HResult,
+    /// The V2 (`HCS_E_*`) encoding.
+    pub v2: HResult,
+}
+
+impl CodePair {
+    /// `true` if `code` is either encoding.
+    pub const fn matches(self, code: HResult) -> bool {
+        code.0 == self.v1.0 || code.0 == self.v2.0
+    }
+    /// The encoding of one generation: `v2 == false` is V1.
+    pub const fn pick(self, v2: bool) -> HResult {
+        if v2 {
+            self.v2
+        } else {
+            self.v1
+        }
+    }
+}
+
+macro_rules! pairs {
+    ($($(#[$m:meta])* $name:ident = $v1:ident / $v2:ident;)*) => {
+        impl CodePair {
+            $($(#[$m])* pub const $name: CodePair = CodePair { v1: HResult::$v1, v2: HResult::$v2 };)*
+        }
+    };
+}
+
+pairs! {
+    /// The asynchronous marker: the call was accepted and completes later.
+    OPERATION_PENDING = ERROR_VMCOMPUTE_OPERATION_PENDING / HCS_E_OPERATION_PENDING;
+    /// The system terminated while it was starting.
+    TERMINATED_DURING_START = ERROR_VMCOMPUTE_TERMINATED_DURING_START / HCS_E_TERMINATED_DURING_START;
+    /// The call is invalid in the object's current state.
+    INVALID_STATE = ERROR_VMCOMPUTE_INVALID_STATE / HCS_E_INVALID_STATE;
+    /// The system exited unexpectedly (the crash status of `SystemExited` on V1).
+    UNEXPECTED_EXIT = ERROR_VMCOMPUTE_UNEXPECTED_EXIT / HCS_E_UNEXPECTED_EXIT;
+    /// The system was terminated.
+    TERMINATED = ERROR_VMCOMPUTE_TERMINATED / HCS_E_TERMINATED;
+    /// The connection to the guest or service could not be made.
+    CONNECT_FAILED = ERROR_VMCOMPUTE_CONNECT_FAILED / HCS_E_CONNECT_FAILED;
+    /// HCS's own timeout (V1 `ERROR_VMCOMPUTE_TIMEOUT`; V2 an operation wait elapsed).
+    TIMEOUT = ERROR_VMCOMPUTE_TIMEOUT / HCS_E_OPERATION_TIMEOUT;
+    /// The connection was closed.
+    CONNECTION_CLOSED = ERROR_VMCOMPUTE_CONNECTION_CLOSED / HCS_E_CONNECTION_CLOSED;
+    /// An unknown message was received.
+    UNKNOWN_MESSAGE = ERROR_VMCOMPUTE_UNKNOWN_MESSAGE / HCS_E_UNKNOWN_MESSAGE;
+    /// The document is not valid JSON or not a valid configuration.
+    INVALID_JSON = ERROR_VMCOMPUTE_INVALID_JSON / HCS_E_INVALID_JSON;
+    /// No compute system with that id.
+    SYSTEM_NOT_FOUND = ERROR_VMCOMPUTE_SYSTEM_NOT_FOUND / HCS_E_SYSTEM_NOT_FOUND;
+    /// A compute system with that id exists already.
+    SYSTEM_ALREADY_EXISTS = ERROR_VMCOMPUTE_SYSTEM_ALREADY_EXISTS / HCS_E_SYSTEM_ALREADY_EXISTS;
+    /// The compute system is already stopped.
+    SYSTEM_ALREADY_STOPPED = ERROR_VMCOMPUTE_SYSTEM_ALREADY_STOPPED / HCS_E_SYSTEM_ALREADY_STOPPED;
+    /// A protocol error between HCS and the guest.
+    PROTOCOL_ERROR = ERROR_VMCOMPUTE_PROTOCOL_ERROR / HCS_E_PROTOCOL_ERROR;
+}
+
+/// The named sets of codes the lifecycle's rules are written in. Each classifier and each
+/// swallow rule reads one of these, so a rule can be audited by reading one line; the sets are
+/// compared against the code as HCS returned it, after the FACILITY_WIN32 conversion
+/// ([`HResult::to_win32_form`]).
+pub mod sets {
+    use super::HResult as H;
+
+    /// Both pending encodings (`0xC0370103`, `0x80370117`).
+    pub const PENDING: &[H] = &[H::ERROR_VMCOMPUTE_OPERATION_PENDING, H::HCS_E_OPERATION_PENDING];
+
+    /// The stop swallow set (design C7, I11): the results of shutdown/terminate that count as
+    /// success: already stopped, not found, or accepted pending (the exit follows).
+    pub const STOP_SWALLOW: &[H] = &[
+        H::ERROR_VMCOMPUTE_SYSTEM_ALREADY_STOPPED,
+        H::HCS_E_SYSTEM_ALREADY_STOPPED,
+        H::ERROR_VMCOMPUTE_SYSTEM_NOT_FOUND,
+        H::HCS_E_SYSTEM_NOT_FOUND,
+        H::ERROR_VMCOMPUTE_OPERATION_PENDING,
+        H::HCS_E_OPERATION_PENDING,
+    ];
+
+    /// The "process gone" family of signal/kill (design §5.5, I12): the process has already
+    /// exited or its system is gone, so the signal counts as delivered. Exact: never `0x7F`,
+    /// access denied or invalid handle.
+    pub const PROCESS_GONE: &[H] = &[
+        H::ERROR_VMCOMPUTE_INVALID_STATE,
+        H::HCS_E_INVALID_STATE,
+        H::ERROR_VMCOMPUTE_SYSTEM_NOT_FOUND,
+        H::HCS_E_SYSTEM_NOT_FOUND,
+        H::ERROR_NOT_FOUND,
+        H::HCS_E_PROCESS_ALREADY_STOPPED,
+    ];
+
+    /// The unexpected-exit codes: the crash status of `SystemExited` in either encoding.
+    pub const UNEXPECTED_EXIT: &[H] = &[H::ERROR_VMCOMPUTE_UNEXPECTED_EXIT, H::HCS_E_UNEXPECTED_EXIT];
+
+    /// The service-disconnect family: the service is gone or the connection to it closed,
+    /// including the RPC "server unavailable" / "call failed" codes.
+    pub const SERVICE_DISCONNECT: &[H] = &[
+        H::HCS_E_SERVICE_DISCONNECT,
+        H::ERROR_VMCOMPUTE_CONNECTION_CLOSED,
+        H::HCS_E_CONNECTION_CLOSED,
+        H::RPC_S_SERVER_UNAVAILABLE,
+        H::RPC_S_CALL_FAILED_DNE,
+    ];
+
+    /// Not found: no such system, or no such element.
+    pub const NOT_FOUND: &[H] = &[
+        H::ERROR_VMCOMPUTE_SYSTEM_NOT_FOUND,
+        H::HCS_E_SYSTEM_NOT_FOUND,
+        H::ERROR_NOT_FOUND,
+    ];
+
+    /// Already exists: a system with that id exists.
+    pub const ALREADY_EXISTS: &[H] = &[
+        H::ERROR_VMCOMPUTE_SYSTEM_ALREADY_EXISTS,
+        H::HCS_E_SYSTEM_ALREADY_EXISTS,
+    ];
+
+    /// Already stopped: the system or process is already stopped. Never `0x7F`, `5`, `6`.
+    pub const ALREADY_STOPPED: &[H] = &[
+        H::ERROR_VMCOMPUTE_SYSTEM_ALREADY_STOPPED,
+        H::HCS_E_SYSTEM_ALREADY_STOPPED,
+        H::HCS_E_PROCESS_ALREADY_STOPPED,
+        H::ERROR_NOT_FOUND,
+    ];
+
+    /// HCS's own timeout codes (not the lifecycle's completion-wait timer).
+    pub const TIMEOUT: &[H] = &[H::ERROR_VMCOMPUTE_TIMEOUT, H::HCS_E_OPERATION_TIMEOUT];
+
+    /// Not supported or an invalid document: invalid JSON, invalid data, not supported,
+    /// unknown message (both encodings) and `E_NOTIMPL`.
+    pub const NOT_SUPPORTED: &[H] = &[
+        H::ERROR_VMCOMPUTE_INVALID_JSON,
+        H::ERROR_INVALID_DATA,
+        H::ERROR_NOT_SUPPORTED,
+        H::ERROR_VMCOMPUTE_UNKNOWN_MESSAGE,
+        H::HCS_E_INVALID_JSON,
+        H::HCS_E_UNKNOWN_MESSAGE,
+        H::E_NOTIMPL,
+    ];
+
+    /// Access denied (Win32 form and V2).
+    pub const ACCESS_DENIED: &[H] = &[H::ERROR_ACCESS_DENIED, H::HCS_E_ACCESS_DENIED];
+
+    /// Invalid state for the call.
+    pub const INVALID_STATE: &[H] = &[H::ERROR_VMCOMPUTE_INVALID_STATE, H::HCS_E_INVALID_STATE];
+
+    /// Invalid handle (Win32 form).
+    pub const INVALID_HANDLE: &[H] = &[H::ERROR_INVALID_HANDLE];
+
+    /// `true` if `code` is in `set`.
+    pub fn contains(set: &[H], code: H) -> bool {
+        set.contains(&code)
     }
 }
 

@@ -61,8 +61,8 @@ pub mod timeouts;
 mod worker;
 
 pub use driver::{
-    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, Method, MigrationStep, NotifyContext,
-    ProcessHandle, ProcessInfo, Reply, SystemHandle,
+    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HandleCounts, Method, MigrationStep,
+    NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
 };
 pub use error::{classify, Cause, Error, Result, Scope};
 pub use hresult::HResult;

@@ -84,6 +84,29 @@ impl NotificationKind {
         }
     }
 
+    /// Every kind the lifecycle tracks (all but [`NotificationKind::Other`]).
+    pub const TRACKED: [NotificationKind; 9] = [
+        Self::SystemExited,
+        Self::SystemCreateCompleted,
+        Self::SystemStartCompleted,
+        Self::SystemPauseCompleted,
+        Self::SystemResumeCompleted,
+        Self::SystemSaveCompleted,
+        Self::ProcessExited,
+        Self::ServiceDisconnect,
+        Self::LiveMigration,
+    ];
+
+    /// Parses a kind by its name, as [`fmt::Display`] renders it (`"SystemExited"`,
+    /// `"SystemCrashReport"`, …). Unknown names are `None`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        const NAMED_OTHERS: [u32; 8] = [0x6, 0x7, 0x9, 0xA, 0xB, 0xC, 0xD, 0xE];
+        Self::TRACKED
+            .into_iter()
+            .chain(NAMED_OTHERS.into_iter().map(Self::Other))
+            .find(|k| k.to_string() == name)
+    }
+
     /// `true` for the `*Completed` kinds that finish a pending operation.
     pub fn is_completion(self) -> bool {
         matches!(
@@ -362,6 +385,20 @@ mod tests {
         for raw in [1u32, 2, 3, 4, 5, 8, 0x1_0000, 0x100_0000, 0xE, 0x77] {
             assert_eq!(NotificationKind::from_v1(raw).v1_value(), raw);
         }
+    }
+
+    #[test]
+    fn from_name_parses_every_displayed_name_and_nothing_else() {
+        for k in NotificationKind::TRACKED {
+            assert_eq!(NotificationKind::from_name(&k.to_string()), Some(k));
+        }
+        assert_eq!(
+            NotificationKind::from_name("SystemCrashReport"),
+            Some(NotificationKind::Other(0x6))
+        );
+        assert_eq!(NotificationKind::from_name("Invalid"), None);
+        assert_eq!(NotificationKind::from_name("Unknown: 77"), None);
+        assert_eq!(NotificationKind::from_name("systemexited"), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use crate::driver::{ApiGeneration, Driver, Failure, ProcessHandle};
 use crate::error::{Cause, Error, Result};
 use crate::guard::HandleCell;
-use crate::hresult::HResult;
+use crate::hresult::{sets, HResult};
 use crate::notify::{NotificationKind, Sink};
 use crate::object::{self, Registration};
 use crate::state::{Follow, Notifier, Outcome};
@@ -27,14 +27,7 @@ const OP_WAIT: &str = "hcs::Process::waitBackground";
 
 /// The exact "process already gone" set of Signal/Kill (§5.5, I12), compared after the
 /// FACILITY_WIN32 conversion. Not a classifier call: widening a classifier must not widen it.
-const GONE: [u32; 6] = [
-    0xC037_0105,
-    0x8037_0105,
-    0xC037_010E,
-    0x8037_010E,
-    0x490,
-    0x8037_011F,
-];
+const GONE: &[HResult] = sets::PROCESS_GONE;
 
 /// Delay before Signal's force-unblock of a gone process's wait.
 pub const SIGNAL_FORCE_UNBLOCK: Duration = Duration::from_secs(1);
@@ -260,7 +253,7 @@ impl ProcessInner {
             Err(f) => f,
         };
         let code = f.code.to_win32_form();
-        if !GONE.contains(&code.0) {
+        if !code.is_in(GONE) {
             return Err(self.err(op, &f));
         }
         if force_unblock && !self.is_stopped() {

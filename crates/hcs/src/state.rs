@@ -6,7 +6,7 @@
 //! wait) and wake all waiters through one `event_listener::Event`, which serves blocking waits,
 //! timed waits and `Future`s alike. Any number of waiters, early or late, see the same outcome.
 
-use crate::hresult::HResult;
+use crate::hresult::{sets, HResult};
 use crate::notify::NotificationKind;
 use crate::sync::{lock, Arc, Condvar, Mutex, MutexGuard};
 use event_listener::{Event, EventListener};
@@ -39,9 +39,7 @@ impl Outcome {
     /// Whether waiters see this outcome as success (`hcs-behavior.md` C5).
     pub(crate) fn waits_ok(&self) -> bool {
         match self {
-            Outcome::SystemExit(sig) => {
-                sig.status.is_success() || matches!(sig.status.0, 0xC037_0106 | 0x8037_0106)
-            }
+            Outcome::SystemExit(sig) => sig.status.is_success() || sig.status.is_in(sets::UNEXPECTED_EXIT),
             Outcome::ProcessExit { error, .. } => error.is_none(),
             Outcome::Disconnected | Outcome::Closed => false,
         }

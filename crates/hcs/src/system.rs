@@ -6,10 +6,10 @@
 //! stop idempotent over both encodings (C7, I11), and a close that never waits for a
 //! notification (I10).
 
-use crate::driver::{Driver, DriverResult, Failure, NotifyContext, Reply, SystemHandle};
+use crate::driver::{ApiGeneration, Driver, DriverResult, Failure, NotifyContext, Reply, SystemHandle};
 use crate::error::{Cause, Error, Result};
 use crate::guard::HandleCell;
-use crate::hresult::HResult;
+use crate::hresult::{sets, CodePair, HResult};
 use crate::notify::{NotificationKind, Sink};
 use crate::object::{self, Registration};
 use crate::process::Process;
@@ -55,25 +55,17 @@ pub(crate) fn traced_plain<T>(
     traced(call, id, pid, || f().map(Reply::done)).map(|r| r.value)
 }
 
-/// Exact allow-list of stop results treated as success (C7, I11).
-pub(crate) const STOP_SWALLOW: [u32; 6] = [
-    0xC037_0110,
-    0x8037_0110,
-    0xC037_010E,
-    0x8037_010E,
-    0xC037_0103,
-    0x8037_0117,
-];
-
 /// How a System exited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemExit {
-    /// The `SystemExited` status (0 for a normal exit).
+    /// The exit status: the `SystemExited` notification's status when it is a failure (V1),
+    /// else the payload's `Status` (V2 notifications carry `S_OK` and put the status in the
+    /// payload); 0 for a normal exit.
     pub status: HResult,
     /// The exit type from the notification payload, when the driver provides one.
     pub exit_type: Option<ExitType>,
-    /// `true` for an unexpected exit (crash status `0xC0370106`/`0x80370106`, or
-    /// `ExitType: UnexpectedExit`).
+    /// `true` for an unexpected exit: a crash status ([`sets::UNEXPECTED_EXIT`], as V1 reports
+    /// it) or `ExitType: UnexpectedExit` in the payload (as V2 reports it).
     pub unexpected: bool,
 }
 
@@ -192,7 +184,7 @@ impl SystemInner {
         drop(u);
         match r {
             Ok(_) => Ok(()),
-            Err(e) if STOP_SWALLOW.contains(&e.code.0) => Ok(()),
+            Err(e) if e.code.is_in(sets::STOP_SWALLOW) => Ok(()),
             Err(e) => Err(Error::system(op, &self.id, &e)),
         }
     }
@@ -635,11 +627,14 @@ impl System {
         let sig = self.inner.notifier.exit_signal()?;
         let parsed: Option<SystemExitStatus> =
             sig.payload.as_deref().and_then(|p| serde_json::from_str(p).ok());
-        let exit_type = parsed.and_then(|p| p.exit_type);
-        let unexpected =
-            matches!(sig.status.0, 0xC037_0106 | 0x8037_0106) || exit_type == Some(ExitType::UnexpectedExit);
+        let exit_type = parsed.as_ref().and_then(|p| p.exit_type);
+        let status = match &parsed {
+            Some(p) if sig.status.is_success() => HResult::from_i32(p.status),
+            _ => sig.status,
+        };
+        let unexpected = status.is_in(sets::UNEXPECTED_EXIT) || exit_type == Some(ExitType::UnexpectedExit);
         Some(SystemExit {
-            status: sig.status,
+            status,
             exit_type,
             unexpected,
         })
@@ -656,7 +651,16 @@ impl System {
             return Some(e);
         }
         match self.exit_status() {
-            Some(x) if x.unexpected => Some(Error::system(OP_WAIT, &self.inner.id, Cause::Hcs(x.status))),
+            Some(x) if x.unexpected => {
+                // V2 reports a crash as `S_OK` plus `ExitType: UnexpectedExit`: the error wraps
+                // the payload's failing status, else the generation's unexpected-exit code.
+                let code = if x.status.is_failure() {
+                    x.status
+                } else {
+                    CodePair::UNEXPECTED_EXIT.pick(self.inner.driver.generation() == ApiGeneration::V2)
+                };
+                Some(Error::system(OP_WAIT, &self.inner.id, Cause::Hcs(code)))
+            }
             _ => None,
         }
     }
