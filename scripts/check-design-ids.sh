@@ -129,7 +129,7 @@ if [ -n "$missing" ]; then
   echo "design ids: $(printf '%s\n' "$missing" | grep -c .) of $n cited ids have no heading in $design:" >&2
   while IFS= read -r k; do
     locs=$(printf '%s\n' "$cited" | awk -F '\t' -v k="$k" '$1 == k { printf "%s%s", (c++ ? ", " : ""), $2 }')
-    printf '  %-14s cited at %s\n' "$k" "$locs" >&2
+    printf '  %s  cited at %s\n' "$k" "$locs" >&2
   done <<<"$missing"
   echo "Add a heading whose text starts with the id (e.g. '#### I3 — ...', '### §3.6 ...', '### FFI §3.6 ...')," >&2
   echo "or change the comment to cite an id that docs/design.md defines." >&2
