@@ -962,6 +962,7 @@ impl FakeDriver {
             return Err(Failure {
                 code,
                 document: answer.document.clone(),
+                source: None,
             });
         }
         let value = make(&mut lock(&self.inner.state))?;
@@ -984,10 +985,12 @@ impl FakeDriver {
             Outcome::Fail(code) => Err(Failure {
                 code,
                 document: answer.document.clone(),
+                source: None,
             }),
             Outcome::Pending => Err(Failure {
                 code: self.pending_code(),
                 document: answer.document.clone(),
+                source: None,
             }),
             Outcome::Ok => make(&mut lock(&self.inner.state)),
         }

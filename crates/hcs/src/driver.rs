@@ -21,11 +21,39 @@
 //!   makes that a no-op.)
 //! * New capabilities (V2-only calls, live migration) arrive as provided methods that return
 //!   [`Failure::unsupported`], so adding one never breaks an existing driver.
+//!
+//! # Pending has one spelling (design §2.3)
+//!
+//! A driver reports "accepted, completes later" as `Ok(Reply::pending(value))`, and only so:
+//! a V1 driver turns `ERROR_VMCOMPUTE_OPERATION_PENDING` into `Reply::pending(handle)`, a V2
+//! driver reports an operation still running the same way. An `Err(Failure)` is always a
+//! failure whatever its code, for every method: the lifecycle never waits for a completion
+//! after an `Err`, and the caller gets an error for which `is_pending()` holds (a driver that
+//! maps HRESULTs mechanically is caught on its first call, create included, where an `Err`
+//! could not carry the new handle anyway). The one place a pending code in a failure is read
+//! as success is the stop swallow set of shutdown/terminate ([`crate::hresult::sets::STOP_SWALLOW`]):
+//! a stop that HCS accepted is followed by `SystemExited`, whatever wait is attached to it.
+//!
+//! # What a driver passes to [`crate::dispatch`], per notification kind
+//!
+//! | Kind | V1 (`vmcompute.dll`) status | V1 payload | V2 (`computecore.dll`) status | V2 payload |
+//! |---|---|---|---|---|
+//! | `SystemExited` | `S_OK`, or the failing exit status (`ERROR_VMCOMPUTE_UNEXPECTED_EXIT` for a crash) | as HCS gave it (may be empty) | always `S_OK` (V2 events carry no status) | `{"Status":<HRESULT as i32>,"ExitType":"GracefulExit"\|"ForcedExit"\|"UnexpectedExit"\|…}` |
+//! | `System*Completed` | the operation's HRESULT | the result document, if any | the operation's HRESULT (from its completion) | the result document, if any |
+//! | `ProcessExited` | `S_OK` or a failing status | ignored: the exit code comes from a properties query | `S_OK` | the `ProcessStatus` document (`ExitCode`, `Exited`, `LastWaitResult`) |
+//! | `ServiceDisconnect` | the status HCS gave | none | the status HCS gave | none |
+//! | `LiveMigration` | never sent | — | `S_OK` | the migration event document |
+//! | `Other(_)` | as HCS gave it; untracked | — | as HCS gave it; untracked | — |
+//!
+//! The lifecycle classifies a V2 exit from the payload's `ExitType`, and a V1 exit from the
+//! status; [`crate::System::exit_error`] wraps the payload's `Status` when it is a failure,
+//! else the generation's unexpected-exit code.
 
 use crate::hresult::HResult;
 use crate::stdio::{PipeReader, PipeWriter};
 use std::fmt;
 use std::num::NonZeroU64;
+use std::sync::Arc;
 
 macro_rules! handle_type {
     ($(#[$m:meta])* $name:ident) => {
@@ -70,6 +98,138 @@ handle_type!(
     NotifyContext
 );
 
+/// A notification kind, in the lifecycle's own numbering (V1's, which each driver translates to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotificationKind {
+    /// The compute system exited (V1 `0x1`, V2 `0x1`).
+    SystemExited,
+    /// A pending create completed (V1 `0x2`).
+    SystemCreateCompleted,
+    /// A pending start completed (V1 `0x3`).
+    SystemStartCompleted,
+    /// A pending pause completed (V1 `0x4`).
+    SystemPauseCompleted,
+    /// A pending resume completed (V1 `0x5`).
+    SystemResumeCompleted,
+    /// A pending save completed (V1 `0x8`).
+    SystemSaveCompleted,
+    /// A process exited (`0x10000` in both generations).
+    ProcessExited,
+    /// The connection to the compute service was lost (V1 `0x1000000`, V2 `0x2000000`).
+    ServiceDisconnect,
+    /// A live-migration event (V2 `0x80000003`); the payload is the event document.
+    LiveMigration,
+    /// Any other notification, by its raw V1 value; untracked and ignored.
+    Other(u32),
+}
+
+impl NotificationKind {
+    /// Decodes a V1 (`vmcompute.dll`) notification type.
+    pub fn from_v1(raw: u32) -> Self {
+        match raw {
+            0x1 => Self::SystemExited,
+            0x2 => Self::SystemCreateCompleted,
+            0x3 => Self::SystemStartCompleted,
+            0x4 => Self::SystemPauseCompleted,
+            0x5 => Self::SystemResumeCompleted,
+            0x8 => Self::SystemSaveCompleted,
+            0x1_0000 => Self::ProcessExited,
+            0x100_0000 => Self::ServiceDisconnect,
+            other => Self::Other(other),
+        }
+    }
+
+    /// Decodes a V2 (`computecore.dll`) event type. Events without a V1 counterpart map to
+    /// `Other` with a value outside the V1 range (`0x8000_0000 | raw`) so they stay untracked.
+    pub fn from_v2(raw: u32) -> Self {
+        match raw {
+            0x1 => Self::SystemExited,
+            0x1_0000 => Self::ProcessExited,
+            0x200_0000 => Self::ServiceDisconnect,
+            0x8000_0003 => Self::LiveMigration,
+            other => Self::Other(0x8000_0000 | other),
+        }
+    }
+
+    /// The V1 numeric value (what a V1 driver passes to [`crate::dispatch`] through [`Self::from_v1`]).
+    pub fn v1_value(self) -> u32 {
+        match self {
+            Self::SystemExited => 0x1,
+            Self::SystemCreateCompleted => 0x2,
+            Self::SystemStartCompleted => 0x3,
+            Self::SystemPauseCompleted => 0x4,
+            Self::SystemResumeCompleted => 0x5,
+            Self::SystemSaveCompleted => 0x8,
+            Self::ProcessExited => 0x1_0000,
+            Self::ServiceDisconnect => 0x100_0000,
+            Self::LiveMigration => 0x8000_0003,
+            Self::Other(v) => v,
+        }
+    }
+
+    /// Every kind the lifecycle tracks (all but [`NotificationKind::Other`]).
+    pub const TRACKED: [NotificationKind; 9] = [
+        Self::SystemExited,
+        Self::SystemCreateCompleted,
+        Self::SystemStartCompleted,
+        Self::SystemPauseCompleted,
+        Self::SystemResumeCompleted,
+        Self::SystemSaveCompleted,
+        Self::ProcessExited,
+        Self::ServiceDisconnect,
+        Self::LiveMigration,
+    ];
+
+    /// Parses a kind by its name, as [`fmt::Display`] renders it (`"SystemExited"`,
+    /// `"SystemCrashReport"`, …). Unknown names are `None`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        const NAMED_OTHERS: [u32; 8] = [0x6, 0x7, 0x9, 0xA, 0xB, 0xC, 0xD, 0xE];
+        Self::TRACKED
+            .into_iter()
+            .chain(NAMED_OTHERS.into_iter().map(Self::Other))
+            .find(|k| k.to_string() == name)
+    }
+
+    /// `true` for the `*Completed` kinds that finish a pending operation.
+    pub fn is_completion(self) -> bool {
+        matches!(
+            self,
+            Self::SystemCreateCompleted
+                | Self::SystemStartCompleted
+                | Self::SystemPauseCompleted
+                | Self::SystemResumeCompleted
+                | Self::SystemSaveCompleted
+        )
+    }
+}
+
+impl fmt::Display for NotificationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::SystemExited => "SystemExited",
+            Self::SystemCreateCompleted => "SystemCreateCompleted",
+            Self::SystemStartCompleted => "SystemStartCompleted",
+            Self::SystemPauseCompleted => "SystemPauseCompleted",
+            Self::SystemResumeCompleted => "SystemResumeCompleted",
+            Self::SystemSaveCompleted => "SystemSaveCompleted",
+            Self::ProcessExited => "ProcessExited",
+            Self::ServiceDisconnect => "ServiceDisconnect",
+            Self::LiveMigration => "LiveMigration",
+            Self::Other(0x0) => "Invalid",
+            Self::Other(0x6) => "SystemCrashReport",
+            Self::Other(0x7) => "SystemSiloJobCreated",
+            Self::Other(0x9) => "SystemRdpEnhancedModeStateChanged",
+            Self::Other(0xA) => "SystemShutdownFailed",
+            Self::Other(0xB) => "SystemGetPropertiesCompleted",
+            Self::Other(0xC) => "SystemModifyCompleted",
+            Self::Other(0xD) => "SystemCrashInitiated",
+            Self::Other(0xE) => "SystemGuestConnectionClosed",
+            Self::Other(v) => return write!(f, "Unknown: {v}"),
+        };
+        f.write_str(name)
+    }
+}
+
 /// Which HCS API generation a driver speaks. It decides where exit information comes from:
 /// V1 ignores notification payloads and reads a process's exit code through a properties query;
 /// V2 takes exit code and exit type from the notification payloads.
@@ -82,7 +242,8 @@ pub enum ApiGeneration {
 }
 
 /// A successful (or pending) driver call: the value, HCS's optional document, and whether HCS
-/// accepted the call asynchronously (V1 `0xC0370103`, or a V2 operation still running).
+/// accepted the call asynchronously (V1 `ERROR_VMCOMPUTE_OPERATION_PENDING`, or a V2 operation
+/// still running). [`Reply::pending`] is the only way to say "pending" (module docs).
 #[derive(Debug)]
 pub struct Reply<T> {
     /// The call's output (a handle, a JSON document, process information, or `()`).
@@ -117,14 +278,31 @@ impl<T> Reply<T> {
     }
 }
 
-/// A failed driver call: the HRESULT and HCS's optional result document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The underlying error a driver attaches to a [`Failure`] (an `io::Error` from a transport,
+/// say); [`crate::Error`] returns it from `source()`.
+pub type FailureSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failed driver call: the HRESULT, HCS's optional result document and, for drivers that
+/// are not a DLL (a remote transport, say), the underlying error that caused it.
+///
+/// Equality compares the code and the document only.
+#[derive(Debug, Clone)]
 pub struct Failure {
     /// The failing HRESULT exactly as HCS returned it (not yet Win32-converted).
     pub code: HResult,
     /// The result document returned with the failure, if any.
     pub document: Option<String>,
+    /// The underlying error, if the driver has one ([`Failure::with_source`]).
+    pub source: Option<FailureSource>,
 }
+
+impl PartialEq for Failure {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code && self.document == other.document
+    }
+}
+
+impl Eq for Failure {}
 
 impl Failure {
     /// A failure with no document.
@@ -132,6 +310,7 @@ impl Failure {
         Failure {
             code: code.into(),
             document: None,
+            source: None,
         }
     }
     /// A failure with a result document.
@@ -139,7 +318,15 @@ impl Failure {
         Failure {
             code: code.into(),
             document: Some(document.into()),
+            source: None,
         }
+    }
+    /// Attaches the underlying error (kept by the lifecycle's [`crate::Error`] as its
+    /// `source()`), e.g. the `io::Error` of a lost connection mapped to
+    /// `HCS_E_SERVICE_DISCONNECT`.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
     }
     /// The capability is not provided by this driver (`E_NOTIMPL`).
     pub fn unsupported() -> Self {
@@ -300,8 +487,8 @@ impl Method {
     }
 
     /// The completion notification of a pending call, if the call has one.
-    pub fn completion(self) -> Option<crate::NotificationKind> {
-        use crate::NotificationKind as K;
+    pub fn completion(self) -> Option<NotificationKind> {
+        use NotificationKind as K;
         match self {
             Method::CreateComputeSystem => Some(K::SystemCreateCompleted),
             Method::StartComputeSystem => Some(K::SystemStartCompleted),
@@ -433,7 +620,7 @@ pub trait Driver: Send + Sync + 'static {
     /// has stopped waiting for (timeout or caller cancellation). The call is not abandoned: a
     /// driver keeps whatever HCS may still use until the completion arrives. Drivers that
     /// cannot cancel (V1, where HCS offers no cancel) keep this default, which does nothing.
-    fn cancel_pending(&self, _ctx: NotifyContext, _kind: crate::NotificationKind) -> Result<(), Failure> {
+    fn cancel_pending(&self, _ctx: NotifyContext, _kind: NotificationKind) -> Result<(), Failure> {
         Ok(())
     }
     /// One live-migration step (V2 only). Defaults to unsupported.

@@ -97,6 +97,8 @@ struct Inner {
     scope: Scope,
     cause: Cause,
     events: Vec<ErrorEvent>,
+    /// The driver's underlying error, if it attached one.
+    source: Option<crate::driver::FailureSource>,
 }
 
 /// An error from the HCS layer. See the module documentation.
@@ -114,6 +116,7 @@ impl Error {
             scope: Scope::None,
             cause,
             events: Vec::new(),
+            source: None,
         }))
     }
 
@@ -124,6 +127,7 @@ impl Error {
             scope: Scope::None,
             cause,
             events: Vec::new(),
+            source: None,
         }))
     }
 
@@ -170,7 +174,14 @@ impl Error {
     pub fn from_failure(failure: &Failure) -> Self {
         let mut e = Error::bare(Cause::Hcs(failure.code.to_win32_form()));
         e.0.events = events_from_document(failure.document.as_deref());
+        e.0.source = failure.source.clone();
         e
+    }
+
+    /// The same error under another operation name (keeps scope, cause and events).
+    pub(crate) fn renamed(mut self, op: impl Into<Cow<'static, str>>) -> Self {
+        self.0.op = op.into();
+        self
     }
 
     /// Attaches events (replacing any).
@@ -334,7 +345,16 @@ impl fmt::Debug for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    /// The driver's underlying error (an `io::Error` of a transport, say), when the driver
+    /// attached one with [`Failure::with_source`].
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
 
 fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a Error> {
     let mut cur = Some(err);

@@ -40,6 +40,8 @@ codes! {
     E_UNEXPECTED = 0x8000_FFFF;
     /// Win32 `ERROR_FILE_NOT_FOUND` (2).
     ERROR_FILE_NOT_FOUND = 0x2;
+    /// Win32 `ERROR_PATH_NOT_FOUND` (3).
+    ERROR_PATH_NOT_FOUND = 0x3;
     /// Win32 `ERROR_ACCESS_DENIED` (5).
     ERROR_ACCESS_DENIED = 0x5;
     /// Win32 `ERROR_INVALID_HANDLE` (6).
@@ -317,11 +319,14 @@ pub mod sets {
         H::RPC_S_CALL_FAILED_DNE,
     ];
 
-    /// Not found: no such system, or no such element.
+    /// Not found: no such system, no such element, or no such file or path (Win32 forms; what
+    /// HCS reports for a program missing from a process's command line).
     pub const NOT_FOUND: &[H] = &[
         H::ERROR_VMCOMPUTE_SYSTEM_NOT_FOUND,
         H::HCS_E_SYSTEM_NOT_FOUND,
         H::ERROR_NOT_FOUND,
+        H::ERROR_FILE_NOT_FOUND,
+        H::ERROR_PATH_NOT_FOUND,
     ];
 
     /// Already exists: a system with that id exists.

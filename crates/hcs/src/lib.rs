@@ -1,5 +1,9 @@
 //! `hcs`: a lifecycle layer for the Windows Host Compute Service over a pluggable driver.
 //!
+//! The common path: pick a driver (on Windows the `hcs-native` crate chooses V2 or V1 for you;
+//! on any machine the `hcs-sim` simulator or the `hcs-testkit` fake), then drive a [`System`]
+//! and its [`Process`]es; the driver contract underneath is the same for all of them.
+//!
 //! * [`Driver`] is the contract between this layer and HCS (V1 `vmcompute.dll`, V2
 //!   `computecore.dll`, the `hcs-sim` simulator, the `hcs-testkit` scripted fake).
 //! * [`System`] and [`Process`] give every driver the same lifecycle semantics: handle guards,
@@ -38,6 +42,14 @@
 
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+/// The JSON document types exchanged with HCS (the `hcs-schema` crate), re-exported so a
+/// caller needs no fourth dependency: build a [`schema::ComputeSystem`] for
+/// [`System::create_from`] or [`schema::ProcessParameters`] for [`System::create_process_from`].
+pub use hcs_schema as schema;
+pub use hcs_schema::{ComputeSystem, ExitType, ProcessParameters, ProcessStatus, SystemExitStatus};
+
+#[cfg(not(loom))]
+mod call;
 pub mod driver;
 pub mod error;
 #[cfg(not(loom))]
@@ -45,28 +57,30 @@ mod guard;
 pub mod hresult;
 #[cfg(all(test, loom))]
 mod loom_tests;
+mod notifier;
 pub mod notify;
 #[cfg(not(loom))]
 mod object;
 #[cfg(not(loom))]
 pub mod process;
-mod state;
 pub mod stdio;
 mod sync;
 #[cfg(not(loom))]
 pub mod system;
 #[cfg(not(loom))]
+mod system_inner;
+#[cfg(not(loom))]
 pub mod timeouts;
 #[cfg(not(loom))]
 mod worker;
 
+pub use driver::NotificationKind;
 pub use driver::{
-    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HandleCounts, Method, MigrationStep,
-    NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
+    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, FailureSource, HandleCounts, Method,
+    MigrationStep, NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
 };
 pub use error::{classify, Cause, Error, Result, Scope};
 pub use hresult::HResult;
-pub use notify::NotificationKind;
 #[cfg(not(loom))]
 pub use notify::{dispatch, live_registrations};
 #[cfg(not(loom))]

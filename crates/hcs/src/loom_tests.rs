@@ -5,8 +5,8 @@
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p hcs --lib --release loom`.
 
 use crate::hresult::HResult;
+use crate::notifier::{Follow, Notifier, Outcome};
 use crate::notify::{NotificationKind, Registry, Sink};
-use crate::state::{Follow, Notifier, Outcome};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;

@@ -3,8 +3,8 @@
 
 use crate::driver::{CallbackHandle, Failure, NotifyContext};
 use crate::guard::HandleCell;
+use crate::notifier::{Notifier, Outcome};
 use crate::notify::{self, Sink};
-use crate::state::{Notifier, Outcome};
 use crate::sync::{lock, Arc, Mutex};
 
 /// An object's registry entry (inserted at construction, before any driver call, so a pending
@@ -37,6 +37,11 @@ impl Registration {
         let cb = register(self.ctx)?;
         *lock(&self.callback) = Some(cb);
         Ok(())
+    }
+
+    /// The context while the registry entry exists; `None` once it was removed.
+    pub(crate) fn live_context(&self) -> Option<NotifyContext> {
+        lock(&self.live).then_some(self.ctx)
     }
 
     /// Removes the registry entry (idempotent); later notifications for it are dropped.

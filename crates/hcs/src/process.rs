@@ -5,16 +5,17 @@
 //! shared worker, never on HCS's callback thread — or from the `ProcessExited` payload on V2),
 //! and the same guard, latch and close rules as [`crate::System`].
 
+use crate::call::Target;
 use crate::driver::{ApiGeneration, Driver, Failure, ProcessHandle};
 use crate::error::{Cause, Error, Result};
 use crate::guard::HandleCell;
 use crate::hresult::{sets, HResult};
+use crate::notifier::{Follow, Notifier, Outcome};
 use crate::notify::{NotificationKind, Sink};
 use crate::object::{self, Registration};
-use crate::state::{Follow, Notifier, Outcome};
 use crate::stdio::{PipeReader, PipeWriter, Stdio};
 use crate::sync::lock;
-use crate::system::{traced, traced_plain, SystemInner};
+use crate::system_inner::SystemInner;
 use hcs_schema::{ProcessModifyRequest, ProcessStatus};
 use std::future::Future;
 use std::pin::Pin;
@@ -54,6 +55,8 @@ impl ExitCode {
 struct StdioCache {
     cached: Stdio,
     has_cached: bool,
+    /// An earlier `stdio()` call handed out at least one stream.
+    handed_out: bool,
 }
 
 pub(crate) struct ProcessInner {
@@ -76,7 +79,7 @@ struct ProcessSink(Weak<ProcessInner>);
 impl Sink for ProcessSink {
     fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
         let Some(p) = self.0.upgrade() else { return };
-        let exit_outcome = |sig: &crate::state::ExitSignal| {
+        let exit_outcome = |sig: &crate::notifier::ExitSignal| {
             if sig.status.is_failure() {
                 let e = Error::process(
                     OP_WAIT,
@@ -151,6 +154,7 @@ impl ProcessInner {
                 stdio: Mutex::new(StdioCache {
                     cached: stdio,
                     has_cached,
+                    handed_out: false,
                 }),
                 kill_delivered: AtomicBool::new(false),
                 resolving: AtomicBool::new(false),
@@ -158,8 +162,13 @@ impl ProcessInner {
         })
     }
 
+    /// The object calls are about.
+    fn target(&self) -> Target<'_> {
+        Target::process(&self.system_id, self.pid)
+    }
+
     fn err(&self, op: &'static str, cause: impl Into<Error>) -> Error {
-        Error::process(op, &self.system_id, self.pid, cause)
+        self.target().err(op, cause)
     }
 
     fn register(&self) -> Result<(), Failure> {
@@ -169,12 +178,9 @@ impl ProcessInner {
             .map(|u| u.handle())
             .ok_or_else(|| Failure::new(HResult::ERROR_INVALID_HANDLE))?;
         self.reg.register(|ctx| {
-            traced_plain(
-                "register_process_callback",
-                &self.system_id,
-                Some(self.pid),
-                || self.driver.register_process_callback(h, ctx),
-            )
+            self.target().traced_plain("register_process_callback", || {
+                self.driver.register_process_callback(h, ctx)
+            })
         })
     }
 
@@ -228,9 +234,10 @@ impl ProcessInner {
     }
 
     fn query_exit(&self, h: ProcessHandle) -> (i64, Option<Error>) {
-        match traced("get_process_properties", &self.system_id, Some(self.pid), || {
-            self.driver.get_process_properties(h)
-        }) {
+        match self
+            .target()
+            .traced("get_process_properties", || self.driver.get_process_properties(h))
+        {
             Err(e) => (-1, Some(self.err(OP_WAIT, &e))),
             Ok(r) => self.exit_from_status_doc(Some(&r.value), false),
         }
@@ -238,6 +245,23 @@ impl ProcessInner {
 
     fn is_stopped(&self) -> bool {
         self.notifier.is_done()
+    }
+
+    /// A signal/terminate call through this object's handle: `Ok(Err(failure))` keeps the raw
+    /// failure for [`ProcessInner::signal_result`] (the gone family is not an error there); a
+    /// closed object is an already-closed error.
+    fn gone_call(
+        &self,
+        op: &'static str,
+        call: &'static str,
+        f: impl FnOnce(ProcessHandle) -> crate::driver::DriverResult<()>,
+    ) -> Result<std::result::Result<(), Failure>> {
+        let Some(u) = self.handle.acquire() else {
+            return Err(self.err(op, Cause::AlreadyClosed));
+        };
+        let r = self.target().traced(call, || f(u.handle())).map(|_| ());
+        drop(u);
+        Ok(r)
     }
 
     /// Maps a Signal/terminate failure: `Ok(false)` for the gone family (scheduling the
@@ -290,17 +314,13 @@ impl ProcessInner {
                 }
             },
             |cb| {
-                traced_plain(
-                    "unregister_process_callback",
-                    &self.system_id,
-                    Some(self.pid),
-                    || self.driver.unregister_process_callback(cb),
-                )
+                self.target().traced_plain("unregister_process_callback", || {
+                    self.driver.unregister_process_callback(cb)
+                })
             },
             |h| {
-                traced_plain("close_process", &self.system_id, Some(self.pid), || {
-                    self.driver.close_process(h)
-                })
+                self.target()
+                    .traced_plain("close_process", || self.driver.close_process(h))
             },
         )
         .map_err(|e| self.err("hcs::Process::Close", &e))
@@ -324,21 +344,19 @@ fn command_line(parameters: &str) -> Option<String> {
 impl Process {
     pub(crate) fn create(system: &Arc<SystemInner>, parameters: &str) -> Result<Process> {
         const OP: &str = "hcs::System::CreateProcess";
-        let Some(u) = system.handle.acquire() else {
-            return Err(Error::system(OP, &system.id, Cause::AlreadyClosed));
-        };
-        let r = traced("create_process", &system.id, None, || {
-            system.driver.create_process(u.handle(), parameters)
+        let r = system.target().call(&system.handle, OP, "create_process", |h| {
+            system.driver.create_process(h, parameters)
         });
-        drop(u);
         let reply = match r {
             Ok(r) => r,
+            Err(e) if e.is_already_closed() => return Err(e),
             Err(e) => {
+                // The error names the command line that failed.
                 let op = match command_line(parameters) {
                     Some(cl) => format!("{OP}: {cl}"),
                     None => OP.to_owned(),
                 };
-                return Err(Error::system(op, &system.id, &e));
+                return Err(e.renamed(op));
             }
         };
         let (handle, info) = reply.value;
@@ -359,44 +377,22 @@ impl Process {
             return Err(e); // Drop closes the handle
         }
         if let Err(e) = process.inner.register() {
-            return Err(Error::system(
-                OP,
-                &system.id,
-                &Failure {
-                    code: e.code,
-                    document: None,
-                },
-            ));
+            return Err(Error::system(OP, &system.id, Failure::new(e.code)));
         }
         Ok(process)
     }
 
     pub(crate) fn open(system: &Arc<SystemInner>, pid: u32) -> Result<Process> {
         const OP: &str = "hcs::System::OpenProcess";
-        let Some(u) = system.handle.acquire() else {
-            return Err(Error::system(OP, &system.id, Cause::AlreadyClosed));
-        };
-        let r = traced("open_process", &system.id, Some(pid), || {
-            system.driver.open_process(u.handle(), pid)
-        });
-        drop(u);
-        let reply = match r {
-            Ok(r) => r,
-            Err(e) => return Err(Error::system(OP, &system.id, &e)),
-        };
+        let reply = system.target().call(&system.handle, OP, "open_process", |h| {
+            system.driver.open_process(h, pid)
+        })?;
         let process = Process {
             inner: ProcessInner::new(system, pid, reply.value, Stdio::default(), false),
         };
         if let Err(e) = process.inner.register() {
             // I8: the handle is closed on this path (Drop).
-            return Err(Error::system(
-                OP,
-                &system.id,
-                &Failure {
-                    code: e.code,
-                    document: None,
-                },
-            ));
+            return Err(Error::system(OP, &system.id, Failure::new(e.code)));
         }
         Ok(process)
     }
@@ -409,35 +405,54 @@ impl Process {
     pub fn system_id(&self) -> &str {
         &self.inner.system_id
     }
+    /// The callback context this object handed to the driver (its id in the notification
+    /// registry), or `None` once the object is closed and its registry entry removed.
+    pub fn notify_context(&self) -> Option<crate::driver::NotifyContext> {
+        self.inner.reg.live_context()
+    }
 
     /// Hands out the process's standard streams. The first call returns the streams HCS gave at
     /// creation (exactly once); later calls query HCS for fresh handles (`HcsGetProcessInfo`).
+    /// When an earlier call handed out streams and the driver has none to give again (the
+    /// simulator hands its pipes over once, as HCS does for anonymous pipes), a later call is
+    /// an error for which `is_not_supported()` holds, never a silent empty set.
     pub fn stdio(&self) -> Result<Stdio> {
         const OP: &str = "hcs::Process::StdioLegacy";
-        let Some(u) = self.inner.handle.acquire() else {
+        if self.inner.handle.is_closed() {
             return Err(self.inner.err(OP, Cause::AlreadyClosed));
-        };
-        {
+        }
+        let handed_out = {
             let mut s = lock(&self.inner.stdio);
             if s.has_cached {
                 s.has_cached = false;
-                return Ok(std::mem::take(&mut s.cached));
+                let streams = std::mem::take(&mut s.cached);
+                s.handed_out |=
+                    streams.stdin.is_some() || streams.stdout.is_some() || streams.stderr.is_some();
+                return Ok(streams);
             }
+            s.handed_out
+        };
+        let info = self
+            .inner
+            .target()
+            .call_done(&self.inner.handle, OP, "get_process_info", |h| {
+                self.inner.driver.get_process_info(h)
+            })?;
+        let streams = Stdio {
+            stdin: info.stdin,
+            stdout: info.stdout,
+            stderr: info.stderr,
+        };
+        if handed_out && streams.stdin.is_none() && streams.stdout.is_none() && streams.stderr.is_none() {
+            return Err(self.inner.err(
+                OP,
+                Cause::Unsupported(
+                    "the process's standard streams were taken by an earlier stdio() call and the driver cannot hand them out again"
+                        .into(),
+                ),
+            ));
         }
-        let r = traced(
-            "get_process_info",
-            &self.inner.system_id,
-            Some(self.inner.pid),
-            || self.inner.driver.get_process_info(u.handle()),
-        );
-        match r {
-            Ok(reply) => Ok(Stdio {
-                stdin: reply.value.stdin,
-                stdout: reply.value.stdout,
-                stderr: reply.value.stderr,
-            }),
-            Err(e) => Err(self.inner.err(OP, &e)),
-        }
+        Ok(streams)
     }
     /// Takes only the cached stdin writer, if still cached.
     pub fn take_stdin(&self) -> Option<PipeWriter> {
@@ -457,17 +472,10 @@ impl Process {
     /// completed after one second if no exit arrives). Any other failure is an error (I12).
     pub fn signal(&self, options: &str) -> Result<bool> {
         const OP: &str = "hcs::Process::Signal";
-        let Some(u) = self.inner.handle.acquire() else {
-            return Err(self.inner.err(OP, Cause::AlreadyClosed));
-        };
-        let r = traced(
-            "signal_process",
-            &self.inner.system_id,
-            Some(self.inner.pid),
-            || self.inner.driver.signal_process(u.handle(), options),
-        );
-        drop(u);
-        self.inner.signal_result(OP, r.map(|_| ()), true)
+        let r = self.inner.gone_call(OP, "signal_process", |h| {
+            self.inner.driver.signal_process(h, options)
+        })?;
+        self.inner.signal_result(OP, r, true)
     }
 
     /// Kills the process through a second handle to its system on the same driver (§5.6):
@@ -485,7 +493,12 @@ impl Process {
         if self.inner.kill_delivered.load(Ordering::SeqCst) {
             return Ok(true);
         }
-        let timeouts = crate::timeouts::Timeouts::from_env();
+        // The second handle inherits the owning System's timeouts (the environment's only when
+        // the System is already gone).
+        let timeouts = match self.inner.system.upgrade() {
+            Some(sys) => *lock(&sys.timeouts),
+            None => crate::timeouts::Timeouts::from_env(),
+        };
         let second = match SystemInner::open(self.inner.driver.clone(), &self.inner.system_id, timeouts) {
             Ok(s) => s,
             Err(e) => {
@@ -507,13 +520,11 @@ impl Process {
             let Some(h) = h else {
                 return Err(self.inner.err(OP, Cause::AlreadyClosed));
             };
-            let r = traced(
-                "terminate_process",
-                &self.inner.system_id,
-                Some(self.inner.pid),
-                || self.inner.driver.terminate_process(h),
-            );
-            let r = r.map(|_| ());
+            let r = self
+                .inner
+                .target()
+                .traced("terminate_process", || self.inner.driver.terminate_process(h))
+                .map(|_| ());
             if let Err(f) = &r {
                 let e = Error::from_failure(f);
                 if e.hresult() == Some(HResult::ERROR_ACCESS_DENIED) || e.is_already_stopped() {
@@ -532,37 +543,22 @@ impl Process {
     /// Terminates the process through its own handle. The "already gone" family is success.
     pub fn terminate(&self) -> Result<()> {
         const OP: &str = "hcs::Process::Terminate";
-        let Some(u) = self.inner.handle.acquire() else {
-            return Err(self.inner.err(OP, Cause::AlreadyClosed));
-        };
-        let r = traced(
-            "terminate_process",
-            &self.inner.system_id,
-            Some(self.inner.pid),
-            || self.inner.driver.terminate_process(u.handle()),
-        );
-        drop(u);
-        self.inner.signal_result(OP, r.map(|_| ()), false).map(|_| ())
+        let r = self.inner.gone_call(OP, "terminate_process", |h| {
+            self.inner.driver.terminate_process(h)
+        })?;
+        self.inner.signal_result(OP, r, false).map(|_| ())
     }
 
     fn modify(&self, op: &'static str, req: &ProcessModifyRequest) -> Result<()> {
-        let Some(u) = self.inner.handle.acquire() else {
+        if self.inner.handle.is_closed() {
             return Err(self.inner.err(op, Cause::AlreadyClosed));
-        };
-        let json = serde_json::to_string(req).map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
-        let r = traced(
-            "modify_process",
-            &self.inner.system_id,
-            Some(self.inner.pid),
-            || self.inner.driver.modify_process(u.handle(), &json),
-        );
-        match r {
-            Ok(reply) if !reply.pending => Ok(()),
-            Ok(_) => Err(self
-                .inner
-                .err(op, Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING))),
-            Err(e) => Err(self.inner.err(op, &e)),
         }
+        let json = serde_json::to_string(req).map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
+        self.inner
+            .target()
+            .call_done(&self.inner.handle, op, "modify_process", |h| {
+                self.inner.driver.modify_process(h, &json)
+            })
     }
 
     /// Resizes the process's console (a zero dimension is omitted from the request).

@@ -6,54 +6,21 @@
 //! stop idempotent over both encodings (C7, I11), and a close that never waits for a
 //! notification (I10).
 
-use crate::driver::{ApiGeneration, Driver, DriverResult, Failure, NotifyContext, Reply, SystemHandle};
+use crate::call::Target;
+use crate::driver::{ApiGeneration, Driver, Failure, NotificationKind, NotifyContext};
 use crate::error::{Cause, Error, Result};
-use crate::guard::HandleCell;
 use crate::hresult::{sets, CodePair, HResult};
-use crate::notify::{NotificationKind, Sink};
-use crate::object::{self, Registration};
+use crate::notifier::{Notifier, Outcome};
 use crate::process::Process;
-use crate::state::{Notifier, Outcome, PendingEnd};
 use crate::sync::lock;
+use crate::system_inner::{map_system_outcome, SystemInner, OP_CREATE, OP_WAIT};
 use crate::timeouts::{CallOptions, Timeouts};
-use hcs_schema::{
-    ComputeSystemQuery, ContainerProperties, ExitType, PropertyQuery, PropertyType, SystemExitStatus,
-};
+use hcs_schema::{ComputeSystemQuery, ContainerProperties, ExitType, PropertyType, SystemExitStatus};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
-
-/// Runs one driver call inside a `tracing` span recording operation, object, duration and
-/// HRESULT.
-pub(crate) fn traced<T>(
-    call: &'static str,
-    id: &str,
-    pid: Option<u32>,
-    f: impl FnOnce() -> DriverResult<T>,
-) -> DriverResult<T> {
-    let span = tracing::debug_span!("hcs_call", call, id, pid);
-    let _enter = span.enter();
-    let start = Instant::now();
-    let r = f();
-    let elapsed_us = start.elapsed().as_micros() as u64;
-    match &r {
-        Ok(reply) => tracing::debug!(elapsed_us, pending = reply.pending, "ok"),
-        Err(f) => tracing::debug!(elapsed_us, hresult = %f.code, "failed"),
-    }
-    r
-}
-
-/// Like [`traced`] for calls returning `Result<T, Failure>`.
-pub(crate) fn traced_plain<T>(
-    call: &'static str,
-    id: &str,
-    pid: Option<u32>,
-    f: impl FnOnce() -> Result<T, Failure>,
-) -> Result<T, Failure> {
-    traced(call, id, pid, || f().map(Reply::done)).map(|r| r.value)
-}
 
 /// How a System exited.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,36 +36,25 @@ pub struct SystemExit {
     pub unexpected: bool,
 }
 
-#[derive(Debug, Default, Clone)]
-struct Cached {
-    os: String,
-    typ: String,
-    owner: String,
-}
-
-pub(crate) struct SystemInner {
-    pub(crate) id: String,
-    pub(crate) driver: Arc<dyn Driver>,
-    pub(crate) handle: HandleCell<SystemHandle>,
-    notifier: Arc<Notifier>,
-    reg: Registration,
-    timeouts: Mutex<Timeouts>,
-    cached: Mutex<Cached>,
-    started_at: Mutex<Option<SystemTime>>,
-}
-
-struct SystemSink(Arc<Notifier>);
-
-impl Sink for SystemSink {
-    fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
-        self.0
-            .on_notification(NotificationKind::SystemExited, kind, status, payload, &|sig| {
-                Some(Outcome::SystemExit(sig.clone()))
-            });
-    }
-}
-
 /// A compute system. Not `Clone`: share it with `Arc<System>`. Dropping it closes it.
+///
+/// # Pending operations and the "owed completion" rule (design §3.6.1)
+///
+/// `start`, `pause`, `resume` and `save` (and `create`) wait for their `*Completed`
+/// notification when the driver answers pending. When such a wait gives up (its timeout, or a
+/// [`crate::CancelToken`]), the operation is still running inside HCS and its completion will
+/// still arrive. V1 completions carry no operation id, so the System records the completion as
+/// *owed* and drops the next completion of that kind when it arrives, instead of letting it
+/// satisfy the next operation of that kind. This assumes HCS completes operations of one kind
+/// in order (it does: it serialises them per system). The cost: if HCS never delivers the
+/// abandoned operation's completion, the next operation of that kind times out as well. V2
+/// drivers also get [`Driver::cancel_pending`] so they can cancel the HCS operation.
+///
+/// # Timeouts
+///
+/// Each pending operation waits at most the System's timeout for it ([`System::timeouts`],
+/// from [`System::create_with`] / [`System::open_with`], or the environment), or the per-call
+/// [`CallOptions::timeout`] when one is given.
 pub struct System {
     inner: Arc<SystemInner>,
 }
@@ -109,237 +65,6 @@ impl std::fmt::Debug for System {
             .field("id", &self.inner.id)
             .field("driver", &self.inner.driver.name())
             .finish()
-    }
-}
-
-const OP_CREATE: &str = "hcs::CreateComputeSystem";
-const OP_OPEN: &str = "hcs::OpenComputeSystem";
-const OP_WAIT: &str = "hcs::System::waitBackground";
-
-impl SystemInner {
-    fn new(driver: Arc<dyn Driver>, id: &str, timeouts: Timeouts) -> Arc<Self> {
-        let notifier = Arc::new(Notifier::new());
-        let reg = Registration::new(Arc::new(SystemSink(notifier.clone())));
-        Arc::new(SystemInner {
-            id: id.to_owned(),
-            driver,
-            handle: HandleCell::new(None),
-            notifier,
-            reg,
-            timeouts: Mutex::new(timeouts),
-            cached: Mutex::new(Cached::default()),
-            started_at: Mutex::new(None),
-        })
-    }
-
-    fn register(&self, h: SystemHandle) -> Result<(), Failure> {
-        self.reg.register(|ctx| {
-            traced_plain("register_compute_system_callback", &self.id, None, || {
-                self.driver.register_compute_system_callback(h, ctx)
-            })
-        })
-    }
-
-    /// Close: stop new uses, wait for calls in progress, unregister, close the handle, latch.
-    pub(crate) fn close(&self) -> Result<()> {
-        object::close(
-            &self.handle,
-            &self.notifier,
-            &self.reg,
-            |_| {},
-            |cb| {
-                traced_plain("unregister_compute_system_callback", &self.id, None, || {
-                    self.driver.unregister_compute_system_callback(cb)
-                })
-            },
-            |h| {
-                traced_plain("close_compute_system", &self.id, None, || {
-                    self.driver.close_compute_system(h)
-                })
-            },
-        )
-        .map_err(|e| Error::system("hcs::System::Close", &self.id, e))
-    }
-
-    /// Terminates through this object, treating the stop allow-list as success.
-    pub(crate) fn terminate(&self) -> Result<()> {
-        self.stop("hcs::System::Terminate", "terminate_compute_system", |d, h| {
-            d.terminate_compute_system(h, "")
-        })
-    }
-
-    fn stop(
-        &self,
-        op: &'static str,
-        call: &'static str,
-        f: impl FnOnce(&dyn Driver, SystemHandle) -> DriverResult<()>,
-    ) -> Result<()> {
-        if self.notifier.outcome().is_some() {
-            return Ok(());
-        }
-        let Some(u) = self.handle.acquire() else {
-            return Ok(());
-        };
-        let r = traced(call, &self.id, None, || f(&*self.driver, u.handle()));
-        drop(u);
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if e.code.is_in(sets::STOP_SWALLOW) => Ok(()),
-            Err(e) => Err(Error::system(op, &self.id, &e)),
-        }
-    }
-
-    fn deadline(&self, opts: &CallOptions, default: Duration) -> Instant {
-        let d = opts.timeout.unwrap_or(default);
-        Instant::now()
-            .checked_add(d)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
-    }
-
-    /// The pending-operation path shared by Start, Pause, Resume and Save (and the completion
-    /// wait of Create).
-    fn wait_armed(
-        &self,
-        op: &'static str,
-        kind: NotificationKind,
-        seq: u64,
-        deadline: Instant,
-        opts: &CallOptions,
-    ) -> Result<()> {
-        if let Some(t) = &opts.cancel {
-            let w: Arc<dyn crate::timeouts::Wake> = self.notifier.clone();
-            t.watch(Arc::downgrade(&w));
-        }
-        let cancelled = || opts.cancel.as_ref().is_some_and(|t| t.is_cancelled());
-        let mut end = self.notifier.wait_pending(seq, true, deadline, &cancelled);
-        let gave_up = matches!(end, PendingEnd::TimedOut | PendingEnd::Cancelled);
-        if let Some((status, payload)) = self.notifier.finish(seq, gave_up) {
-            end = PendingEnd::Completed(status, payload); // the completion won the race
-        }
-        let cause = match end {
-            PendingEnd::Completed(status, payload) => {
-                if status.is_success() {
-                    return Ok(());
-                }
-                let e = Error::bare(Cause::Hcs(status.to_win32_form()))
-                    .with_events(crate::error::events_from_document(payload.as_deref()));
-                return Err(Error::system(op, &self.id, e));
-            }
-            PendingEnd::Exited => Cause::UnexpectedContainerExit,
-            PendingEnd::Disconnected => Cause::ServiceDisconnected,
-            PendingEnd::Closed => Cause::AlreadyClosed,
-            PendingEnd::TimedOut => Cause::Timeout,
-            PendingEnd::Cancelled => Cause::Cancelled,
-        };
-        if matches!(cause, Cause::Timeout | Cause::Cancelled) {
-            if let Err(f) = self.driver.cancel_pending(self.reg.ctx(), kind) {
-                tracing::debug!(id = %self.id, %kind, hresult = %f.code, "driver could not cancel the pending operation");
-            }
-        }
-        Err(Error::system(op, &self.id, cause))
-    }
-
-    fn run_pending(
-        &self,
-        op: &'static str,
-        call: &'static str,
-        kind: NotificationKind,
-        timeout: Duration,
-        opts: &CallOptions,
-        f: impl FnOnce(&dyn Driver, SystemHandle, NotifyContext) -> DriverResult<()>,
-    ) -> Result<()> {
-        let seq = self.notifier.arm(kind);
-        let Some(u) = self.handle.acquire() else {
-            self.notifier.disarm(seq);
-            return Err(Error::system(op, &self.id, Cause::AlreadyClosed));
-        };
-        let deadline = self.deadline(opts, timeout);
-        let r = traced(call, &self.id, None, || {
-            f(&*self.driver, u.handle(), self.reg.ctx())
-        });
-        drop(u);
-        match r {
-            Ok(reply) if !reply.pending => {
-                self.notifier.disarm(seq);
-                Ok(())
-            }
-            Err(e) if !e.code.is_pending_code() => {
-                self.notifier.disarm(seq);
-                Err(Error::system(op, &self.id, &e))
-            }
-            // Pending (either way of saying it): the result document's events are discarded
-            // (Q13) and the armed completion decides.
-            _ => self.wait_armed(op, kind, seq, deadline, opts),
-        }
-    }
-
-    fn properties_raw(&self, op: &'static str, query: &str) -> Result<String> {
-        let Some(u) = self.handle.acquire() else {
-            return Err(Error::system(op, &self.id, Cause::AlreadyClosed));
-        };
-        let r = traced("get_compute_system_properties", &self.id, None, || {
-            self.driver.get_compute_system_properties(u.handle(), query)
-        });
-        drop(u);
-        match r {
-            Err(e) => Err(Error::system(op, &self.id, &e)),
-            Ok(reply) if reply.pending => Err(Error::system(
-                op,
-                &self.id,
-                Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING),
-            )),
-            Ok(reply) if reply.value.trim().is_empty() => Err(Error::bare(Cause::UnexpectedValue)),
-            Ok(reply) => Ok(reply.value),
-        }
-    }
-
-    fn properties(&self, op: &'static str, types: &[PropertyType]) -> Result<ContainerProperties> {
-        let query = serde_json::to_string(&PropertyQuery {
-            property_types: types.to_vec(),
-        })
-        .map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
-        let json = self.properties_raw(op, &query)?;
-        serde_json::from_str(&json).map_err(|e| Error::system(op, &self.id, Cause::Json(e.to_string())))
-    }
-
-    fn load_cached(&self) -> Result<()> {
-        let p = self.properties("hcs::System::Properties", &[])?;
-        let mut c = lock(&self.cached);
-        c.typ = p.system_type.to_lowercase();
-        c.os = p.runtime_os_type.to_lowercase();
-        c.owner = p.owner.to_lowercase();
-        if c.os.is_empty() && c.typ == "container" {
-            c.os = "windows".into();
-        }
-        Ok(())
-    }
-
-    /// Open → register → properties, for `System::open` and `Process::kill`'s second handle.
-    pub(crate) fn open(driver: Arc<dyn Driver>, id: &str, timeouts: Timeouts) -> Result<Arc<Self>> {
-        let r = traced("open_compute_system", id, None, || driver.open_compute_system(id));
-        let reply = match r {
-            Ok(r) => r,
-            Err(e) => return Err(Error::system(OP_OPEN, id, &e)),
-        };
-        let inner = SystemInner::new(driver, id, timeouts);
-        inner.handle.set(reply.value);
-        if let Err(e) = inner.register(reply.value) {
-            let err = Error::system(
-                OP_OPEN,
-                id,
-                &Failure {
-                    code: e.code,
-                    document: None,
-                },
-            );
-            let _ = inner.close();
-            return Err(err);
-        }
-        if let Err(e) = inner.load_cached() {
-            let _ = inner.close();
-            return Err(e);
-        }
-        Ok(inner)
     }
 }
 
@@ -373,7 +98,7 @@ impl System {
         let kind = NotificationKind::SystemCreateCompleted;
         let seq = inner.notifier.arm(kind);
         let deadline = inner.deadline(&CallOptions::default(), timeouts.create);
-        let r = traced("create_compute_system", id, None, || {
+        let r = Target::system(id).traced("create_compute_system", || {
             inner
                 .driver
                 .create_compute_system(id, configuration, inner.reg.ctx())
@@ -391,14 +116,7 @@ impl System {
         if let Err(e) = system.inner.register(reply.value) {
             system.inner.notifier.disarm(seq);
             let _ = system.inner.terminate();
-            return Err(Error::system(
-                OP_CREATE,
-                id,
-                &Failure {
-                    code: e.code,
-                    document: None,
-                },
-            ));
+            return Err(Error::system(OP_CREATE, id, Failure::new(e.code)));
         }
         if reply.pending {
             if let Err(e) = system
@@ -417,11 +135,25 @@ impl System {
         Ok(system)
     }
 
-    /// Opens an existing compute system by id (open → register → properties).
+    /// Opens an existing compute system by id (open → register → properties), with timeouts
+    /// from the environment ([`Timeouts::from_env`]).
     pub fn open(driver: Arc<dyn Driver>, id: &str) -> Result<System> {
+        Self::open_with(driver, id, Timeouts::from_env())
+    }
+
+    /// [`System::open`] with explicit completion-wait timeouts (used by every pending operation
+    /// of the opened object, and by [`Process::kill`]'s second handle to it).
+    pub fn open_with(driver: Arc<dyn Driver>, id: &str, timeouts: Timeouts) -> Result<System> {
         Ok(System {
-            inner: SystemInner::open(driver, id, Timeouts::from_env())?,
+            inner: SystemInner::open(driver, id, timeouts)?,
         })
+    }
+
+    /// The callback context this object handed to the driver (its id in the notification
+    /// registry), or `None` once the object is closed and its registry entry removed. Tests
+    /// use it to check registry hygiene per object and to fire notifications at it.
+    pub fn notify_context(&self) -> Option<NotifyContext> {
+        self.inner.reg.live_context()
     }
 
     /// The system id.
@@ -546,22 +278,12 @@ impl System {
 
     /// Applies a modify request (passed verbatim). A pending answer is an error (Q10).
     pub fn modify(&self, configuration: &str) -> Result<()> {
-        const OP: &str = "hcs::System::Modify";
-        let Some(u) = self.inner.handle.acquire() else {
-            return Err(Error::system(OP, &self.inner.id, Cause::AlreadyClosed));
-        };
-        let r = traced("modify_compute_system", &self.inner.id, None, || {
-            self.inner.driver.modify_compute_system(u.handle(), configuration)
-        });
-        match r {
-            Ok(reply) if !reply.pending => Ok(()),
-            Ok(_) => Err(Error::system(
-                OP,
-                &self.inner.id,
-                Cause::Hcs(HResult::ERROR_VMCOMPUTE_OPERATION_PENDING),
-            )),
-            Err(e) => Err(Error::system(OP, &self.inner.id, &e)),
-        }
+        self.inner.target().call_done(
+            &self.inner.handle,
+            "hcs::System::Modify",
+            "modify_compute_system",
+            |h| self.inner.driver.modify_compute_system(h, configuration),
+        )
     }
 
     /// V1 property query (`{"PropertyTypes":[...]}`, or `{}` with no types).
@@ -579,9 +301,29 @@ impl System {
     }
 
     /// Starts a process from a `ProcessParameters` (V2) or `ProcessConfig` (V1) document,
-    /// passed verbatim.
+    /// passed verbatim. [`System::create_process_from`] takes the typed document instead.
     pub fn create_process(&self, parameters: &str) -> Result<Process> {
         Process::create(&self.inner, parameters)
+    }
+
+    /// Starts a process from any serialisable parameters document, typically
+    /// [`crate::schema::ProcessParameters`]:
+    ///
+    /// ```no_run
+    /// # fn demo(system: &hcs::System) -> hcs::Result<()> {
+    /// use hcs::schema::ProcessParameters;
+    /// let params = ProcessParameters {
+    ///     command_line: Some("cmd /c echo hello".into()),
+    ///     create_std_out_pipe: Some(true),
+    ///     ..Default::default()
+    /// };
+    /// let process = system.create_process_from(&params)?;
+    /// process.wait()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn create_process_from<T: serde::Serialize>(&self, parameters: &T) -> Result<Process> {
+        let json = serde_json::to_string(parameters).map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
+        self.create_process(&json)
     }
     /// Opens an existing process by pid.
     pub fn open_process(&self, pid: u32) -> Result<Process> {
@@ -686,22 +428,6 @@ impl System {
     }
 }
 
-#[inline]
-pub(crate) fn map_system_outcome(id: &str, o: &Outcome) -> Result<()> {
-    match o {
-        Outcome::SystemExit(sig) => {
-            if o.waits_ok() {
-                Ok(())
-            } else {
-                Err(Error::system(OP_WAIT, id, Cause::Hcs(sig.status.to_win32_form())))
-            }
-        }
-        Outcome::Disconnected => Err(Error::system(OP_WAIT, id, Cause::ServiceDisconnected)),
-        Outcome::Closed => Err(Error::bare(Cause::AlreadyClosed)),
-        Outcome::ProcessExit { .. } => Ok(()),
-    }
-}
-
 impl Drop for System {
     fn drop(&mut self) {
         if let Err(e) = self.inner.close() {
@@ -743,7 +469,7 @@ impl std::fmt::Debug for SystemWait {
 pub fn enumerate(driver: &dyn Driver, query: &ComputeSystemQuery) -> Result<Vec<ContainerProperties>> {
     const OP: &str = "hcs::GetComputeSystems";
     let q = serde_json::to_string(query).map_err(|e| Error::bare(Cause::Json(e.to_string())))?;
-    let r = traced("enumerate_compute_systems", "", None, || {
+    let r = Target::system("").traced("enumerate_compute_systems", || {
         driver.enumerate_compute_systems(&q)
     });
     match r {
@@ -757,9 +483,7 @@ pub fn enumerate(driver: &dyn Driver, query: &ComputeSystemQuery) -> Result<Vec<
 /// `HcsGetServiceProperties(query)`: the raw properties document.
 pub fn service_properties(driver: &dyn Driver, query: &str) -> Result<String> {
     const OP: &str = "hcs::GetServiceProperties";
-    match traced("get_service_properties", "", None, || {
-        driver.get_service_properties(query)
-    }) {
+    match Target::system("").traced("get_service_properties", || driver.get_service_properties(query)) {
         Err(e) => Err(Error::op(OP, Cause::Hcs(e.code.to_win32_form()))
             .with_events(crate::error::events_from_document(e.document.as_deref()))),
         Ok(reply) if reply.value.trim().is_empty() => Err(Error::bare(Cause::UnexpectedValue)),
@@ -770,7 +494,7 @@ pub fn service_properties(driver: &dyn Driver, query: &str) -> Result<String> {
 /// `HcsModifyServiceSettings(settings)`.
 pub fn modify_service_settings(driver: &dyn Driver, settings: &str) -> Result<()> {
     const OP: &str = "hcs::ModifyServiceSettings";
-    match traced("modify_service_settings", "", None, || {
+    match Target::system("").traced("modify_service_settings", || {
         driver.modify_service_settings(settings)
     }) {
         Err(e) => Err(Error::op(OP, Cause::Hcs(e.code.to_win32_form()))
