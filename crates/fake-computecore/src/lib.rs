@@ -203,7 +203,7 @@ fn finish<T>(
     async_completion: bool,
 ) -> HRESULT {
     match r {
-        Err(Failure { code, document }) => {
+        Err(Failure { code, document, .. }) => {
             o.record_failure(hr(code), document);
             hr(code)
         }

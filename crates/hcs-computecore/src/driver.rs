@@ -409,7 +409,11 @@ impl ComputeCoreDriver {
             invalid_utf16(DLL, op, &lossy);
             None
         });
-        Failure { code: hr, document }
+        Failure {
+            code: hr,
+            document,
+            source: None,
+        }
     }
 
     /// Starts an asynchronous operation: `call` receives the operation handle. On success the
@@ -490,6 +494,7 @@ impl ComputeCoreDriver {
             return Err(Failure {
                 code: hr,
                 document: doc?,
+                source: None,
             });
         }
         doc
@@ -554,6 +559,7 @@ impl ComputeCoreDriver {
             return Err(Failure {
                 code: hr,
                 document: doc,
+                source: None,
             });
         }
         pinfo
@@ -833,6 +839,7 @@ impl Driver for ComputeCoreDriver {
             let original = Failure {
                 code: hr,
                 document: doc,
+                source: None,
             };
             drop(pinfo);
             if guard.raw().is_null() {

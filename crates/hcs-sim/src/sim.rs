@@ -222,7 +222,11 @@ impl Shared {
                 Action::Delay(d) => std::thread::sleep(d),
                 Action::Block { gate } => self.wait_gate(&gate),
                 Action::Fail { code, document } => {
-                    failure.get_or_insert(Failure { code, document });
+                    failure.get_or_insert(Failure {
+                        code,
+                        document,
+                        source: None,
+                    });
                 }
                 Action::Pending {
                     complete_after,

@@ -96,6 +96,7 @@ impl VmComputeDriver {
             return Err(Failure {
                 code: hr,
                 document: doc?,
+                source: None,
             });
         }
         let document = doc?;

@@ -1,8 +1,8 @@
 //! Choosing the driver behind a command.
 //!
 //! * `auto` (the default): on Linux and macOS the simulator (`hcs-sim`) with its host-process
-//!   backend, which really runs the command lines; on Windows the V2 driver when
-//!   `computecore.dll` is present, else the V1 driver.
+//!   backend, which really runs the command lines; on Windows the native driver chosen by
+//!   `hcs-native` (V2 when `computecore.dll` loads with its exports, else V1).
 //! * `sim`: the simulator (its host-process backend needs a Unix host).
 //! * `vmcompute` / `computecore`: the V1 / V2 FFI drivers, which load their DLL at run time; on
 //!   a host without the DLL (every non-Windows host) they are reported as unavailable (exit 69)
@@ -36,6 +36,14 @@ impl DriverChoice {
     }
 }
 
+/// The `--driver` option, shared by every subcommand that talks to HCS.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct DriverArgs {
+    /// Driver: auto (simulator on Linux/macOS), sim, vmcompute (V1), computecore (V2).
+    #[arg(long, value_enum, default_value_t = DriverChoice::Auto)]
+    pub driver: DriverChoice,
+}
+
 /// A driver ready for use.
 pub struct Selected {
     /// The driver.
@@ -54,14 +62,21 @@ fn unavailable_because(name: &str, why: &dyn std::fmt::Display) -> CliError {
 /// Resolves `choice` into a driver; `faults` is installed into the simulator (and rejected
 /// with exit 69 for a driver that cannot inject faults).
 pub fn select(choice: DriverChoice, faults: Option<hcs_sim::FaultPlan>) -> Result<Selected, CliError> {
-    let resolved = match choice {
-        DriverChoice::Auto if cfg!(windows) => {
-            if native_v2_present() {
-                DriverChoice::Computecore
-            } else {
-                DriverChoice::Vmcompute
-            }
+    if choice == DriverChoice::Auto && cfg!(windows) {
+        // The library's choice (hcs-native): V2 where computecore.dll loads, else V1.
+        let driver = hcs_native::driver().map_err(|e| unavailable_because("auto", &e))?;
+        if faults.is_some() {
+            return Err(CliError::new(
+                UNAVAILABLE,
+                format!(
+                    "--faults needs the simulator; driver '{}' cannot inject faults",
+                    driver.name()
+                ),
+            ));
         }
+        return Ok(Selected { driver, sim: None });
+    }
+    let resolved = match choice {
         DriverChoice::Auto => DriverChoice::Sim,
         other => other,
     };
@@ -109,13 +124,4 @@ pub fn select(choice: DriverChoice, faults: Option<hcs_sim::FaultPlan>) -> Resul
         driver: sim.clone(),
         sim: Some(sim),
     })
-}
-
-/// Whether the V2 API (`computecore.dll`) is present on this Windows host.
-fn native_v2_present() -> bool {
-    let system_root = std::env::var_os("SystemRoot").unwrap_or_else(|| "C:\\Windows".into());
-    std::path::Path::new(&system_root)
-        .join("System32")
-        .join("computecore.dll")
-        .exists()
 }

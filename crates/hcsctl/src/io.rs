@@ -9,12 +9,19 @@
 //! reach the supervisor as [`Event::Interrupt`] and cancel the [`hcs::CancelToken`]
 //! of a start in progress.
 
-use crate::run::Event;
 use hcs::{CancelToken, PipeReader, PipeWriter, Process};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
+
+/// What happened while the process ran.
+pub(crate) enum Event {
+    /// The n-th interrupt (1-based).
+    Interrupt(usize),
+    /// The process's wait future was woken: the process has probably exited.
+    Exited,
+}
 
 /// What an interrupt does, wherever it is caught: it cancels the token (a start in progress
 /// gives up) and sends [`Event::Interrupt`] with its 1-based ordinal to the supervisor.

@@ -32,11 +32,8 @@ mod log;
 mod run;
 
 use clap::{Args, Parser, Subcommand};
-use driver::DriverChoice;
 use exit::CliError;
 use std::io::Write;
-use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(name = "hcsctl", version, about = "Run commands in Windows Host Compute Service compute systems", after_help = exit::HELP)]
@@ -52,7 +49,7 @@ struct Cli {
 enum Command {
     /// Run a command in a new compute system and exit with its exit code.
     #[command(after_help = exit::HELP)]
-    Run(RunArgs),
+    Run(run::RunOptions),
     /// List compute systems.
     List(ListArgs),
     /// Print the version.
@@ -60,48 +57,9 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
-struct DriverArgs {
-    /// Driver: auto (simulator on Linux/macOS), sim, vmcompute (V1), computecore (V2).
-    #[arg(long, value_enum, default_value_t = DriverChoice::Auto)]
-    driver: DriverChoice,
-}
-
-#[derive(Debug, Args)]
-struct RunArgs {
-    /// Compute-system configuration (JSON); default: a process-isolated container.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Compute-system id (default: generated).
-    #[arg(long)]
-    id: Option<String>,
-    /// Kill the command after this long (e.g. 500ms, 10s, 2m) and exit 124.
-    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
-    timeout: Option<Duration>,
-    /// Time between the forwarded Ctrl-C and the kill.
-    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, default_value = "10s")]
-    grace: Duration,
-    /// Simulator fault plan (JSON) to inject.
-    #[arg(long, value_name = "FILE")]
-    faults: Option<PathBuf>,
-    #[command(flatten)]
-    driver: DriverArgs,
-    /// Print a JSON summary as the last line of stdout, after the command's output.
-    #[arg(long)]
-    json: bool,
-    /// The command and its arguments.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
-    command: Vec<String>,
-}
-
-#[derive(Debug, Args)]
 struct ListArgs {
     #[command(flatten)]
-    driver: DriverArgs,
+    driver: driver::DriverArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -175,16 +133,7 @@ fn main() {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let result = match cli.command {
-        Command::Run(a) => run::run(run::RunOptions {
-            config: a.config,
-            id: a.id,
-            timeout: a.timeout,
-            grace: a.grace,
-            faults: a.faults,
-            driver: a.driver.driver,
-            json: a.json,
-            command: a.command,
-        }),
+        Command::Run(opts) => run::run(opts),
         Command::List(a) => list(&a),
         Command::Version => Ok(version()),
     };

@@ -25,9 +25,9 @@
 
 use crate::cmdline::join_command_line;
 use crate::config::{default_document, load_config, load_fault_plan};
-use crate::driver::{self, DriverChoice};
+use crate::driver::{self, DriverArgs};
 use crate::exit::{self, CliError};
-use crate::io::{Interrupts, Io, Streams};
+use crate::io::{Event, Interrupts, Io, Streams};
 use hcs::{CallOptions, CancelToken, ExitCode, HResult, Process, ProcessWait, System, Timeouts};
 use std::future::Future;
 use std::io::{IsTerminal, Write};
@@ -48,33 +48,38 @@ const DRAIN_WAIT: Duration = Duration::from_secs(2);
 /// The graceful signal sent on the first interrupt.
 const INTERRUPT_SIGNAL: &str = r#"{"Signal":2}"#;
 
-/// Options of `hcsctl run`.
-#[derive(Debug, Clone)]
+/// Options of `hcsctl run` (parsed by clap directly: one type, no field-by-field copy).
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {
-    /// Compute-system configuration file (default document when `None`).
+    /// Compute-system configuration (JSON); default: a process-isolated container.
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// System id (generated when `None`).
+    /// Compute-system id (default: generated).
+    #[arg(long)]
     pub id: Option<String>,
-    /// Overall time limit for the command.
+    /// Kill the command after this long (e.g. 500ms, 10s, 2m) and exit 124.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
-    /// Grace period between the graceful signal and the kill.
+    /// Time between the forwarded Ctrl-C and the kill.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, default_value = "10s")]
     pub grace: Duration,
-    /// Simulator fault-plan file.
+    /// Simulator fault plan (JSON) to inject.
+    #[arg(long, value_name = "FILE")]
     pub faults: Option<PathBuf>,
-    /// Driver choice.
-    pub driver: DriverChoice,
-    /// Print the JSON summary.
+    /// The driver.
+    #[command(flatten)]
+    pub driver: DriverArgs,
+    /// Print a JSON summary as the last line of stdout, after the command's output.
+    #[arg(long)]
     pub json: bool,
     /// The command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<String>,
-}
-
-/// What happened while the process ran.
-pub(crate) enum Event {
-    /// The n-th interrupt (1-based).
-    Interrupt(usize),
-    /// The process's wait future was woken: the process has probably exited.
-    Exited,
 }
 
 /// Sends [`Event::Exited`] (once) when woken; runs on the driver's notification thread, so it
@@ -131,7 +136,7 @@ pub fn run(opts: RunOptions) -> Result<i32, CliError> {
         None => default_document(),
     };
     let faults = opts.faults.as_deref().map(load_fault_plan).transpose()?;
-    let selected = driver::select(opts.driver, faults)?;
+    let selected = driver::select(opts.driver.driver, faults)?;
     let id = opts.id.clone().unwrap_or_else(default_id);
     let result = run_with_driver(&selected, &opts, &id, &config, &command_line);
     if let Some(sim) = &selected.sim {
