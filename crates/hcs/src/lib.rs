@@ -15,7 +15,36 @@
 //! * [`HResult`] and [`Error`] carry HCS's codes and result-document events, with classifiers
 //!   that accept both the V1 and V2 encodings.
 //!
-//! # Example (with the scripted fake driver from `hcs-testkit`)
+//! # Example: run a command in a compute system
+//!
+//! The common path, here on the simulator (`hcs-sim`, which really runs the command on the
+//! host); on Windows the driver is `hcs_native::driver()?` and the code is the same.
+//!
+//! ```
+//! use hcs::schema::{ComputeSystem, ProcessParameters};
+//! use hcs::System;
+//! use std::io::Read;
+//!
+//! let driver = hcs_sim::Simulator::new(hcs_sim::SimConfig::default());
+//! let system = System::create_from(driver, "demo", &ComputeSystem::process_isolated_container("me"))?;
+//! system.start()?;
+//! let process = system.create_process_from(&ProcessParameters {
+//!     command_line: Some("echo hello".into()),
+//!     create_std_out_pipe: Some(true),
+//!     ..Default::default()
+//! })?;
+//! let mut out = String::new();
+//! process.stdio()?.stdout.expect("requested").read_to_string(&mut out).unwrap();
+//! process.wait()?;
+//! assert_eq!((out.as_str(), process.exit_code()?), ("hello\n", 0));
+//! process.close()?;
+//! system.shutdown()?;
+//! system.wait()?;
+//! system.close()?;
+//! # Ok::<(), hcs::Error>(())
+//! ```
+//!
+//! # Example: testing your own code with the scripted fake (`hcs-testkit`)
 //!
 //! ```
 //! use hcs::{NotificationKind, System};
@@ -28,10 +57,11 @@
 //!     Method::StartComputeSystem,
 //!     Answer::pending().then_complete(NotificationKind::SystemStartCompleted, 0u32, None, Duration::from_millis(5)),
 //! );
-//! let system = System::create(fake.clone(), "demo", r#"{"SchemaVersion":{"Major":2,"Minor":1}}"#)?;
+//! let config = r#"{"SchemaVersion":{"Major":2,"Minor":1},"Owner":"demo","Container":{}}"#;
+//! let system = System::create(fake.clone(), "demo", config)?;
 //! system.start()?;
 //! // The system exits; every waiter sees it.
-//! let ctx = fake.last_system_context().unwrap();
+//! let ctx = system.notify_context().unwrap();
 //! fake.fire(ctx, NotificationKind::SystemExited, 0u32, Some(r#"{"Status":0,"ExitType":"GracefulExit"}"#));
 //! system.wait_timeout(Duration::from_secs(5))?;
 //! assert!(!system.exit_status().unwrap().unexpected);
