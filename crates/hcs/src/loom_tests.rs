@@ -82,7 +82,7 @@ fn exit_latch_is_set_once_and_every_waiter_wakes() {
         });
         let n2 = n.clone();
         let firer = thread::spawn(move || fire_exit(&n2, 0));
-        fire_exit(&n, 0xC037_0106); // a duplicate racing the first
+        fire_exit(&n, HResult::ERROR_VMCOMPUTE_UNEXPECTED_EXIT.0); // a duplicate racing the first
         firer.join().unwrap();
         let latched = n.exit_signal().unwrap().status;
         assert_eq!(
