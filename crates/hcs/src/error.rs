@@ -99,6 +99,9 @@ struct Inner {
     events: Vec<ErrorEvent>,
     /// The driver's underlying error, if it attached one.
     source: Option<crate::driver::FailureSource>,
+    /// What the cause alone does not say (e.g. which limit a timeout hit), shown in
+    /// parentheses after it.
+    detail: Option<String>,
 }
 
 /// An error from the HCS layer. See the module documentation.
@@ -117,6 +120,7 @@ impl Error {
             cause,
             events: Vec::new(),
             source: None,
+            detail: None,
         }))
     }
 
@@ -128,6 +132,7 @@ impl Error {
             cause,
             events: Vec::new(),
             source: None,
+            detail: None,
         }))
     }
 
@@ -176,6 +181,13 @@ impl Error {
         e.0.events = events_from_document(failure.document.as_deref());
         e.0.source = failure.source.clone();
         e
+    }
+
+    /// Adds a detail shown after the cause, e.g. `(timed out after 200ms waiting for
+    /// SystemStartCompleted)`.
+    pub(crate) fn with_detail(mut self, detail: String) -> Self {
+        self.0.detail = Some(detail);
+        self
     }
 
     /// The same error under another operation name (keeps scope, cause and events).
@@ -326,6 +338,9 @@ impl fmt::Display for Error {
             (Scope::Process { system_id, pid }, false) => {
                 write!(f, "{} {}:{}: {}", i.op, system_id, pid, i.cause)?
             }
+        }
+        if let Some(d) = &i.detail {
+            write!(f, " ({d})")?;
         }
         for e in &i.events {
             write!(f, "\n{e}")?;

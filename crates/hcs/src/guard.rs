@@ -95,6 +95,15 @@ impl<H: Copy> HandleCell<H> {
         s.handle
     }
 
+    /// Forgets the handle without closing it: the library gave up on releasing it (bounded
+    /// retries failed). Later uses see a closed handle.
+    pub(crate) fn forget(&self) {
+        let mut s = lock(&self.state);
+        s.handle = None;
+        s.closing = false;
+        self.idle.notify_all();
+    }
+
     /// Ends a close begun by [`HandleCell::begin_close`]: on success the handle is gone, on
     /// failure it is usable again.
     pub(crate) fn end_close(&self, closed: bool) {

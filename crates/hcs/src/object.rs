@@ -2,7 +2,9 @@
 //! an object, and the one close sequence (C6, I4, I10) both run.
 
 use crate::driver::{CallbackHandle, Failure, NotifyContext};
+use crate::error::Error;
 use crate::guard::HandleCell;
+use crate::hresult::sets;
 use crate::notifier::{Notifier, Outcome};
 use crate::notify::{self, Sink};
 use crate::sync::{lock, Arc, Mutex};
@@ -54,6 +56,46 @@ impl Registration {
     }
 }
 
+/// A driver answer saying the handle or registration no longer exists (invalid handle, in
+/// either form): closing it again can never succeed, and nothing is left to release.
+fn is_dead(f: &Failure) -> bool {
+    f.code.to_win32_form().is_in(sets::INVALID_HANDLE)
+}
+
+/// How many times the library tries to close an object nobody else can reach (a dropped
+/// object, a half-built System, Kill's temporary handles) before it gives up on it.
+pub(crate) const OWNED_CLOSE_ATTEMPTS: u32 = 3;
+
+/// Releases an object the library owns: `close` is tried up to [`OWNED_CLOSE_ATTEMPTS`] times;
+/// if it still fails, the handle is forgotten, the registry entry removed and the closed
+/// outcome latched, with an error log line naming `what`. Never fails, never leaves a registry
+/// entry behind.
+pub(crate) fn release<H: Copy>(
+    handle: &HandleCell<H>,
+    notifier: &Notifier,
+    reg: &Registration,
+    what: &dyn std::fmt::Display,
+    mut close: impl FnMut() -> Result<(), Error>,
+) {
+    let mut last = None;
+    for attempt in 0..OWNED_CLOSE_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5 << attempt));
+        }
+        match close() {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+    }
+    if let Some(e) = last {
+        tracing::error!(object = %what, error = %e, attempts = OWNED_CLOSE_ATTEMPTS,
+            "could not close an object nobody else can reach; forgetting its handle");
+    }
+    handle.forget();
+    reg.remove_entry();
+    notifier.publish(Outcome::Closed);
+}
+
 /// The close sequence: mark closing (pending waits end already-closed), wait for driver calls
 /// in progress, run `quiesced` with the still-open handle, unregister the callback, remove the
 /// registry entry, close the handle, latch the closed outcome. Idempotent; a failing unregister
@@ -80,14 +122,23 @@ pub(crate) fn close<H: Copy>(
     };
     let cb = *lock(&reg.callback);
     if let Some(cb) = cb {
-        if let Err(e) = unregister(cb) {
-            return fail(e);
+        match unregister(cb) {
+            Ok(()) => {}
+            // The registration is already gone (e.g. the service restarted): nothing is left
+            // to unregister, and retrying cannot help.
+            Err(e) if is_dead(&e) => {
+                tracing::warn!(hresult = %e.code, "callback registration already gone at close")
+            }
+            Err(e) => return fail(e),
         }
         *lock(&reg.callback) = None;
     }
     reg.remove_entry();
-    if let Err(e) = close_handle(h) {
-        return fail(e);
+    match close_handle(h) {
+        Ok(()) => {}
+        // The handle is already dead (invalid handle): it is released as far as HCS knows.
+        Err(e) if is_dead(&e) => tracing::warn!(hresult = %e.code, "handle already invalid at close"),
+        Err(e) => return fail(e),
     }
     notifier.publish(Outcome::Closed);
     handle.end_close(true);

@@ -202,6 +202,15 @@ impl ProcessInner {
                 );
                 (-1, None)
             }
+            Ok(_) if says_not_exited(text) => {
+                // A stray exit notification for a process HCS says is still running: never
+                // synthesise a clean exit; the code is unknown.
+                tracing::warn!(
+                    system_id = %self.system_id, pid = self.pid,
+                    "process status says Exited: false after an exit notification; exit code unknown"
+                );
+                (-1, None)
+            }
             Ok(s) => (i64::from(s.exit_code), None),
         }
     }
@@ -247,6 +256,25 @@ impl ProcessInner {
         self.notifier.is_done()
     }
 
+    /// The process is gone but its exit notification may never come: unless an exit arrives
+    /// within [`SIGNAL_FORCE_UNBLOCK`], its waits end with `code` as the wait error and an
+    /// unknown exit code.
+    fn force_unblock_later(&self, code: HResult) {
+        if self.is_stopped() {
+            return;
+        }
+        let weak = self.me.clone();
+        crate::worker::spawn_after(SIGNAL_FORCE_UNBLOCK, move || {
+            if let Some(p) = weak.upgrade() {
+                // KEEP (Q19): the raw, unwrapped code becomes the wait error.
+                p.notifier.publish(Outcome::ProcessExit {
+                    code: -1,
+                    error: Some(Error::bare(Cause::Hcs(code))),
+                });
+            }
+        });
+    }
+
     /// A signal/terminate call through this object's handle: `Ok(Err(failure))` keeps the raw
     /// failure for [`ProcessInner::signal_result`] (the gone family is not an error there); a
     /// closed object is an already-closed error.
@@ -280,19 +308,16 @@ impl ProcessInner {
         if !code.is_in(GONE) {
             return Err(self.err(op, &f));
         }
-        if force_unblock && !self.is_stopped() {
-            let weak = self.me.clone();
-            crate::worker::spawn_after(SIGNAL_FORCE_UNBLOCK, move || {
-                if let Some(p) = weak.upgrade() {
-                    // KEEP (Q19): the raw, unwrapped code becomes the wait error.
-                    p.notifier.publish(Outcome::ProcessExit {
-                        code: -1,
-                        error: Some(Error::bare(Cause::Hcs(code))),
-                    });
-                }
-            });
+        if force_unblock {
+            self.force_unblock_later(code);
         }
         Ok(false)
+    }
+
+    /// Releases this object when nobody else can reach it (see [`object::release`]).
+    fn release(&self) {
+        let what = format!("process {} in {}", self.pid, self.system_id);
+        object::release(&self.handle, &self.notifier, &self.reg, &what, || self.close());
     }
 
     fn close(&self) -> Result<()> {
@@ -325,6 +350,17 @@ impl ProcessInner {
         )
         .map_err(|e| self.err("hcs::Process::Close", &e))
     }
+}
+
+/// `true` when a status document says `"Exited": false` explicitly (an absent flag is not a
+/// denial: drivers and older HCS builds omit it).
+fn says_not_exited(doc: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Flag {
+        #[serde(rename = "Exited")]
+        exited: Option<bool>,
+    }
+    serde_json::from_str::<Flag>(doc).is_ok_and(|f| f.exited == Some(false))
 }
 
 fn map_process_outcome(p: &ProcessInner, o: &Outcome) -> Result<()> {
@@ -513,7 +549,13 @@ impl Process {
         let result = (|| {
             let temp = match Process::open(&second, self.inner.pid) {
                 Ok(p) => p,
-                Err(e) if e.is_already_stopped() => return Ok(true),
+                Err(e) if e.is_already_stopped() => {
+                    // Gone: if its exit never arrives, our waits must still end (as Signal's do).
+                    if let Some(code) = e.hresult() {
+                        self.inner.force_unblock_later(code);
+                    }
+                    return Ok(true);
+                }
                 Err(e) => return Err(e),
             };
             let h = temp.inner.handle.acquire().map(|u| u.handle());
@@ -528,15 +570,27 @@ impl Process {
             if let Err(f) = &r {
                 let e = Error::from_failure(f);
                 if e.hresult() == Some(HResult::ERROR_ACCESS_DENIED) || e.is_already_stopped() {
-                    return Ok(true); // delivered, but not remembered: the next Kill tries again
+                    // Delivered, but not remembered: the next Kill tries again. The process may
+                    // already be gone with its exit never coming: our waits end anyway.
+                    if let Some(code) = e.hresult() {
+                        self.inner.force_unblock_later(code);
+                    }
+                    return Ok(true);
                 }
             }
-            // The force-unblock would target the temporary object (Q19), which closes now.
+            // The force-unblock targets the caller's object, not the temporary one (Q19),
+            // which closes now.
+            let gone = r.as_ref().err().map(|f| f.code.to_win32_form());
             let delivered = temp.inner.signal_result(OP, r, false)?;
+            if !delivered {
+                if let Some(code) = gone {
+                    self.inner.force_unblock_later(code);
+                }
+            }
             self.inner.kill_delivered.store(delivered, Ordering::SeqCst);
             Ok(delivered)
         })();
-        let _ = second.close();
+        second.release();
         result
     }
 
@@ -646,11 +700,11 @@ impl Process {
     }
 }
 
+/// A dropped Process is reachable by nobody: the library releases it (bounded retries of the
+/// close, then the handle is forgotten and the registry entry removed, with a log line).
 impl Drop for Process {
     fn drop(&mut self) {
-        if let Err(e) = self.inner.close() {
-            tracing::warn!(system_id = %self.inner.system_id, pid = self.inner.pid, error = %e, "closing a dropped Process failed");
-        }
+        self.inner.release();
     }
 }
 

@@ -53,8 +53,11 @@ pub struct SystemExit {
 /// # Timeouts
 ///
 /// Each pending operation waits at most the System's timeout for it ([`System::timeouts`],
-/// from [`System::create_with`] / [`System::open_with`], or the environment), or the per-call
-/// [`CallOptions::timeout`] when one is given.
+/// from [`System::create_with`] / [`System::open_with`], or the environment). A per-call
+/// [`CallOptions::timeout`] narrows that limit for one call and never extends it: nested
+/// deadlines, the shortest wins. A timeout error names the limit that applied, e.g.
+/// `hcs::System::Start c1: hcsshim: timeout waiting for notification (timed out after 200ms
+/// waiting for SystemStartCompleted)`.
 pub struct System {
     inner: Arc<SystemInner>,
 }
@@ -113,6 +116,9 @@ impl System {
         };
         inner.handle.set(reply.value);
         let system = System { inner };
+        // From here on HCS has the system: every failure terminates it (unless the failure
+        // says it is gone), so a retry under the same id does not meet "already exists". The
+        // half-built object is then released by its Drop.
         if let Err(e) = system.inner.register(reply.value) {
             system.inner.notifier.disarm(seq);
             let _ = system.inner.terminate();
@@ -123,15 +129,16 @@ impl System {
                 .inner
                 .wait_armed(OP_CREATE, kind, seq, deadline, &CallOptions::default())
             {
-                if e.is_timeout() {
-                    let _ = system.inner.terminate();
-                }
+                system.inner.terminate_unless_gone(&e);
                 return Err(e);
             }
         } else {
             system.inner.notifier.disarm(seq);
         }
-        system.inner.load_cached()?;
+        if let Err(e) = system.inner.load_cached() {
+            system.inner.terminate_unless_gone(&e);
+            return Err(e);
+        }
         Ok(system)
     }
 
@@ -428,11 +435,11 @@ impl System {
     }
 }
 
+/// A dropped System is reachable by nobody: the library releases it (bounded retries of the
+/// close, then the handle is forgotten and the registry entry removed, with a log line).
 impl Drop for System {
     fn drop(&mut self) {
-        if let Err(e) = self.inner.close() {
-            tracing::warn!(id = %self.inner.id, error = %e, "closing a dropped System failed");
-        }
+        self.inner.release();
     }
 }
 

@@ -25,6 +25,15 @@ pub(crate) struct Cached {
     pub(crate) owner: String,
 }
 
+/// When a pending operation's wait gives up, and the limit that produced it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline {
+    /// The instant the wait gives up.
+    pub at: Instant,
+    /// The effective timeout (the shortest of the nested limits).
+    pub limit: Duration,
+}
+
 /// The shared state of one compute-system object.
 pub(crate) struct SystemInner {
     pub(crate) id: String,
@@ -103,6 +112,23 @@ impl SystemInner {
         .map_err(|e| Error::system("hcs::System::Close", &self.id, e))
     }
 
+    /// Releases this object when nobody else can reach it (see [`object::release`]).
+    pub(crate) fn release(&self) {
+        let what = format!("compute system {}", self.id);
+        object::release(&self.handle, &self.notifier, &self.reg, &what, || self.close());
+    }
+
+    /// After a failed create: terminates the system HCS made, unless the failure says it is
+    /// gone already (not found, already stopped, exited during the create).
+    pub(crate) fn terminate_unless_gone(&self, e: &Error) {
+        let gone = e.is_not_found() || e.is_already_stopped() || e.cause() == &Cause::UnexpectedContainerExit;
+        if !gone {
+            if let Err(t) = self.terminate() {
+                tracing::warn!(id = %self.id, error = %t, "could not terminate a system whose create failed");
+            }
+        }
+    }
+
     /// Terminates through this object, treating the stop allow-list as success.
     pub(crate) fn terminate(&self) -> Result<()> {
         self.stop("hcs::System::Terminate", "terminate_compute_system", |d, h| {
@@ -131,11 +157,14 @@ impl SystemInner {
         }
     }
 
-    pub(crate) fn deadline(&self, opts: &CallOptions, default: Duration) -> Instant {
-        let d = opts.timeout.unwrap_or(default);
-        Instant::now()
-            .checked_add(d)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+    /// The wait limit of one pending operation: nested deadlines, the shortest wins. A per-call
+    /// timeout narrows the System's timeout for the operation; it never extends it.
+    pub(crate) fn deadline(&self, opts: &CallOptions, default: Duration) -> Deadline {
+        let limit = opts.timeout.map_or(default, |t| t.min(default));
+        let at = Instant::now()
+            .checked_add(limit)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+        Deadline { at, limit }
     }
 
     /// The pending-operation path shared by Start, Pause, Resume and Save (and the completion
@@ -145,7 +174,7 @@ impl SystemInner {
         op: &'static str,
         kind: NotificationKind,
         seq: u64,
-        deadline: Instant,
+        deadline: Deadline,
         opts: &CallOptions,
     ) -> Result<()> {
         if let Some(t) = &opts.cancel {
@@ -153,7 +182,7 @@ impl SystemInner {
             t.watch(Arc::downgrade(&w));
         }
         let cancelled = || opts.cancel.as_ref().is_some_and(|t| t.is_cancelled());
-        let mut end = self.notifier.wait_pending(seq, true, deadline, &cancelled);
+        let mut end = self.notifier.wait_pending(seq, true, deadline.at, &cancelled);
         let gave_up = matches!(end, PendingEnd::TimedOut | PendingEnd::Cancelled);
         if let Some((status, payload)) = self.notifier.finish(seq, gave_up) {
             end = PendingEnd::Completed(status, payload); // the completion won the race
@@ -178,7 +207,13 @@ impl SystemInner {
                 tracing::debug!(id = %self.id, %kind, hresult = %f.code, "driver could not cancel the pending operation");
             }
         }
-        Err(Error::system(op, &self.id, cause))
+        let timed_out = cause == Cause::Timeout;
+        let e = Error::system(op, &self.id, cause);
+        if timed_out {
+            // The error names the limit that applied (design §7).
+            return Err(e.with_detail(format!("timed out after {:?} waiting for {kind}", deadline.limit)));
+        }
+        Err(e)
     }
 
     pub(crate) fn run_pending(
@@ -254,11 +289,11 @@ impl SystemInner {
         inner.handle.set(reply.value);
         if let Err(e) = inner.register(reply.value) {
             let err = Error::system(OP_OPEN, id, Failure::new(e.code));
-            let _ = inner.close();
+            inner.release();
             return Err(err);
         }
         if let Err(e) = inner.load_cached() {
-            let _ = inner.close();
+            inner.release();
             return Err(e);
         }
         Ok(inner)

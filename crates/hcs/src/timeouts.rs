@@ -71,11 +71,12 @@ impl Timeouts {
     }
 }
 
-/// Options for one pending-capable call: a timeout overriding the System's, and a cancellation
-/// token. A timeout or cancellation ends the *wait*, never the HCS call (I5).
+/// Options for one pending-capable call: a timeout narrowing the System's (the shorter of the
+/// two applies), and a cancellation token. A timeout or cancellation ends the *wait*, never the HCS call (I5).
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
-    /// Overrides the operation's timeout for this call.
+    /// Narrows the operation's timeout for this call: the shorter of this and the System's
+    /// timeout applies (nested deadlines, the shortest wins).
     pub timeout: Option<Duration>,
     /// Ends the wait early with a cancellation error when cancelled.
     pub cancel: Option<CancelToken>,

@@ -338,7 +338,7 @@ fn stale_completion_after_timeout_is_dropped_not_given_to_the_next_wait_i3() {
     assert!(e.is_timeout());
     assert_eq!(
         e.to_string(),
-        "hcs::System::Start sys: hcsshim: timeout waiting for notification"
+        "hcs::System::Start sys: hcsshim: timeout waiting for notification (timed out after 30ms waiting for SystemStartCompleted)"
     );
     let ctx = fake.last_system_context().unwrap();
     fake.fire(ctx, NotificationKind::SystemStartCompleted, 0u32, None); // late
@@ -646,7 +646,7 @@ fn enumerate_wraps_driver_errors_and_rejects_empty() {
 }
 
 #[test]
-fn timeouts_come_from_the_system_and_per_call_options_override() {
+fn timeouts_come_from_the_system_and_per_call_options_only_narrow_them() {
     let fake = FakeDriver::new();
     let s = System::create_with(fake.clone(), "sys", CONFIG, Timeouts::uniform(ms(20))).unwrap();
     fake.script(Method::ResumeComputeSystem, Answer::pending());
@@ -654,11 +654,24 @@ fn timeouts_come_from_the_system_and_per_call_options_override() {
     assert!(s.resume().unwrap_err().is_timeout());
     assert!(t.elapsed() < Duration::from_secs(2));
     // (a different kind: the timed-out resume still owes its completion, see the I3 test below)
+    // Nested deadlines, the shortest wins: a longer per-call timeout does not extend the
+    // system's 20 ms (issue 13 item 3; this test used to assert the opposite).
     fake.script(
         Method::PauseComputeSystem,
-        pending_then(NotificationKind::SystemPauseCompleted, 0, ms(60)),
+        pending_then(NotificationKind::SystemPauseCompleted, 0, ms(300)),
     );
-    s.pause_with(&CallOptions::timeout(LONG)).unwrap();
+    let t = Instant::now();
+    let e = s.pause_with(&CallOptions::timeout(LONG)).unwrap_err();
+    assert!(e.is_timeout());
+    assert!(
+        t.elapsed() < ms(250),
+        "the system's 20 ms applied, not the call's 10 s"
+    );
+    assert!(
+        e.to_string()
+            .ends_with("(timed out after 20ms waiting for SystemPauseCompleted)"),
+        "{e}"
+    );
     fake.script(
         Method::SaveComputeSystem,
         pending_then(NotificationKind::SystemSaveCompleted, 0, ms(60)),
@@ -666,6 +679,21 @@ fn timeouts_come_from_the_system_and_per_call_options_override() {
     assert!(
         s.save("").unwrap_err().is_timeout(),
         "without an override the system's 20 ms applies"
+    );
+    // A shorter per-call timeout narrows a long system timeout.
+    let (fake, long) = system();
+    fake.script(
+        Method::StartComputeSystem,
+        pending_then(NotificationKind::SystemStartCompleted, 0, ms(2000)),
+    );
+    let t = Instant::now();
+    let e = long.start_with(&CallOptions::timeout(ms(30))).unwrap_err();
+    assert!(e.is_timeout());
+    assert!(t.elapsed() < ms(1500));
+    assert!(
+        e.to_string()
+            .ends_with("(timed out after 30ms waiting for SystemStartCompleted)"),
+        "{e}"
     );
 }
 
