@@ -107,4 +107,4 @@
 pub mod conformance;
 pub mod fake;
 
-pub use fake::{Answer, Call, FakeDriver, Gate, HandleCounts, Method};
+pub use fake::{system_exited, Answer, Call, ExitKind, FakeDriver, Gate, HandleCounts, Method};
