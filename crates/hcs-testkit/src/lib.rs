@@ -31,7 +31,12 @@
 //! let (status, payload) = system_exited(fake.generation(), ExitKind::Unexpected);
 //! fake.script(
 //!     Method::StartComputeSystem,
-//!     Answer::ok().then_complete(NotificationKind::SystemExited, status, Some(payload), Duration::from_millis(10)),
+//!     Answer::ok().then_complete(
+//!         NotificationKind::SystemExited,
+//!         status,
+//!         Some(payload),
+//!         Duration::from_millis(10),
+//!     ),
 //! );
 //!
 //! assert_eq!(run_container(fake.clone(), "web").unwrap(), "crashed");

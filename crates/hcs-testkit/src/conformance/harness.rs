@@ -17,6 +17,8 @@ pub const ECHO_INPUT: &str = "ping\npong\n";
 
 /// Exit codes the [`process_exit_codes`] check always uses (each must be at most
 /// [`Harness::max_exit_code`]).
+///
+/// [`process_exit_codes`]: super::process_exit_codes
 pub const BASIC_EXIT_CODES: [u32; 3] = [0, 3, 255];
 
 /// A Windows-style large exit code (`STATUS_CONTROL_C_EXIT`), checked when
@@ -44,6 +46,8 @@ pub trait Harness: Send + Sync {
     /// Process parameters for a `cat`-like process: copies stdin to stdout until EOF, then exits
     /// with 0 (stdin and stdout pipes requested). `None` when the driver cannot run one (e.g. a
     /// scripted backend); the echo parts of [`stdio_round_trip`] are then skipped.
+    ///
+    /// [`stdio_round_trip`]: super::stdio_round_trip
     fn process_echoing_stdin(&self) -> Option<String>;
     /// Process parameters for a process that runs until it is signalled or killed.
     fn process_running_until_killed(&self) -> String;
@@ -52,6 +56,8 @@ pub trait Harness: Send + Sync {
     fn max_exit_code(&self) -> u32;
     /// `SignalProcessOptions` that end [`Harness::process_running_until_killed`] (e.g.
     /// `{"Signal":15}`), or `None` to skip the signal part of [`signal_and_kill`].
+    ///
+    /// [`signal_and_kill`]: super::signal_and_kill
     fn terminating_signal(&self) -> Option<String> {
         None
     }

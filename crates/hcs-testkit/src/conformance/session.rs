@@ -6,7 +6,7 @@ use super::harness::Harness;
 use super::spy::Spy;
 use hcs::{Driver, HandleCounts, NotificationKind, PipeReader, System};
 use std::io::Read;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 /// Unwraps `r`, panicking with `what` and the error otherwise.
@@ -26,10 +26,7 @@ pub(super) struct Session<'a> {
 
 impl<'a> Session<'a> {
     pub(super) fn new(h: &'a dyn Harness) -> Self {
-        let spy = Arc::new(Spy {
-            inner: h.driver(),
-            contexts: Mutex::new(Vec::new()),
-        });
+        let spy = Arc::new(Spy::new(h.driver()));
         Session {
             h,
             spy,

@@ -10,11 +10,18 @@ use std::sync::{Arc, Mutex};
 
 /// A pass-through driver that records the callback contexts the lifecycle hands out.
 pub(super) struct Spy {
-    pub(super) inner: Arc<dyn Driver>,
-    pub(super) contexts: Mutex<Vec<(&'static str, NotifyContext)>>,
+    inner: Arc<dyn Driver>,
+    contexts: Mutex<Vec<(&'static str, NotifyContext)>>,
 }
 
 impl Spy {
+    /// A spy around `inner`, with nothing recorded yet.
+    pub(super) fn new(inner: Arc<dyn Driver>) -> Self {
+        Spy {
+            inner,
+            contexts: Mutex::new(Vec::new()),
+        }
+    }
     pub(super) fn record(&self, what: &'static str, ctx: NotifyContext) {
         let mut c = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
         if !c.iter().any(|(_, x)| *x == ctx) {

@@ -50,6 +50,12 @@ pub(super) struct ScriptedStdio {
 /// * **Failure** returns [`Failure`] with the code and the optional result document, and has
 ///   no other effect: no handle is issued, a close leaves the handle open, an unregister leaves
 ///   the registration active.
+///
+/// [`FakeDriver::script`]: crate::FakeDriver::script
+/// [`FakeDriver::set_default`]: crate::FakeDriver::set_default
+/// [`FakeDriver`]: crate::FakeDriver
+/// [`Reply::pending`]: hcs::Reply::pending
+/// [`Failure`]: hcs::Failure
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub(super) outcome: Outcome,
@@ -88,6 +94,8 @@ impl Answer {
     /// A synchronous success whose process information carries in-memory standard streams
     /// (for `create_process` and `get_process_info`): stdout and stderr read the given bytes,
     /// stdin records what is written, readable through [`FakeDriver::stdin_written`].
+    ///
+    /// [`FakeDriver::stdin_written`]: crate::FakeDriver::stdin_written
     pub fn ok_with_stdio(stdout: impl Into<Vec<u8>>, stderr: impl Into<Vec<u8>>) -> Self {
         Self::ok().with_stdio(stdout, stderr)
     }
@@ -95,6 +103,10 @@ impl Answer {
     /// An accepted call that completes later: [`Reply::pending`]. Combine with
     /// [`Answer::then_complete`] to deliver the completion, or fire it by hand with
     /// [`FakeDriver::fire`] and [`FakeDriver::pending_context`].
+    ///
+    /// [`Reply::pending`]: hcs::Reply::pending
+    /// [`FakeDriver::fire`]: crate::FakeDriver::fire
+    /// [`FakeDriver::pending_context`]: crate::FakeDriver::pending_context
     pub fn pending() -> Self {
         Self::new(Outcome::Pending)
     }
@@ -150,6 +162,8 @@ impl Answer {
     /// [`FakeDriver::fire`] for deliberate late callbacks.
     ///
     /// May be called several times to schedule several notifications.
+    ///
+    /// [`FakeDriver::fire`]: crate::FakeDriver::fire
     pub fn then_complete(
         mut self,
         kind: NotificationKind,
@@ -176,7 +190,10 @@ impl Answer {
     }
 }
 
-/// How a compute system ended, for [`system_exited`] and [`FakeDriver::fire_exit`](super::FakeDriver::fire_exit).
+/// How a compute system ended, for [`system_exited`] and
+/// [`FakeDriver::fire_exit`].
+///
+/// [`FakeDriver::fire_exit`]: crate::FakeDriver::fire_exit
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExitKind {
     /// A shutdown (or a guest power-off): `ExitType: GracefulExit`, status success.

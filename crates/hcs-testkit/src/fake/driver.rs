@@ -9,6 +9,7 @@ use super::state::{
 };
 use super::sync::{lock, wait};
 use super::FakeDriver;
+use hcs::hresult::CodePair;
 use hcs::{
     ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, Method, NotifyContext,
     ProcessHandle, ProcessInfo, Reply, SystemHandle,
@@ -18,11 +19,9 @@ use std::thread;
 
 /// The fake's internals: the steps every driver call goes through.
 impl FakeDriver {
+    /// The pending code of this fake's generation.
     fn pending_code(&self) -> HResult {
-        match self.inner.generation {
-            ApiGeneration::V1 => HResult::ERROR_VMCOMPUTE_OPERATION_PENDING,
-            ApiGeneration::V2 => HResult::HCS_E_OPERATION_PENDING,
-        }
+        CodePair::OPERATION_PENDING.pick(self.inner.generation == ApiGeneration::V2)
     }
 
     /// Logs the call, validates its handle, takes its answer and passes the answer's gate.

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 /// gate.open();
 /// assert!(gate.is_open());
 /// ```
+///
+/// [`Answer::blocking`]: crate::Answer::blocking
 #[derive(Clone, Default)]
 pub struct Gate {
     inner: Arc<GateInner>,

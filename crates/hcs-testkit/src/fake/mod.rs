@@ -73,6 +73,8 @@ impl FakeDriver {
     }
 
     /// A fake reporting `generation` from [`Driver::generation`].
+    ///
+    /// [`Driver::generation`]: hcs::Driver::generation
     pub fn with_generation(generation: ApiGeneration) -> Arc<FakeDriver> {
         Arc::new(FakeDriver {
             inner: Arc::new(Inner {

@@ -15,8 +15,11 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
-/// One driver call, as recorded in the call log ([`FakeDriver::calls`]). Calls are logged when
-/// they enter the driver, including calls that then fail or block.
+/// One driver call, as recorded in the call log
+/// ([`FakeDriver::calls`]). Calls are logged when they enter the
+/// driver, including calls that then fail or block.
+///
+/// [`FakeDriver::calls`]: crate::FakeDriver::calls
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
     /// The method called.
