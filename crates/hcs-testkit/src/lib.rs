@@ -1,5 +1,50 @@
 //! `hcs-testkit`: a scripted fake [`hcs::Driver`] for testing code built on `hcs` on any
-//! machine, without Windows, administrator rights or a running HCS service.
+//! machine, without Windows, administrator rights or a running HCS service, and the
+//! conformance suite every driver runs.
+//!
+//! # Testing your own code with the fake
+//!
+//! Code built on `hcs` takes its driver as an `Arc<dyn hcs::Driver>`; in production that is the
+//! V1 or V2 HCS driver, in tests a [`FakeDriver`]. Script what HCS answers, run the code under
+//! test, deliver the notifications HCS would send, then check what the code did and what it
+//! called:
+//!
+//! ```
+//! use hcs::{Driver, NotificationKind, System};
+//! use hcs_testkit::{system_exited, Answer, ExitKind, FakeDriver, Method};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! /// The code under test: starts a container and reports how it ended.
+//! fn run_container(driver: Arc<dyn Driver>, id: &str) -> hcs::Result<&'static str> {
+//!     let system = System::create(driver, id, r#"{"SchemaVersion":{"Major":2,"Minor":1}}"#)?;
+//!     system.start()?;
+//!     system.wait()?;
+//!     let crashed = system.exit_status().is_some_and(|x| x.unexpected);
+//!     system.close()?;
+//!     Ok(if crashed { "crashed" } else { "exited" })
+//! }
+//!
+//! // Start succeeds; 10 ms later the container crashes, reported the way this fake's API
+//! // generation reports it (V1 here; `FakeDriver::with_generation` picks V2).
+//! let fake = FakeDriver::new();
+//! let (status, payload) = system_exited(fake.generation(), ExitKind::Unexpected);
+//! fake.script(
+//!     Method::StartComputeSystem,
+//!     Answer::ok().then_complete(
+//!         NotificationKind::SystemExited,
+//!         status,
+//!         Some(payload),
+//!         Duration::from_millis(10),
+//!     ),
+//! );
+//!
+//! assert_eq!(run_container(fake.clone(), "web").unwrap(), "crashed");
+//! assert_eq!(fake.calls_of(Method::CreateComputeSystem)[0].id.as_deref(), Some("web"));
+//! fake.assert_no_leaks(); // every handle closed, every callback unregistered
+//! ```
+//!
+//! # The fake in detail
 //!
 //! [`FakeDriver`] implements the driver contract in memory. Each call is recorded in a call log
 //! and answered from a per-method script of [`Answer`]s, falling back to realistic defaults
@@ -8,10 +53,17 @@
 //! thread ([`Answer::then_complete`]) and block inside the driver until a [`Gate`] opens.
 //! Notifications go through [`hcs::dispatch`] exactly as HCS would send them, and
 //! [`FakeDriver::fire`] can also send them by hand, late callbacks after unregistration
-//! included. The fake counts every handle and registration, so a test can end with
+//! included; [`FakeDriver::fire_exit`] and [`system_exited`] send `SystemExited` the way each
+//! API generation does (a V2 crash is `S_OK` with the unexpected exit in the payload). The
+//! fake counts every handle and registration, so a test can end with
 //! [`FakeDriver::assert_no_leaks`].
 //!
-//! # Example
+//! # Conformance
+//!
+//! [`conformance`] holds the suite every driver must pass; a driver's test file is one
+//! [`conformance_tests!`] invocation per configuration.
+//!
+//! # The driver contract, call by call
 //!
 //! Script a start that goes pending and completes 10 ms later. Then drive the fake through the
 //! plain driver contract and watch the completion arrive on a raw
@@ -107,4 +159,4 @@
 pub mod conformance;
 pub mod fake;
 
-pub use fake::{Answer, Call, FakeDriver, Gate, HandleCounts, Method};
+pub use fake::{system_exited, Answer, Call, ExitKind, FakeDriver, Gate, HandleCounts, Method};

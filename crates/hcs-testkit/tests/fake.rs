@@ -2,7 +2,7 @@
 
 use hcs::notify::Subscription;
 use hcs::{ApiGeneration, CallbackHandle, Driver, HResult, NotificationKind, NotifyContext, SystemHandle};
-use hcs_testkit::{Answer, FakeDriver, Gate, HandleCounts, Method};
+use hcs_testkit::{system_exited, Answer, ExitKind, FakeDriver, Gate, HandleCounts, Method};
 use std::io::{Read, Write};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -533,5 +533,86 @@ fn fake_is_send_sync_and_usable_as_dyn_driver() {
     assert_eq!(Method::StartComputeSystem.to_string(), "StartComputeSystem");
     assert!(Method::SaveComputeSystem.is_pending_capable());
     assert!(!Method::ShutdownComputeSystem.is_pending_capable());
+    fake.assert_no_leaks();
+}
+
+/// A V2 crash as `computecore.dll` sends it: `SystemExited` with `S_OK`, the unexpected exit
+/// only in the payload (`ExitType: UnexpectedExit`, `Status: HCS_E_UNEXPECTED_EXIT`). The
+/// lifecycle must still classify it as unexpected, and `exit_error` must say so.
+#[test]
+fn v2_crash_delivered_as_s_ok_with_unexpected_exit_payload_is_unexpected() {
+    let fake = FakeDriver::with_generation(ApiGeneration::V2);
+    let system = hcs::System::create(fake.clone(), "v2-crash", "{}").unwrap();
+    system.start().unwrap();
+    let ctx = fake
+        .last_system_context()
+        .expect("the system registered a callback");
+
+    // The wire values, spelled out once.
+    let (status, payload) = system_exited(ApiGeneration::V2, ExitKind::Unexpected);
+    assert_eq!(status, HResult::S_OK);
+    let json: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(json["Status"], HResult::HCS_E_UNEXPECTED_EXIT.as_i32());
+    assert_eq!(json["ExitType"], "UnexpectedExit");
+
+    assert!(fake.fire_exit(ctx, ExitKind::Unexpected));
+    system.wait_timeout(WAIT).unwrap();
+    let exit = system.exit_status().expect("exit_status after the crash");
+    assert!(exit.unexpected, "a V2 crash must be unexpected: {exit:?}");
+    assert_eq!(exit.status, HResult::HCS_E_UNEXPECTED_EXIT);
+    assert_eq!(exit.exit_type.map(|t| t.as_str()), Some("UnexpectedExit"));
+    let err = system.exit_error().expect("a crash has an exit_error");
+    assert!(err.is_unexpected_exit(), "exit_error of a V2 crash: {err}");
+    assert_eq!(err.hresult(), Some(HResult::HCS_E_UNEXPECTED_EXIT));
+    system.close().unwrap();
+    fake.assert_no_leaks();
+}
+
+/// The same crash with a payload whose status is success: `ExitType` alone makes it unexpected,
+/// and `exit_error` falls back to the generation's unexpected-exit code.
+#[test]
+fn v2_crash_with_only_the_exit_type_is_unexpected_too() {
+    let fake = FakeDriver::with_generation(ApiGeneration::V2);
+    let system = hcs::System::create(fake.clone(), "v2-crash-type", "{}").unwrap();
+    system.start().unwrap();
+    let ctx = fake.last_system_context().unwrap();
+    let payload = r#"{"Status":0,"ExitType":"UnexpectedExit"}"#;
+    assert!(fake.fire(ctx, NotificationKind::SystemExited, HResult::S_OK, Some(payload)));
+    system.wait_timeout(WAIT).unwrap();
+    assert!(system.exit_status().unwrap().unexpected);
+    let err = system.exit_error().expect("a crash has an exit_error");
+    assert!(err.is_unexpected_exit(), "{err}");
+    assert_eq!(err.hresult(), Some(HResult::HCS_E_UNEXPECTED_EXIT));
+    system.close().unwrap();
+    fake.assert_no_leaks();
+}
+
+/// Graceful and forced exits, and the V1 encoding of a crash, as `system_exited` builds them.
+#[test]
+fn system_exited_follows_each_generation() {
+    for generation in [ApiGeneration::V1, ApiGeneration::V2] {
+        for (kind, exit_type) in [
+            (ExitKind::Graceful, "GracefulExit"),
+            (ExitKind::Forced, "ForcedExit"),
+        ] {
+            let (status, payload) = system_exited(generation, kind);
+            assert_eq!(status, HResult::S_OK);
+            assert_eq!(payload, format!(r#"{{"Status":0,"ExitType":"{exit_type}"}}"#));
+        }
+    }
+    let (status, payload) = system_exited(ApiGeneration::V1, ExitKind::Unexpected);
+    assert_eq!(status, HResult::ERROR_VMCOMPUTE_UNEXPECTED_EXIT);
+    let json: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(json["Status"], HResult::ERROR_VMCOMPUTE_UNEXPECTED_EXIT.as_i32());
+
+    // A V1 crash through the lifecycle: unexpected from the status.
+    let fake = FakeDriver::new();
+    let system = hcs::System::create(fake.clone(), "v1-crash", "{}").unwrap();
+    system.start().unwrap();
+    assert!(fake.fire_exit(fake.last_system_context().unwrap(), ExitKind::Unexpected));
+    system.wait_timeout(WAIT).unwrap();
+    assert!(system.exit_status().unwrap().unexpected);
+    assert!(system.exit_error().unwrap().is_unexpected_exit());
+    system.close().unwrap();
     fake.assert_no_leaks();
 }
