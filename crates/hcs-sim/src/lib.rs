@@ -67,17 +67,20 @@
 pub mod cmdline;
 mod codes;
 mod config;
+mod documents;
+mod driver;
+mod engine;
 pub mod fault;
 mod host;
 mod model;
 mod sched;
 mod service;
 mod signal;
-mod sim;
+mod simulator;
 mod sync;
 
-pub use config::{Backend, Op, Script, ScriptedProcess, SimConfig, SimNotification};
+pub use config::{Backend, Script, ScriptedProcess, SimConfig};
 pub use fault::{Action, CallRule, FaultPlan, NotificationRule, PlanError, Rule, Trigger};
 pub use host::proc_state;
 pub use model::{MappedDirectory, SystemState};
-pub use sim::{HandleCounts, ProcessSnapshot, SimError, Simulator, SystemInfo};
+pub use simulator::{HandleCounts, ProcessSnapshot, SimError, Simulator, SystemInfo};
