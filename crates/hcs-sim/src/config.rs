@@ -105,7 +105,7 @@ impl Script {
     }
 }
 
-/// Simulator configuration. `SimConfig::default()` is: host backend, V1 generation, 1 ms
+/// Simulator configuration. [`SimConfig::default()`] is: host backend, V1 generation, 1 ms
 /// notification latency, every pending-capable call answers "pending", 3 s shutdown grace period,
 /// no faults.
 #[derive(Debug, Clone)]
@@ -130,6 +130,17 @@ pub struct SimConfig {
 }
 
 impl Default for SimConfig {
+    /// The **V1** generation with **pending operations**: host backend, 1 ms notification
+    /// latency, every pending-capable call (create, start, pause, resume, save, shutdown,
+    /// terminate) answers "pending" and completes later by notification, 3 s shutdown grace
+    /// period, 2 ms reap interval, no faults. It is the shape that exercises the lifecycle's
+    /// completion waits and the V1 (`vmcompute.dll`) codes, which is why tests start from it.
+    ///
+    /// `hcsctl` uses **V2 with every call synchronous** instead —
+    /// `SimConfig::default().generation(ApiGeneration::V2).all_sync()` (plus zero latency and a
+    /// short reap interval) — because that is how `computecore.dll` behaves for the V2 driver:
+    /// a call returns once its operation is done, and only exits arrive as notifications. Pick
+    /// it to mirror the V2 driver; pick the default to test pending completions.
     fn default() -> Self {
         SimConfig {
             backend: Backend::Host,

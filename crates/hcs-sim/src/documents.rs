@@ -117,7 +117,12 @@ pub(crate) fn parse_params(text: &str, generation: ApiGeneration) -> Result<Para
                 environment.push((k.clone(), val.to_string()));
             }
         }
-        Some(_) => return Err(codes::failure(codes::INVALID_ARG, "Environment must be an object")),
+        Some(_) => {
+            return Err(codes::failure(
+                codes::INVALID_ARG,
+                "Environment must be an object",
+            ))
+        }
     }
     let flag = |k: &str| obj.get(k).and_then(Value::as_bool).unwrap_or(false);
     Ok(Params {

@@ -5,17 +5,22 @@
 
 use crate::codes::{self, ForGeneration};
 use crate::config::Backend;
-use crate::documents::{basic_properties, image_name, parse_json, parse_params, parse_system_config, rfc3339, to_100ns};
-use crate::engine::{bad_handle, process_rec, reply, transition_failure, unavailable, Engine};
+use crate::documents::{
+    basic_properties, image_name, parse_json, parse_params, parse_system_config, rfc3339, to_100ns,
+};
+use crate::engine::{bad_handle, unavailable, Engine};
 use crate::host;
-use crate::model::{CallbackRec, CbTarget, MappedDirectory, ProcKind, ProcRec, ScriptedRun, State, StopKind, SystemOp, SystemRec, SystemState};
+use crate::model::{
+    CallbackRec, CbTarget, MappedDirectory, ProcKind, ProcRec, ScriptedRun, State, StopKind, SystemOp,
+    SystemRec, SystemState, TransitionError,
+};
 use crate::sched::{Delivery, Target, Task};
 use crate::signal;
 use crate::simulator::Simulator;
 use crate::sync::lock;
 use hcs::{
-    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, Method, NotificationKind, NotifyContext,
-    PipeReader, PipeWriter, ProcessHandle, ProcessInfo, Reply, SystemHandle,
+    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, Method, NotificationKind,
+    NotifyContext, PipeReader, PipeWriter, ProcessHandle, ProcessInfo, Reply, SystemHandle,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -40,6 +45,28 @@ impl std::io::Write for CaptureWriter {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// The record of process `proc` of system `sys`; `E_HANDLE` when it is gone.
+fn process_rec(st: &State, sys: u64, proc: u64) -> Result<&ProcRec, Failure> {
+    st.systems
+        .get(&sys)
+        .and_then(|s| s.processes.get(&proc))
+        .ok_or_else(bad_handle)
+}
+
+/// The failure of a refused transition, in the generation's encoding.
+fn transition_failure(e: TransitionError, generation: ApiGeneration) -> Failure {
+    codes::failure(e.code(generation), e.to_string())
+}
+
+/// A reply that is pending or done.
+fn reply<T>(value: T, pending: bool) -> Reply<T> {
+    if pending {
+        Reply::pending(value)
+    } else {
+        Reply::done(value)
     }
 }
 
@@ -81,7 +108,10 @@ impl Driver for Simulator {
         let _span = tracing::debug_span!("hcs_sim", op = "CreateComputeSystem", system = id).entered();
         let fired = sh.begin(Method::CreateComputeSystem, Some(id))?;
         if id.is_empty() {
-            return Err(codes::failure(codes::INVALID_ARG, "the compute system id is empty"));
+            return Err(codes::failure(
+                codes::INVALID_ARG,
+                "the compute system id is empty",
+            ));
         }
         let v = parse_json(configuration, sh.generation, "compute system configuration")?;
         if !v.is_object() {
@@ -362,10 +392,9 @@ impl Driver for Simulator {
             };
             match (path, request, s.system_type.as_str()) {
                 ("VirtualMachine/ComputeTopology/Memory/SizeInMB", "Update", "VirtualMachine") => {
-                    let mb = settings
-                        .as_u64()
-                        .filter(|mb| *mb > 0)
-                        .ok_or_else(|| codes::failure(codes::INVALID_ARG, "Settings must be a positive size in MB"))?;
+                    let mb = settings.as_u64().filter(|mb| *mb > 0).ok_or_else(|| {
+                        codes::failure(codes::INVALID_ARG, "Settings must be a positive size in MB")
+                    })?;
                     s.memory_mb = Some(mb);
                 }
                 ("Container/MappedDirectories", "Add", "Container") => {
@@ -406,7 +435,10 @@ impl Driver for Simulator {
                     let before = s.mapped_directories.len();
                     s.mapped_directories.retain(|d| d.container_path != target);
                     if s.mapped_directories.len() == before {
-                        return Err(codes::failure(codes::INVALID_ARG, format!("`{target}` is not mapped")));
+                        return Err(codes::failure(
+                            codes::INVALID_ARG,
+                            format!("`{target}` is not mapped"),
+                        ));
                     }
                 }
                 _ => return Err(unsupported()),
@@ -537,7 +569,8 @@ impl Driver for Simulator {
                         .then(|| PipeReader::new(std::io::Cursor::new(behaviour.stderr.clone()))),
                 };
                 if let Some(runtime) = behaviour.runtime {
-                    sh.schedule(runtime,
+                    sh.schedule(
+                        runtime,
                         Task::ScriptedExit {
                             sys,
                             proc,
@@ -660,7 +693,12 @@ impl Driver for Simulator {
             let sig = match sig {
                 0 => signal::SIGINT,
                 1..=64 => sig as i32,
-                _ => return Err(codes::failure(codes::INVALID_ARG, format!("unsupported signal {sig}"))),
+                _ => {
+                    return Err(codes::failure(
+                        codes::INVALID_ARG,
+                        format!("unsupported signal {sig}"),
+                    ))
+                }
             };
             let p = process_rec(st, sys, proc)?;
             if p.exit_code.is_some() {
@@ -854,7 +892,8 @@ impl Simulator {
                 kind = %kind,
                 "hcs-sim: late callback scheduled"
             );
-            sh.schedule(sh.latency + *after,
+            sh.schedule(
+                sh.latency + *after,
                 Task::Deliver(Delivery {
                     target: Target::Late(ctx),
                     kind: *kind,

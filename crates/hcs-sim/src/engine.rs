@@ -8,12 +8,14 @@ use crate::codes::{self, ForGeneration};
 use crate::config::{Backend, SimConfig};
 use crate::fault::{Action, ActivePlan};
 use crate::host::Reaper;
-use crate::model::{CbTarget, ProcKind, ProcRec, State, StopKind, SystemState, TransitionError};
+use crate::model::{CbTarget, ProcKind, State, StopKind, SystemState};
 use crate::sched::{Delivery, Scheduler, Target, Task};
 use crate::service::{Service, Work};
 use crate::signal;
 use crate::sync::lock;
-use hcs::{ApiGeneration, Failure, HResult, Method, NotificationKind, NotifyContext, Reply, SystemHandle, ProcessHandle};
+use hcs::{
+    ApiGeneration, Failure, HResult, Method, NotificationKind, NotifyContext, ProcessHandle, SystemHandle,
+};
 use hcs_schema::{ProcessStatus, SystemExitStatus};
 use std::collections::{HashMap, HashSet};
 use std::process::Child;
@@ -24,38 +26,60 @@ use std::time::{Duration, Instant};
 /// A `block` gate of the fault plan: released or not, and how many calls wait on it.
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
+    /// Released: calls blocked on it (now or later) proceed.
     pub(crate) released: bool,
+    /// Calls blocked on it now.
     pub(crate) waiting: usize,
 }
 
 /// What the fault plan decided for one call (besides delays and failures, applied in `begin`).
 #[derive(Debug, Default)]
 pub(crate) struct Fired {
+    /// Answer pending: completion delay (`None`: never), status and a different kind.
     pub(crate) pending: Option<(Option<Duration>, HResult, Option<NotificationKind>)>,
+    /// Crash the system after this delay.
     pub(crate) crash: Option<Duration>,
+    /// Disconnect the service after this delay.
     pub(crate) disconnect: Option<Duration>,
+    /// Late callbacks to deliver after an unregister: kind and delay.
     pub(crate) late: Vec<(NotificationKind, Duration)>,
 }
 
-/// State shared by the simulator and its service thread.
+/// The state shared by the simulator's control API, its driver calls and its service thread.
 pub(crate) struct Engine {
+    /// The API generation whose encodings and notification shapes are used.
     pub(crate) generation: ApiGeneration,
+    /// Delay between a model event and its notification.
     pub(crate) latency: Duration,
-    pub(crate) sync_ops: HashSet<Method>,
-    pub(crate) shutdown_grace: Duration,
-    pub(crate) reap_interval: Duration,
+    /// Pending-capable calls that answer synchronously.
+    sync_ops: HashSet<Method>,
+    /// Grace period of a graceful shutdown before `SIGKILL`.
+    shutdown_grace: Duration,
+    /// Sweep interval of host children that cannot be waited for.
+    reap_interval: Duration,
+    /// What runs processes.
     pub(crate) backend: Backend,
-    pub(crate) state: Mutex<State>,
+    /// The state table; take it with [`Engine::lock`].
+    state: Mutex<State>,
+    /// Signalled when a delivery to a registration finishes (unregister waits on it).
     pub(crate) drained: Condvar,
+    /// The fault plan and its rule counters.
     pub(crate) faults: Mutex<ActivePlan>,
+    /// The `block` gates, by name.
     pub(crate) gates: Mutex<HashMap<String, Gate>>,
+    /// Signalled when a gate is released (or at shutdown).
     pub(crate) gate_cv: Condvar,
+    /// The timer queue the service thread runs.
     pub(crate) sched: Scheduler,
+    /// The host children the service thread reaps.
     pub(crate) reaper: Reaper,
+    /// The service thread's start and wake-up.
     pub(crate) service: Service,
-    pub(crate) shutdown: AtomicBool,
+    /// Set when the simulator is dropped: the service thread ends, blocked calls proceed.
+    shutdown: AtomicBool,
 }
 
+/// The failure of every call while the service is disconnected: `RPC_S_SERVER_UNAVAILABLE`.
 pub(crate) fn unavailable() -> Failure {
     Failure::with_document(
         codes::SERVER_UNAVAILABLE,
@@ -63,29 +87,9 @@ pub(crate) fn unavailable() -> Failure {
     )
 }
 
+/// The failure of an unknown, closed or wrong-kind handle: `E_HANDLE`.
 pub(crate) fn bad_handle() -> Failure {
     Failure::new(codes::INVALID_HANDLE)
-}
-
-
-/// The record of process `proc` of system `sys`; `E_HANDLE` when it is gone.
-pub(crate) fn process_rec(st: &State, sys: u64, proc: u64) -> Result<&ProcRec, Failure> {
-    st.systems
-        .get(&sys)
-        .and_then(|s| s.processes.get(&proc))
-        .ok_or_else(bad_handle)
-}
-
-pub(crate) fn transition_failure(e: TransitionError, generation: ApiGeneration) -> Failure {
-    codes::failure(e.code(generation), e.to_string())
-}
-
-pub(crate) fn reply<T>(value: T, pending: bool) -> Reply<T> {
-    if pending {
-        Reply::pending(value)
-    } else {
-        Reply::done(value)
-    }
 }
 
 impl Engine {
@@ -361,7 +365,8 @@ impl Engine {
         }
         for target in targets {
             for _ in 0..=copies {
-                self.schedule(delay,
+                self.schedule(
+                    delay,
                     Task::Deliver(Delivery {
                         target,
                         kind,
@@ -505,7 +510,11 @@ impl Engine {
 
     /// Removes a registration, waiting for a delivery of it that is running on another thread
     /// (the issue #50 semantics of real HCS unregister).
-    pub(crate) fn remove_callback<'a>(&'a self, mut st: MutexGuard<'a, State>, cb: u64) -> MutexGuard<'a, State> {
+    pub(crate) fn remove_callback<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        cb: u64,
+    ) -> MutexGuard<'a, State> {
         match st.callbacks.get_mut(&cb) {
             Some(rec) => rec.live = false,
             None => return st,
@@ -746,7 +755,8 @@ impl Engine {
             }
         }
         for (proc, generation, after) in timers {
-            self.schedule(after,
+            self.schedule(
+                after,
                 Task::ScriptedExit {
                     sys,
                     proc,

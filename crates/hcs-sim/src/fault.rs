@@ -7,7 +7,7 @@
 //! ```json
 //! {"rules": [
 //!   {"op": "StartComputeSystem", "system": "c1", "nth": 2, "action": "fail",
-//!    "code": "0x80370105", "document": {"Error": -2143878907, "ErrorMessage": "boom"}},
+//!    "code": "0x80070005", "document": {"Error": -2147024891, "ErrorMessage": "boom"}},
 //!   {"op": "PauseComputeSystem", "action": "pending", "complete_after_ms": 500},
 //!   {"op": "ResumeComputeSystem", "action": "pending", "never": true},
 //!   {"op": "StartComputeSystem", "action": "crash", "after_ms": 5},
@@ -393,8 +393,8 @@ impl FaultPlan {
         Self::from_json(&text)
     }
 
-    /// Parses a plan from a JSON value. The document is read with serde (the [`PlanDoc`] and
-    /// [`RuleDoc`] shapes) through `serde_path_to_error`, so a bad field is named by its path,
+    /// Parses a plan from a JSON value. The document is read with serde (derived readers of the
+    /// plan and rule shapes) through `serde_path_to_error`, so a bad field is named by its path,
     /// e.g. `rules[2].code`; the checks serde cannot express (one trigger, the fields of each
     /// action, `nth` ≥ 1, an action that fits its trigger) name their field the same way.
     pub fn from_value(value: &Value) -> Result<FaultPlan, PlanError> {
@@ -411,9 +411,7 @@ impl FaultPlan {
             };
             PlanError::at(path, e.into_inner().to_string())
         })?;
-        let rules = doc
-            .rules
-            .ok_or_else(|| PlanError::at("rules", "missing field"))?;
+        let rules = doc.rules.ok_or_else(|| PlanError::at("rules", "missing field"))?;
         let mut plan = FaultPlan::new();
         for (i, raw) in rules.into_iter().enumerate() {
             let rule = raw.into_rule(i)?;
@@ -486,7 +484,11 @@ enum OpName {
 struct RuleDoc {
     #[serde(default, skip_serializing_if = "Option::is_none", with = "field::op")]
     op: Option<OpName>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::notification")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "field::notification"
+    )]
     notification: Option<NotificationKind>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "field::string")]
     system: Option<String>,
@@ -504,7 +506,11 @@ struct RuleDoc {
     never: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "field::code")]
     status: Option<HResult>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::notification")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "field::notification"
+    )]
     kind: Option<NotificationKind>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "field::millis")]
     after_ms: Option<Duration>,
@@ -537,9 +543,8 @@ impl RuleDoc {
     fn into_rule(self, i: usize) -> Result<Rule, PlanError> {
         let base = format!("rules[{i}]");
         let at = |field: &str, message: String| PlanError::at(format!("{base}.{field}"), message);
-        let missing = |field: &str, action: &str| {
-            at(field, format!("missing field (required by `{action}`)"))
-        };
+        let missing =
+            |field: &str, action: &str| at(field, format!("missing field (required by `{action}`)"));
         let trigger = match (self.op, self.notification) {
             (Some(_), Some(_)) => {
                 return Err(PlanError::at(
@@ -836,7 +841,10 @@ mod field {
     /// [`NotificationKind::TRACKED`]).
     pub(super) mod notification {
         use super::*;
-        pub(crate) fn serialize<S: Serializer>(v: &Option<NotificationKind>, s: S) -> Result<S::Ok, S::Error> {
+        pub(crate) fn serialize<S: Serializer>(
+            v: &Option<NotificationKind>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             v.map(|k| k.to_string()).serialize(s)
         }
         pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
@@ -871,7 +879,8 @@ mod field {
             .serialize(s)
         }
         pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OpName>, D::Error> {
-            read(d, |v| match v {
+            read(d, |v| {
+                match v {
                 Value::String(s) if s == "*" => Ok(OpName::Any),
                 Value::String(s) => Method::from_name(s).map(OpName::Call).ok_or_else(|| {
                     format!(
@@ -879,6 +888,7 @@ mod field {
                     )
                 }),
                 v => Err(format!("expected a string, found {}", kind_of(v))),
+            }
             })
         }
     }

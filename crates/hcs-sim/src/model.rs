@@ -1,4 +1,7 @@
-//! The HCS model: systems, processes, handles and registrations.
+//! The state table of the simulated HCS: systems, processes, handles and callback
+//! registrations as plain data, and the checked state machine of a compute system (which call
+//! is valid in which state, and the HRESULT of a refusal). No threads, locks or notifications
+//! here: the engine holds the table under its lock and acts on the transitions.
 
 use crate::codes::{self, ForGeneration};
 use crate::config::ScriptedProcess;

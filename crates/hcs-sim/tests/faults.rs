@@ -100,8 +100,9 @@ fn pending_rules_complete_late_never_or_with_the_wrong_kind() {
 
 #[test]
 fn crash_during_start_exits_unexpectedly_and_never_completes_the_start() {
-    let sim =
-        sim_with(FaultPlan::new().rule(Rule::call(Method::StartComputeSystem).crash(Duration::from_millis(10))));
+    let sim = sim_with(
+        FaultPlan::new().rule(Rule::call(Method::StartComputeSystem).crash(Duration::from_millis(10))),
+    );
     let rec = Recorder::new();
     let h = sim
         .create_compute_system("c", &container("o"), rec.ctx())
@@ -190,7 +191,11 @@ fn delayed_and_blocked_calls_do_not_stall_other_systems() {
     let sim = sim_with(
         FaultPlan::new()
             .rule(Rule::call(Method::PauseComputeSystem).delay(Duration::from_millis(100)))
-            .rule(Rule::call(Method::TerminateComputeSystem).system("stuck").block("g")),
+            .rule(
+                Rule::call(Method::TerminateComputeSystem)
+                    .system("stuck")
+                    .block("g"),
+            ),
     );
     let rec = Recorder::new();
     let stuck = sim
@@ -227,7 +232,9 @@ fn notification_rules_delay_duplicate_and_drop() {
             .scripted(Script::new().otherwise(ScriptedProcess::exits(0).runtime(Duration::from_millis(5))))
             .faults(
                 FaultPlan::new()
-                    .rule(Rule::notification(NotificationKind::SystemExited).delay(Duration::from_millis(150)))
+                    .rule(
+                        Rule::notification(NotificationKind::SystemExited).delay(Duration::from_millis(150)),
+                    )
                     .rule(Rule::notification(NotificationKind::ProcessExited).duplicate(1))
                     .rule(Rule::notification(NotificationKind::SystemStartCompleted).drop_it()),
             ),

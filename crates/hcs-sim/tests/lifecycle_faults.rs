@@ -93,8 +93,9 @@ fn create_pending_forever_times_out_terminates_and_leaks_nothing() {
 
 #[test]
 fn crash_during_start_fails_start_and_completes_wait_with_unexpected_exit() {
-    let sim =
-        sim_with(FaultPlan::new().rule(Rule::call(Method::StartComputeSystem).crash(Duration::from_millis(5))));
+    let sim = sim_with(
+        FaultPlan::new().rule(Rule::call(Method::StartComputeSystem).crash(Duration::from_millis(5))),
+    );
     let sys = create(&sim, "crash-start", Timeouts::uniform(LIMIT));
     let e = sys.start().expect_err("start must fail when the system crashes");
     assert!(
@@ -136,7 +137,8 @@ fn crash_of_a_running_system_ends_its_process_waits() {
 
 #[test]
 fn service_disconnect_fails_pending_start_and_every_wait_then_restart_works() {
-    let sim = sim_with(FaultPlan::new().rule(Rule::call(Method::StartComputeSystem).system("dc-b").disconnect()));
+    let sim =
+        sim_with(FaultPlan::new().rule(Rule::call(Method::StartComputeSystem).system("dc-b").disconnect()));
     let a = Arc::new(running(&sim, "dc-a"));
     let p = Arc::new(a.create_process(&params("sleep 30")).expect("create process"));
     let (tx, rx) = mpsc::channel();
