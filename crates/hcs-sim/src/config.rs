@@ -2,85 +2,9 @@
 //! synchronously, and the scripted-process table.
 
 use crate::fault::FaultPlan;
-use hcs::{ApiGeneration, NotificationKind};
+use hcs::{ApiGeneration, Method};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-
-/// A driver-contract method, for fault rules and [`SimConfig::sync_ops`] (the contract's own
-/// [`hcs::Method`], under the name the simulator's API has always used).
-pub use hcs::Method as Op;
-
-/// A notification kind the simulator can emit, by name (for fault rules and late callbacks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SimNotification {
-    /// `SystemExited`.
-    SystemExited,
-    /// `SystemCreateCompleted`.
-    SystemCreateCompleted,
-    /// `SystemStartCompleted`.
-    SystemStartCompleted,
-    /// `SystemPauseCompleted`.
-    SystemPauseCompleted,
-    /// `SystemResumeCompleted`.
-    SystemResumeCompleted,
-    /// `SystemSaveCompleted`.
-    SystemSaveCompleted,
-    /// `ProcessExited`.
-    ProcessExited,
-    /// `ServiceDisconnect`.
-    ServiceDisconnect,
-}
-
-impl SimNotification {
-    /// Every kind.
-    pub const ALL: [SimNotification; 8] = [
-        SimNotification::SystemExited,
-        SimNotification::SystemCreateCompleted,
-        SimNotification::SystemStartCompleted,
-        SimNotification::SystemPauseCompleted,
-        SimNotification::SystemResumeCompleted,
-        SimNotification::SystemSaveCompleted,
-        SimNotification::ProcessExited,
-        SimNotification::ServiceDisconnect,
-    ];
-
-    /// The lifecycle's notification kind.
-    pub fn kind(self) -> NotificationKind {
-        match self {
-            SimNotification::SystemExited => NotificationKind::SystemExited,
-            SimNotification::SystemCreateCompleted => NotificationKind::SystemCreateCompleted,
-            SimNotification::SystemStartCompleted => NotificationKind::SystemStartCompleted,
-            SimNotification::SystemPauseCompleted => NotificationKind::SystemPauseCompleted,
-            SimNotification::SystemResumeCompleted => NotificationKind::SystemResumeCompleted,
-            SimNotification::SystemSaveCompleted => NotificationKind::SystemSaveCompleted,
-            SimNotification::ProcessExited => NotificationKind::ProcessExited,
-            SimNotification::ServiceDisconnect => NotificationKind::ServiceDisconnect,
-        }
-    }
-
-    /// The kind's name, e.g. `"SystemExited"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            SimNotification::SystemExited => "SystemExited",
-            SimNotification::SystemCreateCompleted => "SystemCreateCompleted",
-            SimNotification::SystemStartCompleted => "SystemStartCompleted",
-            SimNotification::SystemPauseCompleted => "SystemPauseCompleted",
-            SimNotification::SystemResumeCompleted => "SystemResumeCompleted",
-            SimNotification::SystemSaveCompleted => "SystemSaveCompleted",
-            SimNotification::ProcessExited => "ProcessExited",
-            SimNotification::ServiceDisconnect => "ServiceDisconnect",
-        }
-    }
-
-    /// Parses a kind name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    pub(crate) fn from_kind(kind: NotificationKind) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.kind() == kind)
-    }
-}
 
 /// What runs the processes created in simulated systems.
 #[derive(Debug, Clone, Default)]
@@ -181,7 +105,7 @@ impl Script {
     }
 }
 
-/// Simulator configuration. `SimConfig::default()` is: host backend, V1 generation, 1 ms
+/// Simulator configuration. [`SimConfig::default()`] is: host backend, V1 generation, 1 ms
 /// notification latency, every pending-capable call answers "pending", 3 s shutdown grace period,
 /// no faults.
 #[derive(Debug, Clone)]
@@ -192,9 +116,9 @@ pub struct SimConfig {
     pub generation: ApiGeneration,
     /// Delay between an event in the model and the delivery of its notification.
     pub latency: Duration,
-    /// Pending-capable calls (see [`Op::can_pend`]) that answer synchronously instead of
+    /// Pending-capable calls (see [`Method::can_pend`]) that answer synchronously instead of
     /// "pending"; a synchronous create/start/pause/resume/save sends no `*Completed`.
-    pub sync_ops: HashSet<Op>,
+    pub sync_ops: HashSet<Method>,
     /// How long a graceful shutdown waits after `SIGTERM` before it sends `SIGKILL`.
     pub shutdown_grace: Duration,
     /// How often the service thread sweeps host children for exits (at least 100 µs) where it
@@ -206,6 +130,17 @@ pub struct SimConfig {
 }
 
 impl Default for SimConfig {
+    /// The **V1** generation with **pending operations**: host backend, 1 ms notification
+    /// latency, every pending-capable call (create, start, pause, resume, save, shutdown,
+    /// terminate) answers "pending" and completes later by notification, 3 s shutdown grace
+    /// period, 2 ms reap interval, no faults. It is the shape that exercises the lifecycle's
+    /// completion waits and the V1 (`vmcompute.dll`) codes, which is why tests start from it.
+    ///
+    /// `hcsctl` uses **V2 with every call synchronous** instead —
+    /// `SimConfig::default().generation(ApiGeneration::V2).all_sync()` (plus zero latency and a
+    /// short reap interval) — because that is how `computecore.dll` behaves for the V2 driver:
+    /// a call returns once its operation is done, and only exits arrive as notifications. Pick
+    /// it to mirror the V2 driver; pick the default to test pending completions.
     fn default() -> Self {
         SimConfig {
             backend: Backend::Host,
@@ -236,14 +171,14 @@ impl SimConfig {
         self
     }
     /// Makes `op` answer synchronously.
-    pub fn sync(mut self, op: Op) -> Self {
+    pub fn sync(mut self, op: Method) -> Self {
         self.sync_ops.insert(op);
         self
     }
     /// Makes every pending-capable call answer synchronously.
     pub fn all_sync(mut self) -> Self {
         self.sync_ops
-            .extend(Op::ALL.into_iter().filter(|op| op.can_pend()));
+            .extend(Method::ALL.into_iter().filter(|op| op.can_pend()));
         self
     }
     /// Sets how often host children are swept for exits where they cannot be waited for (at

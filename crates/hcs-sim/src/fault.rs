@@ -7,7 +7,7 @@
 //! ```json
 //! {"rules": [
 //!   {"op": "StartComputeSystem", "system": "c1", "nth": 2, "action": "fail",
-//!    "code": "0x80370105", "document": {"Error": -2143878907, "ErrorMessage": "boom"}},
+//!    "code": "0x80070005", "document": {"Error": -2147024891, "ErrorMessage": "boom"}},
 //!   {"op": "PauseComputeSystem", "action": "pending", "complete_after_ms": 500},
 //!   {"op": "ResumeComputeSystem", "action": "pending", "never": true},
 //!   {"op": "StartComputeSystem", "action": "crash", "after_ms": 5},
@@ -22,8 +22,8 @@
 //! ]}
 //! ```
 //!
-//! * A rule has exactly one trigger: `op` (an [`Op`] name, or `"*"` for every call) or
-//!   `notification` (a [`SimNotification`] name).
+//! * A rule has exactly one trigger: `op` (a [`Method`] name, or `"*"` for every call) or
+//!   `notification` (a [`NotificationKind`] name, one of [`NotificationKind::TRACKED`]).
 //! * `system` limits it to one system id; `nth` (1-based) makes it fire only on the n-th
 //!   matching event, otherwise it fires on every one.
 //! * Codes are 0x-prefixed hex strings or 32-bit integers (negative values are taken as `i32`).
@@ -32,9 +32,9 @@
 //! Invalid plans are rejected with a [`PlanError`] whose path names the bad field, e.g.
 //! `rules[2].code: expected HRESULT (0x-prefixed hex string or 32-bit integer), found "boom"`.
 
-use crate::config::{Op, SimNotification};
-use hcs::HResult;
-use serde_json::{Map, Value};
+use hcs::{HResult, Method, NotificationKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
@@ -49,11 +49,11 @@ pub struct FaultPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     /// One kind of call.
-    Call(Op),
+    Call(Method),
     /// Every call.
     AnyCall,
     /// One kind of notification (for notification actions).
-    Notification(SimNotification),
+    Notification(NotificationKind),
 }
 
 /// What a rule does when it fires.
@@ -75,7 +75,7 @@ pub enum Action {
         /// Status of the completion notification.
         status: HResult,
         /// A different completion kind (to send the wrong type).
-        kind: Option<SimNotification>,
+        kind: Option<NotificationKind>,
     },
     /// The call is accepted (pending-capable calls answer pending and never complete), then the
     /// system crashes after `after`: processes are killed and `SystemExited` carries
@@ -104,7 +104,7 @@ pub enum Action {
     /// context anyway, after `after` (unregister calls only).
     LateCallback {
         /// Kind delivered.
-        kind: SimNotification,
+        kind: NotificationKind,
         /// Delay after the unregister returned.
         after: Duration,
     },
@@ -156,7 +156,7 @@ pub struct Rule {
 
 impl Rule {
     /// A rule for calls of `op`.
-    pub fn call(op: Op) -> CallRule {
+    pub fn call(op: Method) -> CallRule {
         CallRule {
             trigger: Trigger::Call(op),
             system: None,
@@ -172,7 +172,7 @@ impl Rule {
         }
     }
     /// A rule for notifications of `kind`.
-    pub fn notification(kind: SimNotification) -> NotificationRule {
+    pub fn notification(kind: NotificationKind) -> NotificationRule {
         NotificationRule {
             kind,
             system: None,
@@ -243,7 +243,7 @@ impl CallRule {
         self,
         delay: Duration,
         status: impl Into<HResult>,
-        kind: Option<SimNotification>,
+        kind: Option<NotificationKind>,
     ) -> Rule {
         self.with(Action::Pending {
             complete_after: Some(delay),
@@ -274,7 +274,7 @@ impl CallRule {
         self.with(Action::Block { gate: gate.into() })
     }
     /// After the unregister returns, deliver `kind` to its context after `after`.
-    pub fn late_callback(self, kind: SimNotification, after: Duration) -> Rule {
+    pub fn late_callback(self, kind: NotificationKind, after: Duration) -> Rule {
         self.with(Action::LateCallback { kind, after })
     }
 }
@@ -282,7 +282,7 @@ impl CallRule {
 /// Builder of a notification rule; finish it with an action method.
 #[derive(Debug, Clone)]
 pub struct NotificationRule {
-    kind: SimNotification,
+    kind: NotificationKind,
     system: Option<String>,
     nth: Option<u32>,
 }
@@ -393,27 +393,28 @@ impl FaultPlan {
         Self::from_json(&text)
     }
 
-    /// Parses a plan from a JSON value.
+    /// Parses a plan from a JSON value. The document is read with serde (derived readers of the
+    /// plan and rule shapes) through `serde_path_to_error`, so a bad field is named by its path,
+    /// e.g. `rules[2].code`; the checks serde cannot express (one trigger, the fields of each
+    /// action, `nth` ≥ 1, an action that fits its trigger) name their field the same way.
     pub fn from_value(value: &Value) -> Result<FaultPlan, PlanError> {
-        let obj = value.as_object().ok_or_else(|| {
-            PlanError::at(
+        if !value.is_object() {
+            return Err(PlanError::at(
                 "$",
                 format!("expected an object with `rules`, found {}", kind_of(value)),
-            )
-        })?;
-        for key in obj.keys() {
-            if key != "rules" {
-                return Err(PlanError::at(key.clone(), "unknown field, expected `rules`"));
-            }
+            ));
         }
-        let rules = obj
-            .get("rules")
-            .ok_or_else(|| PlanError::at("rules", "missing field"))?
-            .as_array()
-            .ok_or_else(|| PlanError::at("rules", "expected an array"))?;
+        let doc: PlanDoc = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = match e.path().to_string() {
+                root if root == "." => "$".to_string(),
+                path => path,
+            };
+            PlanError::at(path, e.into_inner().to_string())
+        })?;
+        let rules = doc.rules.ok_or_else(|| PlanError::at("rules", "missing field"))?;
         let mut plan = FaultPlan::new();
-        for (i, raw) in rules.iter().enumerate() {
-            let rule = parse_rule(i, raw)?;
+        for (i, raw) in rules.into_iter().enumerate() {
+            let rule = raw.into_rule(i)?;
             validate_rule(i, &rule)?;
             plan.rules.push(rule);
         }
@@ -422,14 +423,13 @@ impl FaultPlan {
 
     /// The plan as JSON (the format [`FaultPlan::from_json`] reads).
     pub fn to_json(&self) -> Value {
-        let rules: Vec<Value> = self.rules.iter().map(rule_to_json).collect();
-        serde_json::json!({ "rules": rules })
+        serde_json::to_value(PlanDoc::from(self)).unwrap_or(Value::Null)
     }
 }
 
 impl serde::Serialize for FaultPlan {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
+        PlanDoc::from(self).serialize(s)
     }
 }
 
@@ -451,252 +451,447 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-struct Fields<'a> {
-    base: String,
-    obj: &'a Map<String, Value>,
-    used: Vec<&'static str>,
+/// The JSON document of a plan: `{"rules": [...]}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an object with `rules`")]
+struct PlanDoc {
+    /// The rules; `None` when the field is missing (reported as `rules: missing field`).
+    #[serde(default)]
+    rules: Option<Vec<RuleDoc>>,
 }
 
-impl<'a> Fields<'a> {
-    fn path(&self, key: &str) -> String {
-        format!("{}.{key}", self.base)
-    }
-    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
-        self.used.push(key);
-        self.obj.get(key).filter(|v| !v.is_null())
-    }
-    fn string(&mut self, key: &'static str) -> Result<Option<String>, PlanError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(PlanError::at(
-                self.path(key),
-                format!("expected a string, found {}", kind_of(v)),
-            )),
+impl From<&FaultPlan> for PlanDoc {
+    fn from(plan: &FaultPlan) -> Self {
+        PlanDoc {
+            rules: Some(plan.rules.iter().map(RuleDoc::from).collect()),
         }
     }
-    fn u32(&mut self, key: &'static str) -> Result<Option<u32>, PlanError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    PlanError::at(
-                        self.path(key),
-                        format!("expected a non-negative 32-bit integer, found {v}"),
-                    )
-                }),
-        }
+}
+
+/// The `op` of a rule: one call, or `"*"` for every call.
+#[derive(Debug, Clone, Copy)]
+enum OpName {
+    Any,
+    Call(Method),
+}
+
+/// The JSON form of one rule: every field any action takes, each optional (`null` is the same
+/// as absent). Which fields an action takes, and that there is exactly one trigger, is checked
+/// by [`RuleDoc::into_rule`]. Each field is read by a `field::*` function whose error message
+/// says what was expected and what was found.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an object")]
+struct RuleDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::op")]
+    op: Option<OpName>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "field::notification"
+    )]
+    notification: Option<NotificationKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::string")]
+    system: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::count")]
+    nth: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::string")]
+    action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::code")]
+    code: Option<HResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::document")]
+    document: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::millis")]
+    complete_after_ms: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::flag")]
+    never: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::code")]
+    status: Option<HResult>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "field::notification"
+    )]
+    kind: Option<NotificationKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::millis")]
+    after_ms: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::millis")]
+    ms: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::string")]
+    gate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::count")]
+    copies: Option<u32>,
+}
+
+impl RuleDoc {
+    /// The action fields that are set, by name, in the order they are reported.
+    fn action_fields(&self) -> [(&'static str, bool); 10] {
+        [
+            ("code", self.code.is_some()),
+            ("document", self.document.is_some()),
+            ("complete_after_ms", self.complete_after_ms.is_some()),
+            ("never", self.never.is_some()),
+            ("status", self.status.is_some()),
+            ("kind", self.kind.is_some()),
+            ("after_ms", self.after_ms.is_some()),
+            ("ms", self.ms.is_some()),
+            ("gate", self.gate.is_some()),
+            ("copies", self.copies.is_some()),
+        ]
     }
-    fn millis(&mut self, key: &'static str) -> Result<Option<Duration>, PlanError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_u64().map(|n| Some(Duration::from_millis(n))).ok_or_else(|| {
-                PlanError::at(
-                    self.path(key),
-                    format!("expected milliseconds as a non-negative integer, found {v}"),
-                )
-            }),
-        }
-    }
-    fn bool(&mut self, key: &'static str) -> Result<Option<bool>, PlanError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => Err(PlanError::at(
-                self.path(key),
-                format!("expected a boolean, found {}", kind_of(v)),
-            )),
-        }
-    }
-    fn code(&mut self, key: &'static str) -> Result<Option<HResult>, PlanError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => parse_code(v).map(Some).ok_or_else(|| {
-                PlanError::at(
-                    self.path(key),
-                    format!("expected HRESULT (0x-prefixed hex string or 32-bit integer), found {v}"),
-                )
-            }),
-        }
-    }
-    fn notification(&mut self, key: &'static str) -> Result<Option<SimNotification>, PlanError> {
-        match self.string(key)? {
-            None => Ok(None),
-            Some(name) => SimNotification::from_name(&name).map(Some).ok_or_else(|| {
-                let names: Vec<&str> = SimNotification::ALL.iter().map(|k| k.name()).collect();
-                PlanError::at(
-                    self.path(key),
-                    format!(
-                        "unknown notification `{name}`, expected one of {}",
-                        names.join(", ")
-                    ),
-                )
-            }),
-        }
-    }
-    fn finish(&self, action: &str) -> Result<(), PlanError> {
-        for key in self.obj.keys() {
-            if !self.used.iter().any(|u| u == key) {
+
+    /// The rule this document describes (rule `i` of the plan), or the first problem found.
+    fn into_rule(self, i: usize) -> Result<Rule, PlanError> {
+        let base = format!("rules[{i}]");
+        let at = |field: &str, message: String| PlanError::at(format!("{base}.{field}"), message);
+        let missing =
+            |field: &str, action: &str| at(field, format!("missing field (required by `{action}`)"));
+        let trigger = match (self.op, self.notification) {
+            (Some(_), Some(_)) => {
                 return Err(PlanError::at(
-                    self.path(key),
-                    format!("unknown field for action `{action}`"),
-                ));
+                    base,
+                    "has both `op` and `notification`; give exactly one",
+                ))
             }
-        }
-        Ok(())
-    }
-}
-
-fn parse_code(v: &Value) -> Option<HResult> {
-    match v {
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                u32::try_from(u).ok().map(HResult)
-            } else {
-                n.as_i64()
-                    .and_then(|i| i32::try_from(i).ok())
-                    .map(HResult::from_i32)
+            (None, None) => {
+                return Err(PlanError::at(
+                    base,
+                    "missing trigger: give `op` or `notification`",
+                ))
             }
+            (Some(OpName::Any), None) => Trigger::AnyCall,
+            (Some(OpName::Call(op)), None) => Trigger::Call(op),
+            (None, Some(kind)) => Trigger::Notification(kind),
+        };
+        if self.nth == Some(0) {
+            return Err(at("nth", "must be at least 1 (it is 1-based)".into()));
         }
-        Value::String(s) => {
-            let s = s.trim();
-            let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
-            u32::from_str_radix(hex, 16).ok().map(HResult)
-        }
-        _ => None,
-    }
-}
-
-fn parse_rule(i: usize, raw: &Value) -> Result<Rule, PlanError> {
-    let base = format!("rules[{i}]");
-    let obj = raw.as_object().ok_or_else(|| {
-        PlanError::at(
-            base.clone(),
-            format!("expected an object, found {}", kind_of(raw)),
-        )
-    })?;
-    let mut f = Fields {
-        base: base.clone(),
-        obj,
-        used: Vec::new(),
-    };
-    let op = f.string("op")?;
-    let notification = f.notification("notification")?;
-    let trigger = match (op, notification) {
-        (Some(_), Some(_)) => {
-            return Err(PlanError::at(
-                base,
-                "has both `op` and `notification`; give exactly one",
-            ))
-        }
-        (None, None) => {
-            return Err(PlanError::at(
-                base,
-                "missing trigger: give `op` or `notification`",
-            ))
-        }
-        (Some(op), None) if op == "*" => Trigger::AnyCall,
-        (Some(op), None) => Trigger::Call(Op::from_name(&op).ok_or_else(|| {
-            PlanError::at(
-                format!("{base}.op"),
-                format!(
-                    "unknown operation `{op}`, expected an HCS call name such as `StartComputeSystem` or `*`"
-                ),
-            )
-        })?),
-        (None, Some(kind)) => Trigger::Notification(kind),
-    };
-    let system = f.string("system")?;
-    let nth = f.u32("nth")?;
-    if nth == Some(0) {
-        return Err(PlanError::at(
-            format!("{base}.nth"),
-            "must be at least 1 (it is 1-based)",
-        ));
-    }
-    let action_name = f
-        .string("action")?
-        .ok_or_else(|| PlanError::at(format!("{base}.action"), "missing field"))?;
-    let is_notification = matches!(trigger, Trigger::Notification(_));
-    let action = match (action_name.as_str(), is_notification) {
-        ("fail", false) => Action::Fail {
-            code: f.code("code")?.ok_or_else(|| PlanError::at(format!("{base}.code"), "missing field (required by `fail`)"))?,
-            document: match f.get("document") {
-                None => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(v @ Value::Object(_)) => Some(v.to_string()),
-                Some(v) => {
-                    return Err(PlanError::at(
-                        format!("{base}.document"),
-                        format!("expected a string or an object, found {}", kind_of(v)),
-                    ))
+        let Some(action_name) = self.action.clone() else {
+            return Err(at("action", "missing field".into()));
+        };
+        let is_notification = matches!(trigger, Trigger::Notification(_));
+        let (action, takes): (Action, &[&str]) = match (action_name.as_str(), is_notification) {
+            ("fail", false) => (
+                Action::Fail {
+                    code: self.code.ok_or_else(|| missing("code", "fail"))?,
+                    document: self.document.clone(),
+                },
+                &["code", "document"],
+            ),
+            ("pending", false) => {
+                let never = self.never.unwrap_or(false);
+                if never && self.complete_after_ms.is_some() {
+                    return Err(at("never", "conflicts with `complete_after_ms`".into()));
                 }
-            },
-        },
-        ("pending", false) => {
-            let never = f.bool("never")?.unwrap_or(false);
-            let after = f.millis("complete_after_ms")?;
-            if never && after.is_some() {
-                return Err(PlanError::at(format!("{base}.never"), "conflicts with `complete_after_ms`"));
+                (
+                    Action::Pending {
+                        complete_after: if never {
+                            None
+                        } else {
+                            Some(self.complete_after_ms.unwrap_or(Duration::ZERO))
+                        },
+                        status: self.status.unwrap_or(HResult::S_OK),
+                        kind: self.kind,
+                    },
+                    &["never", "complete_after_ms", "status", "kind"],
+                )
+            }
+            ("crash", false) => (
+                Action::Crash {
+                    after: self.after_ms.unwrap_or(Duration::ZERO),
+                },
+                &["after_ms"],
+            ),
+            ("disconnect", false) => (
+                Action::Disconnect {
+                    after: self.after_ms.unwrap_or(Duration::ZERO),
+                },
+                &["after_ms"],
+            ),
+            ("delay", false) => (
+                Action::Delay(self.ms.ok_or_else(|| missing("ms", "delay"))?),
+                &["ms"],
+            ),
+            ("block", false) => (
+                Action::Block {
+                    gate: self.gate.clone().ok_or_else(|| missing("gate", "block"))?,
+                },
+                &["gate"],
+            ),
+            ("late_callback", false) => (
+                Action::LateCallback {
+                    kind: self.kind.unwrap_or(NotificationKind::SystemExited),
+                    after: self.after_ms.unwrap_or(Duration::ZERO),
+                },
+                &["kind", "after_ms"],
+            ),
+            ("delay", true) => (
+                Action::DelayNotification(self.ms.ok_or_else(|| missing("ms", "delay"))?),
+                &["ms"],
+            ),
+            ("duplicate", true) => (
+                Action::DuplicateNotification {
+                    copies: self.copies.unwrap_or(1),
+                },
+                &["copies"],
+            ),
+            ("drop", true) => (Action::DropNotification, &[]),
+            (other, true) => {
+                return Err(at(
+                    "action",
+                    format!("`{other}` is not a notification action; expected `delay`, `duplicate` or `drop`"),
+                ))
+            }
+            (other, false) => {
+                return Err(at(
+                    "action",
+                    format!(
+                        "`{other}` is not a call action; expected `fail`, `pending`, `crash`, `disconnect`, `delay`, `block` or `late_callback`"
+                    ),
+                ))
+            }
+        };
+        if let Some((field, _)) = self
+            .action_fields()
+            .into_iter()
+            .find(|(field, set)| *set && !takes.contains(field))
+        {
+            return Err(at(field, format!("unknown field for action `{action_name}`")));
+        }
+        Ok(Rule {
+            trigger,
+            system: self.system,
+            nth: self.nth,
+            action,
+        })
+    }
+}
+
+impl From<&Rule> for RuleDoc {
+    fn from(rule: &Rule) -> Self {
+        let mut doc = RuleDoc {
+            system: rule.system.clone(),
+            nth: rule.nth,
+            action: Some(rule.action.name().to_string()),
+            ..RuleDoc::default()
+        };
+        match rule.trigger {
+            Trigger::Call(op) => doc.op = Some(OpName::Call(op)),
+            Trigger::AnyCall => doc.op = Some(OpName::Any),
+            Trigger::Notification(k) => doc.notification = Some(k),
+        }
+        match &rule.action {
+            Action::Fail { code, document } => {
+                doc.code = Some(*code);
+                doc.document = document.clone();
             }
             Action::Pending {
-                complete_after: if never { None } else { Some(after.unwrap_or(Duration::ZERO)) },
-                status: f.code("status")?.unwrap_or(HResult::S_OK),
-                kind: f.notification("kind")?,
+                complete_after,
+                status,
+                kind,
+            } => {
+                match complete_after {
+                    Some(d) => doc.complete_after_ms = Some(*d),
+                    None => doc.never = Some(true),
+                }
+                doc.status = Some(*status);
+                doc.kind = *kind;
+            }
+            Action::Crash { after } | Action::Disconnect { after } => doc.after_ms = Some(*after),
+            Action::Delay(d) | Action::DelayNotification(d) => doc.ms = Some(*d),
+            Action::Block { gate } => doc.gate = Some(gate.clone()),
+            Action::LateCallback { kind, after } => {
+                doc.kind = Some(*kind);
+                doc.after_ms = Some(*after);
+            }
+            Action::DuplicateNotification { copies } => doc.copies = Some(*copies),
+            Action::DropNotification => {}
+        }
+        doc
+    }
+}
+
+/// The (de)serialisers of the rule fields (`#[serde(with = ...)]`): each reads any JSON value,
+/// takes `null` as absent, and rejects a bad value with a message saying what it expected and
+/// what it found (`serde_path_to_error` prefixes the field's path).
+mod field {
+    use super::{kind_of, OpName};
+    use hcs::{HResult, Method, NotificationKind};
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
+    use std::time::Duration;
+
+    /// Reads an optional field with `parse`, which gets a non-null value.
+    fn read<'de, D: Deserializer<'de>, T>(
+        d: D,
+        parse: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Result<Option<T>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            v => parse(&v).map(Some).map_err(D::Error::custom),
+        }
+    }
+
+    pub(super) mod string {
+        use super::*;
+        pub(crate) fn serialize<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+            v.serialize(s)
+        }
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+            read(d, |v| match v {
+                Value::String(s) => Ok(s.clone()),
+                v => Err(format!("expected a string, found {}", kind_of(v))),
+            })
+        }
+    }
+
+    pub(super) mod count {
+        use super::*;
+        pub(crate) fn serialize<S: Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+            v.serialize(s)
+        }
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+            read(d, |v| {
+                v.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| format!("expected a non-negative 32-bit integer, found {v}"))
+            })
+        }
+    }
+
+    pub(super) mod flag {
+        use super::*;
+        pub(crate) fn serialize<S: Serializer>(v: &Option<bool>, s: S) -> Result<S::Ok, S::Error> {
+            v.serialize(s)
+        }
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+            read(d, |v| {
+                v.as_bool()
+                    .ok_or_else(|| format!("expected a boolean, found {}", kind_of(v)))
+            })
+        }
+    }
+
+    /// Durations as whole milliseconds.
+    pub(super) mod millis {
+        use super::*;
+        pub(crate) fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            v.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .serialize(s)
+        }
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            read(d, |v| {
+                v.as_u64()
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| format!("expected milliseconds as a non-negative integer, found {v}"))
+            })
+        }
+    }
+
+    /// HRESULTs: written as `0x`-prefixed hex strings; read from those or from 32-bit integers
+    /// (negative values are taken as `i32`).
+    pub(super) mod code {
+        use super::*;
+        pub(crate) fn serialize<S: Serializer>(v: &Option<HResult>, s: S) -> Result<S::Ok, S::Error> {
+            v.map(|c| format!("0x{:08X}", c.0)).serialize(s)
+        }
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HResult>, D::Error> {
+            read(d, |v| {
+                parse(v).ok_or_else(|| {
+                    format!("expected HRESULT (0x-prefixed hex string or 32-bit integer), found {v}")
+                })
+            })
+        }
+        fn parse(v: &Value) -> Option<HResult> {
+            match v {
+                Value::Number(n) => match n.as_u64() {
+                    Some(u) => u32::try_from(u).ok().map(HResult),
+                    None => n
+                        .as_i64()
+                        .and_then(|i| i32::try_from(i).ok())
+                        .map(HResult::from_i32),
+                },
+                Value::String(s) => {
+                    let s = s.trim();
+                    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
+                    u32::from_str_radix(hex, 16).ok().map(HResult)
+                }
+                _ => None,
             }
         }
-        ("crash", false) => Action::Crash {
-            after: f.millis("after_ms")?.unwrap_or(Duration::ZERO),
-        },
-        ("disconnect", false) => Action::Disconnect {
-            after: f.millis("after_ms")?.unwrap_or(Duration::ZERO),
-        },
-        ("delay", false) => Action::Delay(
-            f.millis("ms")?
-                .ok_or_else(|| PlanError::at(format!("{base}.ms"), "missing field (required by `delay`)"))?,
-        ),
-        ("block", false) => Action::Block {
-            gate: f
-                .string("gate")?
-                .ok_or_else(|| PlanError::at(format!("{base}.gate"), "missing field (required by `block`)"))?,
-        },
-        ("late_callback", false) => Action::LateCallback {
-            kind: f.notification("kind")?.unwrap_or(SimNotification::SystemExited),
-            after: f.millis("after_ms")?.unwrap_or(Duration::ZERO),
-        },
-        ("delay", true) => Action::DelayNotification(
-            f.millis("ms")?
-                .ok_or_else(|| PlanError::at(format!("{base}.ms"), "missing field (required by `delay`)"))?,
-        ),
-        ("duplicate", true) => Action::DuplicateNotification {
-            copies: f.u32("copies")?.unwrap_or(1),
-        },
-        ("drop", true) => Action::DropNotification,
-        (other, true) => {
-            return Err(PlanError::at(
-                format!("{base}.action"),
-                format!("`{other}` is not a notification action; expected `delay`, `duplicate` or `drop`"),
-            ))
+    }
+
+    /// A result document: read from a string or an object (kept as its JSON text), written as
+    /// a string.
+    pub(super) mod document {
+        use super::*;
+        pub(crate) fn serialize<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+            v.serialize(s)
         }
-        (other, false) => {
-            return Err(PlanError::at(
-                format!("{base}.action"),
-                format!(
-                    "`{other}` is not a call action; expected `fail`, `pending`, `crash`, `disconnect`, `delay`, `block` or `late_callback`"
-                ),
-            ))
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+            read(d, |v| match v {
+                Value::String(s) => Ok(s.clone()),
+                v @ Value::Object(_) => Ok(v.to_string()),
+                v => Err(format!("expected a string or an object, found {}", kind_of(v))),
+            })
         }
-    };
-    f.finish(&action_name)?;
-    Ok(Rule {
-        trigger,
-        system,
-        nth,
-        action,
-    })
+    }
+
+    /// A notification kind by its [`NotificationKind::from_name`] name (one of
+    /// [`NotificationKind::TRACKED`]).
+    pub(super) mod notification {
+        use super::*;
+        pub(crate) fn serialize<S: Serializer>(
+            v: &Option<NotificationKind>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            v.map(|k| k.to_string()).serialize(s)
+        }
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<NotificationKind>, D::Error> {
+            read(d, |v| {
+                let Value::String(name) = v else {
+                    return Err(format!("expected a string, found {}", kind_of(v)));
+                };
+                NotificationKind::from_name(name)
+                    .filter(|k| NotificationKind::TRACKED.contains(k))
+                    .ok_or_else(|| {
+                        let names: Vec<String> =
+                            NotificationKind::TRACKED.iter().map(|k| k.to_string()).collect();
+                        format!(
+                            "unknown notification `{name}`, expected one of {}",
+                            names.join(", ")
+                        )
+                    })
+            })
+        }
+    }
+
+    /// A call by its [`Method::from_name`] name (`Hcs` prefix optional), or `"*"`.
+    pub(super) mod op {
+        use super::*;
+        pub(crate) fn serialize<S: Serializer>(v: &Option<OpName>, s: S) -> Result<S::Ok, S::Error> {
+            v.map(|op| match op {
+                OpName::Any => "*",
+                OpName::Call(m) => m.name(),
+            })
+            .serialize(s)
+        }
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OpName>, D::Error> {
+            read(d, |v| {
+                match v {
+                Value::String(s) if s == "*" => Ok(OpName::Any),
+                Value::String(s) => Method::from_name(s).map(OpName::Call).ok_or_else(|| {
+                    format!(
+                        "unknown operation `{s}`, expected an HCS call name such as `StartComputeSystem` or `*`"
+                    )
+                }),
+                v => Err(format!("expected a string, found {}", kind_of(v))),
+            }
+            })
+        }
+    }
 }
 
 fn validate_rule(i: usize, rule: &Rule) -> Result<(), PlanError> {
@@ -719,7 +914,7 @@ fn validate_rule(i: usize, rule: &Rule) -> Result<(), PlanError> {
         ));
     }
     match (&rule.action, rule.trigger) {
-        (Action::Pending { .. }, Trigger::Call(op)) if !(op.can_pend() || op == Op::ModifyComputeSystem) => {
+        (Action::Pending { .. }, Trigger::Call(op)) if !(op.can_pend() || op == Method::ModifyComputeSystem) => {
             Err(PlanError::at(
                 format!("{base}.action"),
                 format!("`pending` applies to create, start, shutdown, terminate, pause, resume, save and modify, not {op}"),
@@ -730,7 +925,7 @@ fn validate_rule(i: usize, rule: &Rule) -> Result<(), PlanError> {
             "`pending` needs a specific pending-capable `op`, not `*`",
         )),
         (Action::LateCallback { .. }, Trigger::Call(op))
-            if !matches!(op, Op::UnregisterComputeSystemCallback | Op::UnregisterProcessCallback) =>
+            if !matches!(op, Method::UnregisterComputeSystemCallback | Method::UnregisterProcessCallback) =>
         {
             Err(PlanError::at(
                 format!("{base}.action"),
@@ -741,78 +936,11 @@ fn validate_rule(i: usize, rule: &Rule) -> Result<(), PlanError> {
             format!("{base}.action"),
             "`late_callback` needs `op` UnregisterComputeSystemCallback or UnregisterProcessCallback",
         )),
-        (Action::Crash { .. }, Trigger::Call(Op::EnumerateComputeSystems | Op::GetServiceProperties | Op::ModifyServiceSettings)) => {
+        (Action::Crash { .. }, Trigger::Call(Method::EnumerateComputeSystems | Method::GetServiceProperties | Method::ModifyServiceSettings)) => {
             Err(PlanError::at(format!("{base}.action"), "`crash` needs a call on a system"))
         }
         _ => Ok(()),
     }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn rule_to_json(rule: &Rule) -> Value {
-    let mut m = Map::new();
-    match rule.trigger {
-        Trigger::Call(op) => {
-            m.insert("op".into(), op.name().into());
-        }
-        Trigger::AnyCall => {
-            m.insert("op".into(), "*".into());
-        }
-        Trigger::Notification(k) => {
-            m.insert("notification".into(), k.name().into());
-        }
-    }
-    if let Some(s) = &rule.system {
-        m.insert("system".into(), s.clone().into());
-    }
-    if let Some(n) = rule.nth {
-        m.insert("nth".into(), n.into());
-    }
-    m.insert("action".into(), rule.action.name().into());
-    let hex = |c: HResult| Value::from(format!("{:#010X}", c.0).replace("0X", "0x"));
-    match &rule.action {
-        Action::Fail { code, document } => {
-            m.insert("code".into(), hex(*code));
-            if let Some(d) = document {
-                m.insert("document".into(), d.clone().into());
-            }
-        }
-        Action::Pending {
-            complete_after,
-            status,
-            kind,
-        } => {
-            match complete_after {
-                Some(d) => m.insert("complete_after_ms".into(), ms(*d).into()),
-                None => m.insert("never".into(), true.into()),
-            };
-            m.insert("status".into(), hex(*status));
-            if let Some(k) = kind {
-                m.insert("kind".into(), k.name().into());
-            }
-        }
-        Action::Crash { after } | Action::Disconnect { after } => {
-            m.insert("after_ms".into(), ms(*after).into());
-        }
-        Action::Delay(d) | Action::DelayNotification(d) => {
-            m.insert("ms".into(), ms(*d).into());
-        }
-        Action::Block { gate } => {
-            m.insert("gate".into(), gate.clone().into());
-        }
-        Action::LateCallback { kind, after } => {
-            m.insert("kind".into(), kind.name().into());
-            m.insert("after_ms".into(), ms(*after).into());
-        }
-        Action::DuplicateNotification { copies } => {
-            m.insert("copies".into(), (*copies).into());
-        }
-        Action::DropNotification => {}
-    }
-    Value::Object(m)
 }
 
 /// Run-time state of a plan: the rules and how many matching events each has seen.
@@ -829,7 +957,7 @@ impl ActivePlan {
     }
 
     /// Counts a call against every matching rule; returns the actions of the rules that fire.
-    pub(crate) fn on_call(&mut self, op: Op, system: Option<&str>) -> Vec<Action> {
+    pub(crate) fn on_call(&mut self, op: Method, system: Option<&str>) -> Vec<Action> {
         self.fire(
             |t| match t {
                 Trigger::Call(o) => o == op,
@@ -841,7 +969,7 @@ impl ActivePlan {
     }
 
     /// Counts a notification against every matching rule; returns the actions that fire.
-    pub(crate) fn on_notification(&mut self, kind: SimNotification, system: Option<&str>) -> Vec<Action> {
+    pub(crate) fn on_notification(&mut self, kind: NotificationKind, system: Option<&str>) -> Vec<Action> {
         self.fire(|t| t == Trigger::Notification(kind), system)
     }
 
@@ -873,14 +1001,14 @@ mod tests {
     fn builder_and_json_forms_round_trip() {
         let plan = FaultPlan::new()
             .rule(
-                Rule::call(Op::StartComputeSystem)
+                Rule::call(Method::StartComputeSystem)
                     .system("a")
                     .nth(2)
                     .fail(HResult::HCS_E_INVALID_STATE),
             )
-            .rule(Rule::call(Op::PauseComputeSystem).never_complete())
+            .rule(Rule::call(Method::PauseComputeSystem).never_complete())
             .rule(Rule::any_call().delay(Duration::from_millis(3)))
-            .rule(Rule::notification(SimNotification::SystemExited).duplicate(2));
+            .rule(Rule::notification(NotificationKind::SystemExited).duplicate(2));
         plan.validate().unwrap();
         let text = plan.to_json().to_string();
         assert_eq!(FaultPlan::from_json(&text).unwrap(), plan);
@@ -890,13 +1018,13 @@ mod tests {
     fn nth_fires_once_and_every_fires_always() {
         let mut active = ActivePlan::new(
             FaultPlan::new()
-                .rule(Rule::call(Op::StartComputeSystem).nth(2).fail(1u32))
-                .rule(Rule::call(Op::StartComputeSystem).system("x").fail(2u32)),
+                .rule(Rule::call(Method::StartComputeSystem).nth(2).fail(1u32))
+                .rule(Rule::call(Method::StartComputeSystem).system("x").fail(2u32)),
         );
-        assert!(active.on_call(Op::StartComputeSystem, Some("y")).is_empty());
-        assert_eq!(active.on_call(Op::StartComputeSystem, Some("y")).len(), 1);
-        assert!(active.on_call(Op::StartComputeSystem, Some("y")).is_empty());
-        assert_eq!(active.on_call(Op::StartComputeSystem, Some("x")).len(), 1);
-        assert!(active.on_call(Op::PauseComputeSystem, Some("x")).is_empty());
+        assert!(active.on_call(Method::StartComputeSystem, Some("y")).is_empty());
+        assert_eq!(active.on_call(Method::StartComputeSystem, Some("y")).len(), 1);
+        assert!(active.on_call(Method::StartComputeSystem, Some("y")).is_empty());
+        assert_eq!(active.on_call(Method::StartComputeSystem, Some("x")).len(), 1);
+        assert!(active.on_call(Method::PauseComputeSystem, Some("x")).is_empty());
     }
 }

@@ -3,7 +3,6 @@
 
 use crate::codes;
 use crate::signal;
-use crate::sim::Shared;
 use crate::sync::lock;
 use hcs::{Failure, HResult};
 use std::collections::HashMap;
@@ -15,7 +14,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ExitStatus};
 #[cfg(unix)]
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// What `create_process` asked for (from `ProcessParameters`).
 #[derive(Debug, Default)]
@@ -66,9 +65,7 @@ pub(crate) fn spawn(params: &Params) -> Result<Spawned, Failure> {
         .process_group(0);
     if let Some(dir) = &params.working_directory {
         if !std::path::Path::new(dir).is_dir() {
-            // Win32 ERROR_DIRECTORY (267) as HRESULT, what CreateProcess reports for a bad
-            // current directory.
-            let code = HResult(0x8007_010B);
+            let code = codes::DIRECTORY_INVALID;
             let message = format!("The directory name is invalid: `{dir}`");
             return Err(Failure::with_document(
                 code,
@@ -183,9 +180,9 @@ pub(crate) struct Pidfds {
 }
 
 impl Reaper {
-    /// Takes ownership of a child of process `proc` in system `sys`, starting or waking the
-    /// service thread.
-    pub(crate) fn adopt(&self, shared: &Arc<Shared>, sys: u64, proc: u64, child: Child) {
+    /// Takes ownership of a child of process `proc` in system `sys`. The caller wakes the
+    /// service thread, which reaps it.
+    pub(crate) fn adopt(&self, sys: u64, proc: u64, child: Child) {
         #[cfg(target_os = "linux")]
         let pidfd = rustix::process::Pid::from_raw(child.id() as i32)
             .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok());
@@ -200,8 +197,6 @@ impl Reaper {
             },
         );
         children.generation += 1;
-        drop(children);
-        shared.service.poke(shared);
     }
 
     /// Signals the process group of process `proc`, if it has not been reaped. Returns `false`

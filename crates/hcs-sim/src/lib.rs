@@ -2,51 +2,42 @@
 //! [`hcs::Driver`] contract, so that every lifecycle rule can be exercised on Linux without
 //! Windows, admin rights or a running HCS.
 //!
-//! What it models (see `shared/spec/hcs-behavior.md` and `hcs-failure-modes.md` §4):
+//! # The common path: `hcs::System` on the simulator
 //!
-//! * **Systems**: created → running ⇄ paused, running/paused → saved, any → stopped, with the
-//!   HRESULTs real HCS returns for invalid transitions, unknown and duplicate ids, already-stopped
-//!   systems and malformed JSON, in the V1 (`0xC037…`) or V2 (`0x8037…`) encoding; open by id,
-//!   enumerate with query filters, properties (basic, `Statistics`, `ProcessList`, `Memory`), a
-//!   small documented set of modify requests, `ShouldTerminateOnLastHandleClosed`.
-//! * **Notifications** delivered from the simulator's own service thread after a configurable
-//!   latency through [`hcs::dispatch`]: V1-style pending replies with `*Completed` later (or
-//!   synchronous replies, per operation), `SystemExited` with `{Status, ExitType}` to every
-//!   registration of the system, `ProcessExited` with a `ProcessStatus`, `ServiceDisconnect`.
-//!   Unregister waits for a delivery already running for that registration.
-//! * **Processes**: the [`Backend::Host`] backend really runs the command line (split with the
-//!   `CommandLineToArgvW` rules, see [`cmdline`]), with pipes, exit codes, signals, pause =
-//!   `SIGSTOP`, and statistics from `/proc`; the [`Backend::Scripted`] backend is deterministic.
-//! * **Faults** ([`FaultPlan`], in code or JSON): failures, late or missing completions, crashes,
-//!   service disconnects, blocked calls, delayed/duplicated/dropped notifications, late callbacks.
-//! * **Accounting**: [`Simulator::handle_counts`], [`Simulator::assert_no_leaks`].
+//! A [`Simulator`] is an `Arc<dyn hcs::Driver>`: hand it to the lifecycle layer and use
+//! [`hcs::System`] and [`hcs::Process`] as on Windows. The simulator's own controls (faults,
+//! crashes, leak checks) stay available on the `Arc<Simulator>`.
 //!
-//! Threads: one service thread per simulator, started lazily, runs timed tasks and reaps host
-//! processes. Idle systems cost memory only.
+//! ```
+//! use hcs::System;
+//! use hcs_sim::{Script, ScriptedProcess, SimConfig, Simulator};
+//! use std::io::Read;
 //!
-//! # Conventions of the model
+//! // The scripted backend runs nothing: `echo hi` prints "hi" and exits with 0.
+//! let script = Script::new().on("echo hi", ScriptedProcess::exits(0).stdout("hi\n"));
+//! let sim = Simulator::new(SimConfig::default().scripted(script));
 //!
-//! * **Handles** are unique across kinds and never reused; an unknown, closed or wrong-kind
-//!   handle fails with `E_HANDLE` (`0x80070006`). Closing a handle also removes the callback
-//!   registrations made through it (draining a running delivery), as `HcsCloseComputeSystem`
-//!   does. A stopped system is forgotten once its last system and process handle is closed.
-//! * **Exits are sticky**: registering on a stopped system (exited process) delivers
-//!   `SystemExited` (`ProcessExited`) to the new registration.
-//! * **Signals** (`{"Signal": n}`): 0 (Windows CtrlC) → `SIGINT`; 1–64 are Linux signal numbers
-//!   delivered to the process group; others → `E_INVALIDARG`. Terminate is `SIGKILL`. A process
-//!   killed by signal `n` reports exit code `128 + n`.
-//! * **Processes that are gone**: signal/modify → `0xC0370105` (V1) /
-//!   `HCS_E_PROCESS_ALREADY_STOPPED` `0x8037011F` (V2); terminate → `E_ACCESSDENIED` (V1) /
-//!   `0x8037011F` (V2); open of an unknown pid → `0x80070490` (`ERROR_NOT_FOUND`).
-//! * **Stdio** is handed out once, by `create_process`; `get_process_info` reports the pid only.
-//!   Host pipes are the child's own fds (no relay threads); unrequested streams are
-//!   `/dev/null`. A missing program is `0x80070002`, a missing working directory `0x8007010B`.
-//! * **Service disconnect** keeps systems, processes and handles; calls fail with
-//!   `RPC_S_SERVER_UNAVAILABLE` (`0x800706BA`) and notifications are not sent until
-//!   [`Simulator::restart_service`]. [`Simulator::reboot`] forgets everything instead.
-//! * **Statistics** come from `/proc/<pid>/stat` and `/proc/<pid>/status` of live host
-//!   processes (CPU in 100 ns units with `USER_HZ` = 100; working set from `RssAnon`/`VmRSS`);
-//!   scripted processes report zeros.
+//! let config = r#"{"Owner":"doc","SchemaVersion":{"Major":2,"Minor":1},"Container":{}}"#;
+//! let system = System::create(sim.clone(), "demo", config)?;
+//! system.start()?;
+//! let process = system.create_process(r#"{"CommandLine":"echo hi","CreateStdOutPipe":true}"#)?;
+//! let mut out = String::new();
+//! process.take_stdout().unwrap().read_to_string(&mut out).unwrap();
+//! process.wait()?;
+//! assert_eq!((out.as_str(), process.exit_code()?), ("hi\n", 0));
+//! process.close()?;
+//! system.terminate()?;
+//! system.wait()?;
+//! system.close()?;
+//! sim.assert_no_leaks();
+//! # Ok::<(), hcs::Error>(())
+//! ```
+//!
+//! # The raw driver calls
+//!
+//! Below the lifecycle layer, the [`hcs::Driver`] methods are the HCS calls themselves: each
+//! returns what HCS would (a value, "pending", or a failure with its HRESULT) and
+//! notifications arrive through [`hcs::dispatch`] to the context given.
 //!
 //! ```
 //! use hcs::Driver;
@@ -63,21 +54,100 @@
 //! sim.close_compute_system(sys).unwrap();
 //! sim.assert_no_leaks();
 //! ```
+//!
+//! # Which configuration
+//!
+//! [`SimConfig::default()`] is the **V1** generation (`vmcompute.dll` encodings) with
+//! **pending operations**: create/start/pause/resume/save/shutdown/terminate answer "pending"
+//! and their `*Completed` (or `SystemExited`) arrives later from the service thread — the
+//! asynchronous shape the lifecycle's completion waits must survive. `hcsctl` instead runs the
+//! simulator as **V2** with every call synchronous (`SimConfig::default().all_sync()
+//! .generation(ApiGeneration::V2)`), as `computecore.dll` answers once the operation is done.
+//! Pick the default to exercise pending completions and V1 codes; pick the `hcsctl` shape to
+//! mirror the V2 driver.
+//!
+//! # What it models
+//!
+//! (See `shared/spec/hcs-behavior.md` and `hcs-failure-modes.md` §4.)
+//!
+//! * **Systems**: created → running ⇄ paused, running/paused → saved, any → stopped, with the
+//!   HRESULTs real HCS returns for invalid transitions, unknown and duplicate ids, already-stopped
+//!   systems and malformed JSON, in the V1 (`ERROR_VMCOMPUTE_*`) or V2 (`HCS_E_*`) encoding
+//!   ([`hcs::hresult::CodePair`]); open by id, enumerate with query filters, properties (basic,
+//!   `Statistics`, `ProcessList`, `Memory`), a small documented set of modify requests,
+//!   `ShouldTerminateOnLastHandleClosed`.
+//! * **Notifications** delivered from the simulator's own service thread after a configurable
+//!   latency through [`hcs::dispatch`]: V1-style pending replies with `*Completed` later (or
+//!   synchronous replies, per operation), `SystemExited` with `{Status, ExitType}` to every
+//!   registration of the system, `ProcessExited` with a `ProcessStatus`, `ServiceDisconnect`.
+//!   Unregister waits for a delivery already running for that registration.
+//! * **Exit statuses as each DLL sends them**: V1 passes a crash's
+//!   `ERROR_VMCOMPUTE_UNEXPECTED_EXIT` as the status of `SystemExited`; V2 events carry no
+//!   status, so `SystemExited` is dispatched with `S_OK` and the payload's `Status` holds
+//!   `HCS_E_UNEXPECTED_EXIT`. `ProcessExited` is `S_OK` with the process status document in
+//!   both generations.
+//! * **Processes**: the [`Backend::Host`] backend really runs the command line (split with the
+//!   `CommandLineToArgvW` rules, see [`cmdline`]), with pipes, exit codes, signals, pause =
+//!   `SIGSTOP`, and statistics from `/proc`; the [`Backend::Scripted`] backend is deterministic.
+//! * **Faults** ([`FaultPlan`], in code or JSON): failures, late or missing completions, crashes,
+//!   service disconnects, blocked calls, delayed/duplicated/dropped notifications, late callbacks.
+//! * **Accounting**: [`Simulator::handle_counts`], [`Simulator::assert_no_leaks`].
+//!
+//! Threads: one service thread per simulator, started lazily, runs timed tasks and reaps host
+//! processes. Idle systems cost memory only.
+//!
+//! # Conventions of the model
+//!
+//! * **Handles** are unique across kinds and never reused; an unknown, closed or wrong-kind
+//!   handle fails with `E_HANDLE`. Closing a handle also removes the callback registrations
+//!   made through it (draining a running delivery), as `HcsCloseComputeSystem` does. A stopped
+//!   system is forgotten once its last system and process handle is closed.
+//! * **Exits are sticky**: registering on a stopped system (exited process) delivers
+//!   `SystemExited` (`ProcessExited`) to the new registration.
+//! * **Signals** (`{"Signal": n}`): 0 (Windows CtrlC) → `SIGINT`; 1–64 are Linux signal numbers
+//!   delivered to the process group; others → `E_INVALIDARG`. Terminate is `SIGKILL`. A process
+//!   killed by signal `n` reports exit code `128 + n`.
+//! * **Processes that are gone**: signal/modify → `ERROR_VMCOMPUTE_INVALID_STATE` (V1) /
+//!   `HCS_E_PROCESS_ALREADY_STOPPED` (V2); terminate → `E_ACCESSDENIED` (V1) /
+//!   `HCS_E_PROCESS_ALREADY_STOPPED` (V2); open of an unknown pid → Win32 `ERROR_NOT_FOUND` in
+//!   HRESULT form.
+//! * **Stdio** is handed out once, by `create_process`; `get_process_info` reports the pid only.
+//!   Host pipes are the child's own fds (no relay threads); unrequested streams are
+//!   `/dev/null`. A missing program is Win32 `ERROR_FILE_NOT_FOUND`, a missing working
+//!   directory `ERROR_DIRECTORY` (both in HRESULT form).
+//! * **Service disconnect** keeps systems, processes and handles; calls fail with
+//!   `RPC_S_SERVER_UNAVAILABLE` (in HRESULT form) and notifications are not sent until
+//!   [`Simulator::restart_service`]. [`Simulator::reboot`] forgets everything instead.
+//! * **Statistics** come from `/proc/<pid>/stat` and `/proc/<pid>/status` of live host
+//!   processes (CPU in 100 ns units with `USER_HZ` = 100; working set from `RssAnon`/`VmRSS`);
+//!   scripted processes report zeros.
+//!
+//! # Layout
+//!
+//! [`Simulator`] (`simulator.rs`, the control API) and the in-process driver (`driver.rs`,
+//! `impl Driver for Simulator`) sit on the engine (`engine.rs`: shared state, model
+//! transitions, notifications), which uses the state table (`model.rs`), the timer queue
+//! (`sched.rs`), the host backend (`host.rs`) and the service thread (`service.rs`, reached
+//! only through its `Work` trait). Documents are parsed in `documents.rs`, HRESULT choices are
+//! in `codes.rs`, configuration in `config.rs` and fault plans in [`fault`].
 
 pub mod cmdline;
 mod codes;
 mod config;
+mod documents;
+mod driver;
+mod engine;
 pub mod fault;
 mod host;
 mod model;
 mod sched;
 mod service;
 mod signal;
-mod sim;
+mod simulator;
 mod sync;
 
-pub use config::{Backend, Op, Script, ScriptedProcess, SimConfig, SimNotification};
+pub use config::{Backend, Script, ScriptedProcess, SimConfig};
 pub use fault::{Action, CallRule, FaultPlan, NotificationRule, PlanError, Rule, Trigger};
 pub use host::proc_state;
 pub use model::{MappedDirectory, SystemState};
-pub use sim::{HandleCounts, ProcessSnapshot, SimError, Simulator, SystemInfo};
+pub use simulator::{HandleCounts, ProcessSnapshot, SimError, Simulator, SystemInfo};

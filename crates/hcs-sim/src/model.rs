@@ -1,6 +1,9 @@
-//! The HCS model: systems, processes, handles and registrations.
+//! The state table of the simulated HCS: systems, processes, handles and callback
+//! registrations as plain data, and the checked state machine of a compute system (which call
+//! is valid in which state, and the HRESULT of a refusal). No threads, locks or notifications
+//! here: the engine holds the table under its lock and acts on the transitions.
 
-use crate::codes;
+use crate::codes::{self, ForGeneration};
 use crate::config::ScriptedProcess;
 use hcs::{ApiGeneration, HResult, NotifyContext};
 use hcs_schema::ExitType;
@@ -116,8 +119,8 @@ impl TransitionError {
     /// The HRESULT HCS returns for it, in the encoding of generation `g`.
     pub(crate) fn code(self, g: ApiGeneration) -> HResult {
         match self {
-            TransitionError::InvalidState { .. } => codes::invalid_state(g),
-            TransitionError::AlreadyStopped => codes::already_stopped(g),
+            TransitionError::InvalidState { .. } => codes::INVALID_STATE.of(g),
+            TransitionError::AlreadyStopped => codes::ALREADY_STOPPED.of(g),
         }
     }
 }
@@ -129,7 +132,7 @@ impl SystemState {
     /// may escalate it) is accepted then.
     ///
     /// A stop leaves the state as it is; the system becomes [`SystemState::Stopped`] when its
-    /// last process has exited (`Shared::check_stop_done`). Modify and create-process do not
+    /// last process has exited (`Engine::check_stop_done`). Modify and create-process do not
     /// change the state.
     pub(crate) fn transition(self, op: SystemOp, stopping: bool) -> Result<SystemState, TransitionError> {
         use SystemState::{Created, Paused, Running, Saved, Stopped};
@@ -432,8 +435,16 @@ mod tests {
     #[test]
     fn transition_table_v1_and_v2() {
         let generations = [
-            (ApiGeneration::V1, HResult(0xC037_0105), HResult(0xC037_0110)),
-            (ApiGeneration::V2, HResult(0x8037_0105), HResult(0x8037_0110)),
+            (
+                ApiGeneration::V1,
+                HResult::ERROR_VMCOMPUTE_INVALID_STATE,
+                HResult::ERROR_VMCOMPUTE_SYSTEM_ALREADY_STOPPED,
+            ),
+            (
+                ApiGeneration::V2,
+                HResult::HCS_E_INVALID_STATE,
+                HResult::HCS_E_SYSTEM_ALREADY_STOPPED,
+            ),
         ];
         for (g, invalid_state, already_stopped) in generations {
             for (op, state, idle, stopping) in TABLE {

@@ -1,13 +1,13 @@
 //! The timer queue of notification deliveries and model events (scripted exits, shutdown
 //! escalation, injected crashes and disconnects), run in due-time order (FIFO among equal
-//! times) by the service thread (see [`crate::service`]).
+//! times) by the service thread (see [`crate::service`]). The queue only holds tasks: whoever
+//! pushes one wakes the thread, and the engine runs them.
 
-use crate::sim::Shared;
 use crate::sync::lock;
 use hcs::{HResult, NotificationKind, NotifyContext};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Where a delivery goes.
@@ -35,10 +35,17 @@ pub(crate) struct Delivery {
 /// A timed task.
 #[derive(Debug)]
 pub(crate) enum Task {
+    /// Deliver one notification.
     Deliver(Delivery),
+    /// A scripted process's runtime is over (unless it was paused or signalled since: its
+    /// `generation` changed).
     ScriptedExit { sys: u64, proc: u64, generation: u64 },
+    /// A graceful stop's grace period is over: `SIGKILL` what is left (unless stop `stop_gen`
+    /// finished or was superseded).
     Escalate { sys: u64, stop_gen: u64 },
+    /// An injected crash of a system.
     Crash { sys: u64 },
+    /// An injected service disconnect.
     Disconnect,
 }
 
@@ -79,9 +86,9 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
-    /// Queues `task` to run `delay` from now (FIFO among equal times), starting or waking the
+    /// Queues `task` to run `delay` from now (FIFO among equal times). The caller wakes the
     /// service thread.
-    pub(crate) fn schedule(&self, shared: &Arc<Shared>, delay: Duration, task: Task) {
+    pub(crate) fn push(&self, delay: Duration, task: Task) {
         let now = Instant::now();
         let at = now
             .checked_add(delay)
@@ -90,8 +97,6 @@ impl Scheduler {
         inner.seq += 1;
         let seq = inner.seq;
         inner.heap.push(Entry { at, seq, task });
-        drop(inner);
-        shared.service.poke(shared);
     }
 
     /// Drops every queued task.

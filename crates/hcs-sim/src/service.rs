@@ -6,20 +6,41 @@
 //! Linux it sleeps in one `poll(2)` over a wake eventfd and every child's pidfd, with the time
 //! to the next task as timeout; elsewhere, or when a child has no pidfd, on a condition
 //! variable, waking at least every `reap_interval` while children exist. No scheduler, reaper
-//! or service lock is held while it runs a task or calls into [`Shared`].
+//! or service lock is held while it runs a task or reports an exit.
+//!
+//! The thread knows its owner only through the narrow [`Work`] interface defined here (due
+//! tasks, host exits, shutdown), which the engine implements; it never names the engine's
+//! state. A daemon can run the same thread over the same engine.
 
 #[cfg(target_os = "linux")]
 use crate::host::Pidfds;
-use crate::host::Sweep;
-use crate::sim::Shared;
+use crate::host::{Reaper, Sweep};
 use crate::sync::lock;
 #[cfg(target_os = "linux")]
 use std::os::fd::OwnedFd;
-use std::sync::atomic::Ordering;
 #[cfg(target_os = "linux")]
 use std::sync::OnceLock;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+/// What the service thread works for: the owner of the timer queue and the host children.
+/// Implemented by the engine; the thread holds an `Arc` of it until [`Work::shutting_down`].
+pub(crate) trait Work: Send + Sync + 'static {
+    /// The start and wake-up state of the owner's service thread.
+    fn service(&self) -> &Service;
+    /// The host children the thread reaps.
+    fn reaper(&self) -> &Reaper;
+    /// When the first queued task is due (`None`: no task).
+    fn next_due(&self) -> Option<Instant>;
+    /// Runs one task due at `now`; `false` when none is due.
+    fn run_due(self: &Arc<Self>, now: Instant) -> bool;
+    /// Reports that host child `proc` of system `sys` exited with `code`.
+    fn host_exited(self: &Arc<Self>, sys: u64, proc: u64, code: u32);
+    /// `true` once the owner shuts down: the thread ends.
+    fn shutting_down(&self) -> bool;
+    /// How often to sweep host children that cannot be waited for (see `SimConfig`).
+    fn reap_interval(&self) -> Duration;
+}
 
 /// Where the service thread is, as far as a poke is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,13 +78,13 @@ pub(crate) struct Service {
 impl Service {
     /// Starts the thread unless it runs already, and wakes it to look at its queues again.
     /// A failed spawn is logged; the next poke tries again.
-    pub(crate) fn poke(&self, shared: &Arc<Shared>) {
+    pub(crate) fn poke<W: Work>(&self, work: &Arc<W>) {
         let mut st = lock(&self.state);
         if !st.started {
-            let shared = Arc::clone(shared);
+            let work = Arc::clone(work);
             match std::thread::Builder::new()
                 .name("hcs-sim-service".into())
-                .spawn(move || run(shared))
+                .spawn(move || run(work))
             {
                 Ok(_) => st.started = true,
                 Err(e) => tracing::error!(error = %e, "hcs-sim: cannot start the service thread"),
@@ -207,22 +228,24 @@ fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 
 /// Sleeps until there may be work: a poke, the next task's due time, or a child's exit.
 /// Returns the children to sweep with `try_wait` afterwards.
-fn sleep(shared: &Shared, memory: &mut Memory) -> Sweep {
+fn sleep<W: Work>(work: &W, memory: &mut Memory) -> Sweep {
+    let service = work.service();
+    let reaper = work.reaper();
     let now = Instant::now();
-    let next = match shared.sched.next_due() {
+    let next = match work.next_due() {
         Some(at) if at <= now => return Sweep::None,
         at => at.map(|at| at - now),
     };
-    let interval = shared.reap_interval.max(Duration::from_micros(100));
+    let interval = work.reap_interval().max(Duration::from_micros(100));
     #[cfg(target_os = "linux")]
-    match shared.reaper.pidfds(&mut memory.pidfds) {
+    match reaper.pidfds(&mut memory.pidfds) {
         Some([]) => {
-            shared.service.wait(next);
+            service.wait(next);
             return Sweep::None;
         }
         Some(pidfds) => {
-            if let Some(eventfd) = shared.service.eventfd() {
-                return shared.service.poll(eventfd, pidfds, next, interval);
+            if let Some(eventfd) = service.eventfd() {
+                return service.poll(eventfd, pidfds, next, interval);
             }
         }
         None => {}
@@ -230,37 +253,35 @@ fn sleep(shared: &Shared, memory: &mut Memory) -> Sweep {
     #[cfg(not(target_os = "linux"))]
     let _ = memory;
     // Sweeping on a timer: no pidfds (not Linux, or a child without one, or no eventfd).
-    if shared.reaper.running() == 0 {
-        shared.service.wait(next);
+    if reaper.running() == 0 {
+        service.wait(next);
         Sweep::None
     } else {
-        shared.service.wait(earliest(next, Some(interval)));
+        service.wait(earliest(next, Some(interval)));
         Sweep::All
     }
 }
 
 /// The thread: due tasks, then exits, then sleep, until shutdown.
-fn run(shared: Arc<Shared>) {
-    let stopping = || shared.shutdown.load(Ordering::Acquire);
+fn run<W: Work>(work: Arc<W>) {
     let mut sweep = Sweep::All;
     let mut memory = Memory::default();
     loop {
         loop {
-            if stopping() {
+            if work.shutting_down() {
                 return;
             }
-            let Some(task) = shared.sched.pop_due(Instant::now()) else {
+            if !work.run_due(Instant::now()) {
                 break;
-            };
-            shared.run_task(task);
+            }
         }
-        let exits = shared.reaper.reap(&std::mem::replace(&mut sweep, Sweep::None));
+        let exits = work.reaper().reap(&std::mem::replace(&mut sweep, Sweep::None));
         if !exits.is_empty() {
             for (sys, proc, code) in exits {
-                shared.host_exited(sys, proc, code);
+                work.host_exited(sys, proc, code);
             }
             continue; // deliver what the exits queued (zero latency: now) before sleeping
         }
-        sweep = sleep(&shared, &mut memory);
+        sweep = sleep(&*work, &mut memory);
     }
 }

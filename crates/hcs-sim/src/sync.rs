@@ -1,4 +1,5 @@
-//! Poison-tolerant locking.
+//! Poison-tolerant locking: every mutex of the crate is taken through [`lock`], so a test
+//! callback that panics while the simulator holds a lock cannot wedge the simulator.
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -3,10 +3,8 @@
 mod common;
 
 use common::*;
-use hcs::{Driver, HResult, NotificationKind};
-use hcs_sim::{
-    FaultPlan, Op, PlanError, Rule, Script, ScriptedProcess, SimConfig, SimNotification, Simulator,
-};
+use hcs::{Driver, HResult, Method, NotificationKind};
+use hcs_sim::{FaultPlan, PlanError, Rule, Script, ScriptedProcess, SimConfig, Simulator};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +25,7 @@ fn cleanup(sim: &Simulator, h: hcs::SystemHandle) {
 fn fail_rule_fires_on_the_nth_matching_call_of_the_named_system_with_its_document() {
     let sim = sim_with(
         FaultPlan::new().rule(
-            Rule::call(Op::StartComputeSystem)
+            Rule::call(Method::StartComputeSystem)
                 .system("b")
                 .nth(2)
                 .fail_with_document(0x8037_0118u32, r#"{"Error":-2143878888,"ErrorMessage":"boom"}"#),
@@ -67,12 +65,12 @@ fn fail_rule_fires_on_the_nth_matching_call_of_the_named_system_with_its_documen
 fn pending_rules_complete_late_never_or_with_the_wrong_kind() {
     let sim = sim_with(
         FaultPlan::new()
-            .rule(Rule::call(Op::StartComputeSystem).complete_late(Duration::from_millis(120)))
-            .rule(Rule::call(Op::PauseComputeSystem).never_complete())
-            .rule(Rule::call(Op::ResumeComputeSystem).complete_with(
+            .rule(Rule::call(Method::StartComputeSystem).complete_late(Duration::from_millis(120)))
+            .rule(Rule::call(Method::PauseComputeSystem).never_complete())
+            .rule(Rule::call(Method::ResumeComputeSystem).complete_with(
                 Duration::ZERO,
                 0u32,
-                Some(SimNotification::SystemPauseCompleted),
+                Some(NotificationKind::SystemPauseCompleted),
             )),
     );
     let rec = Recorder::new();
@@ -102,8 +100,9 @@ fn pending_rules_complete_late_never_or_with_the_wrong_kind() {
 
 #[test]
 fn crash_during_start_exits_unexpectedly_and_never_completes_the_start() {
-    let sim =
-        sim_with(FaultPlan::new().rule(Rule::call(Op::StartComputeSystem).crash(Duration::from_millis(10))));
+    let sim = sim_with(
+        FaultPlan::new().rule(Rule::call(Method::StartComputeSystem).crash(Duration::from_millis(10))),
+    );
     let rec = Recorder::new();
     let h = sim
         .create_compute_system("c", &container("o"), rec.ctx())
@@ -122,7 +121,7 @@ fn crash_during_start_exits_unexpectedly_and_never_completes_the_start() {
 
 #[test]
 fn disconnect_rule_notifies_every_registration_and_fails_later_calls_until_restart() {
-    let sim = sim_with(FaultPlan::new().rule(Rule::call(Op::CreateProcess).disconnect()));
+    let sim = sim_with(FaultPlan::new().rule(Rule::call(Method::CreateProcess).disconnect()));
     let (r1, r2) = (Recorder::new(), Recorder::new());
     let a = sim
         .create_compute_system("a", &container("o"), r1.ctx())
@@ -191,8 +190,12 @@ fn direct_disconnect_drops_queued_completions() {
 fn delayed_and_blocked_calls_do_not_stall_other_systems() {
     let sim = sim_with(
         FaultPlan::new()
-            .rule(Rule::call(Op::PauseComputeSystem).delay(Duration::from_millis(100)))
-            .rule(Rule::call(Op::TerminateComputeSystem).system("stuck").block("g")),
+            .rule(Rule::call(Method::PauseComputeSystem).delay(Duration::from_millis(100)))
+            .rule(
+                Rule::call(Method::TerminateComputeSystem)
+                    .system("stuck")
+                    .block("g"),
+            ),
     );
     let rec = Recorder::new();
     let stuck = sim
@@ -229,9 +232,11 @@ fn notification_rules_delay_duplicate_and_drop() {
             .scripted(Script::new().otherwise(ScriptedProcess::exits(0).runtime(Duration::from_millis(5))))
             .faults(
                 FaultPlan::new()
-                    .rule(Rule::notification(SimNotification::SystemExited).delay(Duration::from_millis(150)))
-                    .rule(Rule::notification(SimNotification::ProcessExited).duplicate(1))
-                    .rule(Rule::notification(SimNotification::SystemStartCompleted).drop_it()),
+                    .rule(
+                        Rule::notification(NotificationKind::SystemExited).delay(Duration::from_millis(150)),
+                    )
+                    .rule(Rule::notification(NotificationKind::ProcessExited).duplicate(1))
+                    .rule(Rule::notification(NotificationKind::SystemStartCompleted).drop_it()),
             ),
     );
     let rec = Recorder::new();
@@ -268,8 +273,8 @@ fn notification_rules_delay_duplicate_and_drop() {
 fn late_callback_reaches_the_context_after_unregister_returned() {
     let sim = sim_with(
         FaultPlan::new().rule(
-            Rule::call(Op::UnregisterComputeSystemCallback)
-                .late_callback(SimNotification::SystemExited, Duration::from_millis(20)),
+            Rule::call(Method::UnregisterComputeSystemCallback)
+                .late_callback(NotificationKind::SystemExited, Duration::from_millis(20)),
         ),
     );
     let rec = Recorder::new();
@@ -416,7 +421,7 @@ fn invalid_plans_are_rejected_with_the_path_of_the_bad_field() {
     assert!(plan_error("[1]").starts_with("$: expected an object"));
     assert!(plan_error("{").starts_with("$: invalid JSON"));
     // code-built plans get the same checks
-    let bad = FaultPlan::new().rule(Rule::call(Op::OpenProcess).never_complete());
+    let bad = FaultPlan::new().rule(Rule::call(Method::OpenProcess).never_complete());
     assert!(bad
         .validate()
         .unwrap_err()

@@ -4,8 +4,8 @@
 //! Every test ends with no leaked handle, registration, system or host process.
 #![cfg(unix)]
 
-use hcs::{CallOptions, Driver, System, Timeouts};
-use hcs_sim::{FaultPlan, Op, Rule, SimConfig, SimNotification, Simulator};
+use hcs::{CallOptions, Driver, Method, NotificationKind, System, Timeouts};
+use hcs_sim::{FaultPlan, Rule, SimConfig, Simulator};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,7 @@ fn no_leaks(sim: &Simulator) {
 
 #[test]
 fn start_pending_forever_times_out_then_close_leaks_nothing() {
-    let sim = sim_with(FaultPlan::new().rule(Rule::call(Op::StartComputeSystem).never_complete()));
+    let sim = sim_with(FaultPlan::new().rule(Rule::call(Method::StartComputeSystem).never_complete()));
     let sys = create(&sim, "start-never", Timeouts::uniform(LIMIT));
     let began = Instant::now();
     let e = sys
@@ -73,7 +73,7 @@ fn start_pending_forever_times_out_then_close_leaks_nothing() {
 
 #[test]
 fn create_pending_forever_times_out_terminates_and_leaks_nothing() {
-    let sim = sim_with(FaultPlan::new().rule(Rule::call(Op::CreateComputeSystem).never_complete()));
+    let sim = sim_with(FaultPlan::new().rule(Rule::call(Method::CreateComputeSystem).never_complete()));
     let began = Instant::now();
     let e = System::create_with(driver(&sim), "create-never", CONFIG, Timeouts::uniform(SHORT))
         .expect_err("create must time out");
@@ -93,8 +93,9 @@ fn create_pending_forever_times_out_terminates_and_leaks_nothing() {
 
 #[test]
 fn crash_during_start_fails_start_and_completes_wait_with_unexpected_exit() {
-    let sim =
-        sim_with(FaultPlan::new().rule(Rule::call(Op::StartComputeSystem).crash(Duration::from_millis(5))));
+    let sim = sim_with(
+        FaultPlan::new().rule(Rule::call(Method::StartComputeSystem).crash(Duration::from_millis(5))),
+    );
     let sys = create(&sim, "crash-start", Timeouts::uniform(LIMIT));
     let e = sys.start().expect_err("start must fail when the system crashes");
     assert!(
@@ -136,7 +137,8 @@ fn crash_of_a_running_system_ends_its_process_waits() {
 
 #[test]
 fn service_disconnect_fails_pending_start_and_every_wait_then_restart_works() {
-    let sim = sim_with(FaultPlan::new().rule(Rule::call(Op::StartComputeSystem).system("dc-b").disconnect()));
+    let sim =
+        sim_with(FaultPlan::new().rule(Rule::call(Method::StartComputeSystem).system("dc-b").disconnect()));
     let a = Arc::new(running(&sim, "dc-a"));
     let p = Arc::new(a.create_process(&params("sleep 30")).expect("create process"));
     let (tx, rx) = mpsc::channel();
@@ -199,16 +201,16 @@ fn service_disconnect_fails_pending_start_and_every_wait_then_restart_works() {
 fn late_callbacks_after_unregistration_have_no_effect() {
     let plan = FaultPlan::new()
         .rule(
-            Rule::call(Op::UnregisterProcessCallback)
-                .late_callback(SimNotification::ProcessExited, Duration::from_millis(5)),
+            Rule::call(Method::UnregisterProcessCallback)
+                .late_callback(NotificationKind::ProcessExited, Duration::from_millis(5)),
         )
         .rule(
-            Rule::call(Op::UnregisterComputeSystemCallback)
-                .late_callback(SimNotification::SystemExited, Duration::from_millis(5)),
+            Rule::call(Method::UnregisterComputeSystemCallback)
+                .late_callback(NotificationKind::SystemExited, Duration::from_millis(5)),
         )
         .rule(
-            Rule::call(Op::UnregisterComputeSystemCallback)
-                .late_callback(SimNotification::ServiceDisconnect, Duration::from_millis(5)),
+            Rule::call(Method::UnregisterComputeSystemCallback)
+                .late_callback(NotificationKind::ServiceDisconnect, Duration::from_millis(5)),
         );
     let sim = sim_with(plan);
     let sys = running(&sim, "late");
@@ -246,10 +248,10 @@ fn late_callbacks_after_unregistration_have_no_effect() {
 #[test]
 fn duplicated_notifications_collapse() {
     let plan = FaultPlan::new()
-        .rule(Rule::notification(SimNotification::ProcessExited).duplicate(2))
-        .rule(Rule::notification(SimNotification::SystemExited).duplicate(2))
-        .rule(Rule::notification(SimNotification::SystemPauseCompleted).duplicate(2))
-        .rule(Rule::notification(SimNotification::SystemStartCompleted).duplicate(2));
+        .rule(Rule::notification(NotificationKind::ProcessExited).duplicate(2))
+        .rule(Rule::notification(NotificationKind::SystemExited).duplicate(2))
+        .rule(Rule::notification(NotificationKind::SystemPauseCompleted).duplicate(2))
+        .rule(Rule::notification(NotificationKind::SystemStartCompleted).duplicate(2));
     let sim = sim_with(plan);
     let sys = running(&sim, "dup");
     sys.pause().expect("pause");
@@ -275,8 +277,8 @@ fn duplicated_notifications_collapse() {
 #[test]
 fn dropped_exit_times_out_the_wait_and_close_releases_waiters_with_already_closed() {
     let plan = FaultPlan::new()
-        .rule(Rule::notification(SimNotification::SystemExited).drop_it())
-        .rule(Rule::notification(SimNotification::ProcessExited).drop_it());
+        .rule(Rule::notification(NotificationKind::SystemExited).drop_it())
+        .rule(Rule::notification(NotificationKind::ProcessExited).drop_it());
     let sim = sim_with(plan);
     let sys = Arc::new(running(&sim, "dropped"));
     let p = Arc::new(
@@ -325,8 +327,8 @@ fn dropped_exit_times_out_the_wait_and_close_releases_waiters_with_already_close
 #[test]
 fn delayed_notifications_arrive_late_but_count() {
     let plan = FaultPlan::new()
-        .rule(Rule::notification(SimNotification::SystemStartCompleted).delay(Duration::from_millis(150)))
-        .rule(Rule::notification(SimNotification::SystemExited).delay(Duration::from_millis(150)));
+        .rule(Rule::notification(NotificationKind::SystemStartCompleted).delay(Duration::from_millis(150)))
+        .rule(Rule::notification(NotificationKind::SystemExited).delay(Duration::from_millis(150)));
     let sim = sim_with(plan);
     let sys = create(&sim, "delayed", Timeouts::uniform(LIMIT));
     let began = Instant::now();
@@ -353,11 +355,11 @@ fn completion_arriving_after_its_wait_timed_out_is_dropped() {
     // completes. The stale completion must not be handed to the second pause (I3).
     let plan = FaultPlan::new()
         .rule(
-            Rule::call(Op::PauseComputeSystem)
+            Rule::call(Method::PauseComputeSystem)
                 .nth(1)
                 .complete_late(Duration::from_millis(300)),
         )
-        .rule(Rule::call(Op::PauseComputeSystem).nth(2).never_complete());
+        .rule(Rule::call(Method::PauseComputeSystem).nth(2).never_complete());
     let sim = sim_with(plan);
     let sys = running(&sim, "stale");
     let e = sys
@@ -378,12 +380,12 @@ fn failure_with_result_document_carries_the_events() {
     let doc = r#"{"Error":-2143878907,"ErrorMessage":"refused","ErrorEvents":[{"Message":"the start was refused","EventId":42,"Provider":"sim"},{"Message":"second event"}]}"#;
     let plan = FaultPlan::new()
         .rule(
-            Rule::call(Op::StartComputeSystem)
+            Rule::call(Method::StartComputeSystem)
                 .nth(1)
                 .fail_with_document(0x8037_0105u32, doc),
         )
         .rule(
-            Rule::call(Op::CreateProcess)
+            Rule::call(Method::CreateProcess)
                 .nth(1)
                 .fail_with_document(0x8037_0105u32, doc),
         );

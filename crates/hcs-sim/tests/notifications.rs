@@ -5,9 +5,9 @@ mod common;
 
 use common::*;
 use hcs::notify::Subscription;
-use hcs::{ApiGeneration, Driver, HResult, NotificationKind};
+use hcs::{ApiGeneration, Driver, HResult, Method, NotificationKind};
 use hcs_schema::{ExitType, SystemExitStatus};
-use hcs_sim::{Op, Script, ScriptedProcess, SimConfig, Simulator};
+use hcs_sim::{Script, ScriptedProcess, SimConfig, Simulator};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,7 +78,7 @@ fn pending_create_and_start_complete_later_from_a_simulator_thread() {
 
 #[test]
 fn sync_ops_answer_done_without_completion() {
-    let sim = Simulator::new(SimConfig::default().sync(Op::StartComputeSystem));
+    let sim = Simulator::new(SimConfig::default().sync(Method::StartComputeSystem));
     let rec = Recorder::new();
     let h = sim
         .create_compute_system("s", &container("o"), rec.ctx())
@@ -163,13 +163,16 @@ fn terminate_is_forced_exit() {
 
 #[test]
 fn crash_is_unexpected_exit_with_unexpected_exit_status_in_both_encodings() {
-    for (generation, code) in [
-        (ApiGeneration::V1, 0xC037_0106u32),
-        (ApiGeneration::V2, 0x8037_0106),
+    // (generation, notification status, payload Status): V1 passes the crash status as the
+    // notification's status; V2 (computecore.dll events carry no status) dispatches S_OK and
+    // has the status only in the payload.
+    for (generation, status, code) in [
+        (ApiGeneration::V1, 0xC037_0106u32, 0xC037_0106u32),
+        (ApiGeneration::V2, 0, 0x8037_0106),
     ] {
         for (e1, e2) in stop_and_observe(generation, "crash") {
             for e in [e1, e2] {
-                assert_eq!(e.status, HResult(code));
+                assert_eq!(e.status, HResult(status));
                 let s = exit_status(&e);
                 assert_eq!(
                     (s.status as u32, s.exit_type),

@@ -1,0 +1,823 @@
+//! The engine: the simulator's shared state (the state table of [`crate::model`], the fault
+//! plan, the gates, the timer queue, the host children and the service thread) and every model
+//! transition and notification — the part the in-process driver ([`crate::driver`]), the
+//! control API ([`crate::Simulator`]) and the service thread ([`crate::service`]) share. The
+//! service thread reaches it only through the [`Work`] interface its module defines.
+
+use crate::codes::{self, ForGeneration};
+use crate::config::{Backend, SimConfig};
+use crate::fault::{Action, ActivePlan};
+use crate::host::Reaper;
+use crate::model::{CbTarget, ProcKind, State, StopKind, SystemState};
+use crate::sched::{Delivery, Scheduler, Target, Task};
+use crate::service::{Service, Work};
+use crate::signal;
+use crate::sync::lock;
+use hcs::{
+    ApiGeneration, Failure, HResult, Method, NotificationKind, NotifyContext, ProcessHandle, SystemHandle,
+};
+use hcs_schema::{ProcessStatus, SystemExitStatus};
+use std::collections::{HashMap, HashSet};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A `block` gate of the fault plan: released or not, and how many calls wait on it.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    /// Released: calls blocked on it (now or later) proceed.
+    pub(crate) released: bool,
+    /// Calls blocked on it now.
+    pub(crate) waiting: usize,
+}
+
+/// What the fault plan decided for one call (besides delays and failures, applied in `begin`).
+#[derive(Debug, Default)]
+pub(crate) struct Fired {
+    /// Answer pending: completion delay (`None`: never), status and a different kind.
+    pub(crate) pending: Option<(Option<Duration>, HResult, Option<NotificationKind>)>,
+    /// Crash the system after this delay.
+    pub(crate) crash: Option<Duration>,
+    /// Disconnect the service after this delay.
+    pub(crate) disconnect: Option<Duration>,
+    /// Late callbacks to deliver after an unregister: kind and delay.
+    pub(crate) late: Vec<(NotificationKind, Duration)>,
+}
+
+/// The state shared by the simulator's control API, its driver calls and its service thread.
+pub(crate) struct Engine {
+    /// The API generation whose encodings and notification shapes are used.
+    pub(crate) generation: ApiGeneration,
+    /// Delay between a model event and its notification.
+    pub(crate) latency: Duration,
+    /// Pending-capable calls that answer synchronously.
+    sync_ops: HashSet<Method>,
+    /// Grace period of a graceful shutdown before `SIGKILL`.
+    shutdown_grace: Duration,
+    /// Sweep interval of host children that cannot be waited for.
+    reap_interval: Duration,
+    /// What runs processes.
+    pub(crate) backend: Backend,
+    /// The state table; take it with [`Engine::lock`].
+    state: Mutex<State>,
+    /// Signalled when a delivery to a registration finishes (unregister waits on it).
+    pub(crate) drained: Condvar,
+    /// The fault plan and its rule counters.
+    pub(crate) faults: Mutex<ActivePlan>,
+    /// The `block` gates, by name.
+    pub(crate) gates: Mutex<HashMap<String, Gate>>,
+    /// Signalled when a gate is released (or at shutdown).
+    pub(crate) gate_cv: Condvar,
+    /// The timer queue the service thread runs.
+    pub(crate) sched: Scheduler,
+    /// The host children the service thread reaps.
+    pub(crate) reaper: Reaper,
+    /// The service thread's start and wake-up.
+    pub(crate) service: Service,
+    /// Set when the simulator is dropped: the service thread ends, blocked calls proceed.
+    shutdown: AtomicBool,
+}
+
+/// The failure of every call while the service is disconnected: `RPC_S_SERVER_UNAVAILABLE`.
+pub(crate) fn unavailable() -> Failure {
+    Failure::with_document(
+        codes::SERVER_UNAVAILABLE,
+        codes::result_document(codes::SERVER_UNAVAILABLE, "The RPC server is unavailable."),
+    )
+}
+
+/// The failure of an unknown, closed or wrong-kind handle: `E_HANDLE`.
+pub(crate) fn bad_handle() -> Failure {
+    Failure::new(codes::INVALID_HANDLE)
+}
+
+impl Engine {
+    /// The engine of a simulator configured by `config` (whose fault plan is valid). Its
+    /// service thread starts on first need.
+    pub(crate) fn new(config: SimConfig) -> Engine {
+        Engine {
+            generation: config.generation,
+            latency: config.latency,
+            sync_ops: config.sync_ops,
+            shutdown_grace: config.shutdown_grace,
+            reap_interval: config.reap_interval,
+            backend: config.backend,
+            state: Mutex::new(State::new()),
+            drained: Condvar::new(),
+            faults: Mutex::new(ActivePlan::new(config.faults)),
+            gates: Mutex::new(HashMap::new()),
+            gate_cv: Condvar::new(),
+            sched: Scheduler::default(),
+            reaper: Reaper::default(),
+            service: Service::default(),
+            shutdown: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues `task` to run `delay` from now on the service thread (starting or waking it).
+    pub(crate) fn schedule(self: &Arc<Self>, delay: Duration, task: Task) {
+        self.sched.push(delay, task);
+        self.service.poke(self);
+    }
+
+    /// Hands a spawned host child of process `proc` of system `sys` to the reaper (starting or
+    /// waking the service thread, which reports its exit).
+    pub(crate) fn adopt(self: &Arc<Self>, sys: u64, proc: u64, child: Child) {
+        self.reaper.adopt(sys, proc, child);
+        self.service.poke(self);
+    }
+
+    /// Stops the service thread and every host child, and releases blocked calls (the
+    /// simulator is being dropped).
+    pub(crate) fn shut_down(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.reaper.kill_all();
+        self.service.wake();
+        let _gates = lock(&self.gates);
+        self.gate_cv.notify_all();
+    }
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    // ---------------------------------------------------------------- calls and faults
+
+    /// The common prologue of every call: connectivity, then the fault plan (delays, blocks and
+    /// failures are applied here; the rest is returned).
+    pub(crate) fn begin(self: &Arc<Self>, op: Method, system: Option<&str>) -> Result<Fired, Failure> {
+        if !self.lock().connected {
+            return Err(unavailable());
+        }
+        let actions = lock(&self.faults).on_call(op, system);
+        let mut fired = Fired::default();
+        let mut failure = None;
+        for action in actions {
+            match action {
+                Action::Delay(d) => std::thread::sleep(d),
+                Action::Block { gate } => self.wait_gate(&gate),
+                Action::Fail { code, document } => {
+                    failure.get_or_insert(Failure {
+                        code,
+                        document,
+                        source: None,
+                    });
+                }
+                Action::Pending {
+                    complete_after,
+                    status,
+                    kind,
+                } => {
+                    fired.pending.get_or_insert((complete_after, status, kind));
+                }
+                Action::Crash { after } => {
+                    fired.crash.get_or_insert(after);
+                }
+                Action::Disconnect { after } => {
+                    fired.disconnect.get_or_insert(after);
+                }
+                Action::LateCallback { kind, after } => fired.late.push((kind, after)),
+                Action::DelayNotification(_)
+                | Action::DuplicateNotification { .. }
+                | Action::DropNotification => {}
+            }
+        }
+        if let Some(f) = failure {
+            tracing::debug!(%op, system, code = %f.code, "hcs-sim: injected failure");
+            return Err(f);
+        }
+        if !self.lock().connected {
+            return Err(unavailable());
+        }
+        if let Some(after) = fired.disconnect {
+            if !op.can_pend() {
+                let mut st = self.lock();
+                self.disconnect_after(&mut st, after);
+                return Err(unavailable());
+            }
+        }
+        Ok(fired)
+    }
+
+    /// The common epilogue of a call on a system: injected crash and disconnect.
+    pub(crate) fn after(self: &Arc<Self>, st: &mut State, sys: Option<u64>, fired: &Fired) {
+        if let (Some(after), Some(sys)) = (fired.crash, sys) {
+            self.schedule(after, Task::Crash { sys });
+        }
+        if let Some(after) = fired.disconnect {
+            self.disconnect_after(st, after);
+        }
+    }
+
+    pub(crate) fn disconnect_after(self: &Arc<Self>, st: &mut State, after: Duration) {
+        if after.is_zero() {
+            self.do_disconnect(st);
+        } else {
+            self.schedule(after, Task::Disconnect);
+        }
+    }
+
+    pub(crate) fn wait_gate(&self, gate: &str) {
+        let mut gates = lock(&self.gates);
+        gates.entry(gate.to_string()).or_default().waiting += 1;
+        loop {
+            if self.shutdown.load(Ordering::Acquire) || gates.get(gate).is_some_and(|g| g.released) {
+                break;
+            }
+            gates = self.gate_cv.wait(gates).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(g) = gates.get_mut(gate) {
+            g.waiting -= 1;
+        }
+    }
+
+    /// Resolves a system handle to the system's id (checking connectivity first).
+    pub(crate) fn system_id(&self, h: SystemHandle) -> Result<String, Failure> {
+        let st = self.lock();
+        if !st.connected {
+            return Err(unavailable());
+        }
+        let sys = st.system_handles.get(&h.raw()).ok_or_else(bad_handle)?;
+        Ok(st.systems[sys].id.clone())
+    }
+
+    pub(crate) fn process_system_id(&self, h: ProcessHandle) -> Result<String, Failure> {
+        let st = self.lock();
+        if !st.connected {
+            return Err(unavailable());
+        }
+        let (sys, _) = st.process_handles.get(&h.raw()).ok_or_else(bad_handle)?;
+        Ok(st.systems[sys].id.clone())
+    }
+
+    /// Runs `f` on the system behind `h` under the state lock, after the prologue, then the
+    /// epilogue.
+    pub(crate) fn with_system<T>(
+        self: &Arc<Self>,
+        op: Method,
+        h: SystemHandle,
+        f: impl FnOnce(&mut State, u64, &Fired) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let _span = tracing::debug_span!("hcs_sim", op = %op, handle = h.raw()).entered();
+        let id = self.system_id(h)?;
+        let fired = self.begin(op, Some(&id))?;
+        let mut st = self.lock();
+        let sys = *st.system_handles.get(&h.raw()).ok_or_else(bad_handle)?;
+        let result = f(&mut st, sys, &fired);
+        self.after(&mut st, Some(sys), &fired);
+        if let Err(e) = &result {
+            tracing::debug!(%op, system = %id, code = %e.code, "hcs-sim: call failed");
+        }
+        result
+    }
+
+    /// Runs `f` on the process behind `h` under the state lock, after the prologue.
+    pub(crate) fn with_process<T>(
+        self: &Arc<Self>,
+        op: Method,
+        h: ProcessHandle,
+        f: impl FnOnce(&mut State, u64, u64) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let _span = tracing::debug_span!("hcs_sim", op = %op, handle = h.raw()).entered();
+        let id = self.process_system_id(h)?;
+        let fired = self.begin(op, Some(&id))?;
+        let mut st = self.lock();
+        let (sys, proc) = *st.process_handles.get(&h.raw()).ok_or_else(bad_handle)?;
+        let result = f(&mut st, sys, proc);
+        self.after(&mut st, Some(sys), &fired);
+        result
+    }
+
+    /// Decides whether a pending-capable call answers pending, and queues its completion.
+    pub(crate) fn complete(
+        self: &Arc<Self>,
+        st: &mut State,
+        op: Method,
+        sys: u64,
+        ctx: Option<NotifyContext>,
+        fired: &Fired,
+    ) -> bool {
+        let id = st.systems.get(&sys).map(|s| s.id.clone());
+        if let Some((after, status, kind)) = fired.pending {
+            if let (Some(after), Some(ctx)) = (after, ctx) {
+                let kind = kind.or(op.completion());
+                if let Some(kind) = kind {
+                    self.emit(
+                        st,
+                        kind,
+                        id.as_deref(),
+                        vec![Target::Context(ctx)],
+                        status,
+                        None,
+                        after,
+                    );
+                }
+            }
+            return true;
+        }
+        if fired.crash.is_some() || fired.disconnect.is_some() {
+            // Accepted; the completion never comes (the system or the service goes away).
+            return true;
+        }
+        if self.sync_ops.contains(&op) {
+            return false;
+        }
+        if let (Some(kind), Some(ctx)) = (op.completion(), ctx) {
+            self.emit(
+                st,
+                kind,
+                id.as_deref(),
+                vec![Target::Context(ctx)],
+                HResult::S_OK,
+                None,
+                Duration::ZERO,
+            );
+        }
+        true
+    }
+
+    // ---------------------------------------------------------------- notifications
+
+    /// Queues one notification event to `targets`, after latency plus `extra`, subject to the
+    /// notification faults. Nothing but `ServiceDisconnect` is sent while disconnected.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn emit(
+        self: &Arc<Self>,
+        st: &mut State,
+        kind: NotificationKind,
+        system: Option<&str>,
+        targets: Vec<Target>,
+        status: HResult,
+        payload: Option<String>,
+        extra: Duration,
+    ) {
+        if !st.connected && kind != NotificationKind::ServiceDisconnect {
+            return;
+        }
+        let mut delay = self.latency + extra;
+        let mut copies = 0u32;
+        for action in lock(&self.faults).on_notification(kind, system) {
+            match action {
+                Action::DropNotification => {
+                    tracing::debug!(%kind, system, "hcs-sim: notification dropped by fault plan");
+                    return;
+                }
+                Action::DelayNotification(d) => delay += d,
+                Action::DuplicateNotification { copies: c } => copies = copies.saturating_add(c),
+                _ => {}
+            }
+        }
+        for target in targets {
+            for _ in 0..=copies {
+                self.schedule(
+                    delay,
+                    Task::Deliver(Delivery {
+                        target,
+                        kind,
+                        status,
+                        payload: payload.clone(),
+                        epoch: st.epoch,
+                    }),
+                );
+            }
+        }
+    }
+
+    pub(crate) fn live_callbacks(st: &State, ids: &[u64]) -> Vec<Target> {
+        ids.iter()
+            .filter(|id| st.callbacks.get(id).is_some_and(|c| c.live))
+            .map(|id| Target::Registration(*id))
+            .collect()
+    }
+
+    /// The status and payload of `SystemExited` after a stop of `kind`, as the configured
+    /// generation sends them. V1 (`vmcompute.dll`) passes the exit status as the notification's
+    /// status: the unexpected-exit code after a crash, else `S_OK`. V2 (`computecore.dll`)
+    /// events carry no status: the event is dispatched with `S_OK` and only the payload's
+    /// `Status` is the unexpected-exit code (as `i32`). The payload is
+    /// `{"Status":<hresult as i32>,"ExitType":"GracefulExit"|"ForcedExit"|"UnexpectedExit"}`
+    /// in both generations.
+    pub(crate) fn exit_payload(&self, kind: StopKind) -> (HResult, String) {
+        let exit_status = match kind {
+            StopKind::Unexpected => codes::UNEXPECTED_EXIT.of(self.generation),
+            StopKind::Graceful | StopKind::Forced => HResult::S_OK,
+        };
+        let doc = SystemExitStatus {
+            status: exit_status.as_i32(),
+            exit_type: Some(kind.exit_type()),
+        };
+        let status = match self.generation {
+            ApiGeneration::V1 => exit_status,
+            ApiGeneration::V2 => HResult::S_OK,
+        };
+        (status, serde_json::to_string(&doc).unwrap_or_default())
+    }
+
+    /// The `ProcessStatus` document of a process: the payload of `ProcessExited` (dispatched
+    /// with `S_OK` in both generations, as `vmcompute.dll` and `computecore.dll` send it) and
+    /// the answer of `get_process_properties`.
+    pub(crate) fn process_status(pid: u32, exit_code: Option<u32>) -> String {
+        let doc = ProcessStatus {
+            process_id: pid,
+            exited: exit_code.is_some(),
+            exit_code: exit_code.unwrap_or(0),
+            last_wait_result: 0,
+        };
+        serde_json::to_string(&doc).unwrap_or_default()
+    }
+
+    /// Runs one scheduler task (on the service thread).
+    fn run_task(self: &Arc<Self>, task: Task) {
+        match task {
+            Task::Deliver(d) => self.deliver(d),
+            Task::ScriptedExit {
+                sys,
+                proc,
+                generation,
+            } => {
+                let mut st = self.lock();
+                let code = st
+                    .systems
+                    .get(&sys)
+                    .and_then(|s| s.processes.get(&proc))
+                    .and_then(|p| match &p.kind {
+                        ProcKind::Scripted(run)
+                            if run.generation == generation && !run.frozen && p.exit_code.is_none() =>
+                        {
+                            Some(run.behaviour.exit_code)
+                        }
+                        _ => None,
+                    });
+                if let Some(code) = code {
+                    self.process_exit(&mut st, sys, proc, code);
+                }
+            }
+            Task::Escalate { sys, stop_gen } => {
+                let mut st = self.lock();
+                let due = st
+                    .systems
+                    .get(&sys)
+                    .is_some_and(|s| s.stopping.is_some() && s.stop_gen == stop_gen);
+                if due {
+                    tracing::debug!(sys, "hcs-sim: grace period over; sending SIGKILL");
+                    self.kill_processes(&mut st, sys, signal::SIGKILL);
+                }
+            }
+            Task::Crash { sys } => {
+                let mut st = self.lock();
+                self.begin_stop(&mut st, sys, StopKind::Unexpected);
+            }
+            Task::Disconnect => {
+                let mut st = self.lock();
+                self.do_disconnect(&mut st);
+            }
+        }
+    }
+
+    pub(crate) fn deliver(&self, d: Delivery) {
+        let ctx = match d.target {
+            Target::Registration(cb) => {
+                let mut st = self.lock();
+                if st.epoch != d.epoch {
+                    return;
+                }
+                match st.callbacks.get_mut(&cb) {
+                    Some(rec) if rec.live => {
+                        rec.in_flight += 1;
+                        rec.delivering = Some(std::thread::current().id());
+                        rec.ctx
+                    }
+                    _ => return,
+                }
+            }
+            Target::Context(ctx) => {
+                if self.lock().epoch != d.epoch {
+                    return;
+                }
+                ctx
+            }
+            Target::Late(ctx) => ctx,
+        };
+        hcs::dispatch(ctx.raw(), d.kind, d.status, d.payload.as_deref());
+        if let Target::Registration(cb) = d.target {
+            let mut st = self.lock();
+            if let Some(rec) = st.callbacks.get_mut(&cb) {
+                rec.in_flight -= 1;
+                if rec.in_flight == 0 {
+                    rec.delivering = None;
+                }
+            }
+            drop(st);
+            self.drained.notify_all();
+        }
+    }
+
+    /// Removes a registration, waiting for a delivery of it that is running on another thread
+    /// (the issue #50 semantics of real HCS unregister).
+    pub(crate) fn remove_callback<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        cb: u64,
+    ) -> MutexGuard<'a, State> {
+        match st.callbacks.get_mut(&cb) {
+            Some(rec) => rec.live = false,
+            None => return st,
+        }
+        let me = std::thread::current().id();
+        while st
+            .callbacks
+            .get(&cb)
+            .is_some_and(|rec| rec.in_flight > 0 && rec.delivering != Some(me))
+        {
+            st = self.drained.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(rec) = st.callbacks.remove(&cb) {
+            match rec.target {
+                CbTarget::System(sys) => {
+                    if let Some(s) = st.systems.get_mut(&sys) {
+                        s.callbacks.retain(|c| *c != cb);
+                    }
+                }
+                CbTarget::Process(sys, proc) => {
+                    if let Some(p) = st.systems.get_mut(&sys).and_then(|s| s.processes.get_mut(&proc)) {
+                        p.callbacks.retain(|c| *c != cb);
+                    }
+                }
+            }
+        }
+        st
+    }
+
+    pub(crate) fn do_disconnect(self: &Arc<Self>, st: &mut State) {
+        if !st.connected {
+            return;
+        }
+        tracing::info!("hcs-sim: service disconnected");
+        st.connected = false;
+        st.epoch += 1;
+        let mut ids: Vec<u64> = st
+            .callbacks
+            .iter()
+            .filter(|(_, c)| c.live)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        let targets = ids.into_iter().map(Target::Registration).collect();
+        self.emit(
+            st,
+            NotificationKind::ServiceDisconnect,
+            None,
+            targets,
+            HResult::S_OK,
+            None,
+            Duration::ZERO,
+        );
+    }
+
+    // ---------------------------------------------------------------- model transitions
+
+    /// Records a process exit, notifies its registrations and completes a stop in progress.
+    pub(crate) fn process_exit(self: &Arc<Self>, st: &mut State, sys: u64, proc: u64, code: u32) {
+        let Some(s) = st.systems.get_mut(&sys) else { return };
+        let id = s.id.clone();
+        let Some(p) = s.processes.get_mut(&proc) else {
+            return;
+        };
+        if p.exit_code.is_some() {
+            return;
+        }
+        p.exit_code = Some(code);
+        if let ProcKind::Scripted(run) = &mut p.kind {
+            run.generation += 1;
+        }
+        let payload = Self::process_status(p.pid, Some(code));
+        let callbacks = p.callbacks.clone();
+        if p.handles.is_empty() {
+            s.processes.remove(&proc);
+        }
+        let targets = Self::live_callbacks(st, &callbacks);
+        self.emit(
+            st,
+            NotificationKind::ProcessExited,
+            Some(&id),
+            targets,
+            HResult::S_OK,
+            Some(payload),
+            Duration::ZERO,
+        );
+        self.check_stop_done(st, sys);
+    }
+
+    /// Sends `sig` to every live process of a system (scripted ones react as documented on
+    /// [`crate::ScriptedProcess`]).
+    pub(crate) fn kill_processes(self: &Arc<Self>, st: &mut State, sys: u64, sig: i32) {
+        let Some(s) = st.systems.get(&sys) else { return };
+        let live: Vec<(u64, bool)> = s
+            .live_processes()
+            .map(|(k, p)| (*k, matches!(p.kind, ProcKind::Host)))
+            .collect();
+        for (proc, is_host) in live {
+            if is_host {
+                self.reaper.signal(proc, sig);
+                if sig != signal::SIGKILL {
+                    // A stopped (paused) process only acts on the signal once continued.
+                    self.reaper.signal(proc, signal::SIGCONT);
+                }
+            } else {
+                self.scripted_signal(st, sys, proc, sig);
+            }
+        }
+    }
+
+    /// Sends `sig` to one process (a host process's group, or a scripted process as
+    /// [`Engine::scripted_signal`] describes).
+    pub(crate) fn signal_one(self: &Arc<Self>, st: &mut State, sys: u64, proc: u64, sig: i32) {
+        let Some(p) = st.systems.get(&sys).and_then(|s| s.processes.get(&proc)) else {
+            return;
+        };
+        match p.kind {
+            ProcKind::Host => {
+                self.reaper.signal(proc, sig);
+            }
+            ProcKind::Scripted(_) => self.scripted_signal(st, sys, proc, sig),
+        }
+    }
+
+    /// A signal to a scripted process: SIGKILL always ends it; other signals end it (exit
+    /// code 128 + signal) unless it ignores signals or the signal's default action is not to
+    /// terminate (SIGCHLD, SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGWINCH).
+    pub(crate) fn scripted_signal(self: &Arc<Self>, st: &mut State, sys: u64, proc: u64, sig: i32) {
+        let Some(p) = st.systems.get(&sys).and_then(|s| s.processes.get(&proc)) else {
+            return;
+        };
+        let ProcKind::Scripted(run) = &p.kind else { return };
+        let harmless = matches!(sig, 17..=23 | 28);
+        if sig != signal::SIGKILL && (harmless || run.behaviour.ignore_signals) {
+            return;
+        }
+        self.process_exit(st, sys, proc, 128 + sig as u32);
+    }
+
+    /// Starts stopping a system: graceful (SIGTERM, SIGKILL after the grace period), forced or
+    /// unexpected (SIGKILL). The exit is reported once every process has exited.
+    pub(crate) fn begin_stop(self: &Arc<Self>, st: &mut State, sys: u64, kind: StopKind) {
+        let Some(s) = st.systems.get_mut(&sys) else { return };
+        if s.state == SystemState::Stopped {
+            return;
+        }
+        let kind = s.stopping.map_or(kind, |k| k.max(kind));
+        s.stopping = Some(kind);
+        s.stop_gen += 1;
+        let stop_gen = s.stop_gen;
+        match kind {
+            StopKind::Graceful => {
+                self.kill_processes(st, sys, signal::SIGTERM);
+                self.schedule(self.shutdown_grace, Task::Escalate { sys, stop_gen });
+            }
+            StopKind::Forced | StopKind::Unexpected => {
+                self.kill_processes(st, sys, signal::SIGKILL);
+            }
+        }
+        self.check_stop_done(st, sys);
+    }
+
+    pub(crate) fn check_stop_done(self: &Arc<Self>, st: &mut State, sys: u64) {
+        let Some(s) = st.systems.get_mut(&sys) else { return };
+        let Some(kind) = s.stopping else { return };
+        if s.has_live_processes() {
+            return;
+        }
+        s.stopping = None;
+        s.state = SystemState::Stopped;
+        s.exit = Some(kind);
+        let id = s.id.clone();
+        let callbacks = s.callbacks.clone();
+        tracing::debug!(system = %id, ?kind, "hcs-sim: system stopped");
+        let (status, payload) = self.exit_payload(kind);
+        let targets = Self::live_callbacks(st, &callbacks);
+        self.emit(
+            st,
+            NotificationKind::SystemExited,
+            Some(&id),
+            targets,
+            status,
+            Some(payload),
+            Duration::ZERO,
+        );
+        self.maybe_remove(st, sys);
+    }
+
+    /// Forgets a stopped system once no handle refers to it.
+    pub(crate) fn maybe_remove(&self, st: &mut State, sys: u64) {
+        let Some(s) = st.systems.get(&sys) else { return };
+        if s.state != SystemState::Stopped || !s.handles.is_empty() || s.has_process_handles() {
+            return;
+        }
+        if let Some(s) = st.systems.remove(&sys) {
+            if st.by_id.get(&s.id) == Some(&sys) {
+                st.by_id.remove(&s.id);
+            }
+            for cb in s.callbacks {
+                st.callbacks.remove(&cb);
+            }
+        }
+    }
+
+    pub(crate) fn freeze(self: &Arc<Self>, st: &mut State, sys: u64) {
+        let Some(s) = st.systems.get_mut(&sys) else { return };
+        for (key, p) in s.processes.iter_mut().filter(|(_, p)| p.exit_code.is_none()) {
+            match &mut p.kind {
+                ProcKind::Host => {
+                    self.reaper.signal(*key, signal::SIGSTOP);
+                }
+                ProcKind::Scripted(run) if !run.frozen => {
+                    run.frozen = true;
+                    run.generation += 1;
+                    run.remaining = run.remaining.map(|r| r.saturating_sub(run.resumed_at.elapsed()));
+                }
+                ProcKind::Scripted(_) => {}
+            }
+        }
+    }
+
+    pub(crate) fn thaw(self: &Arc<Self>, st: &mut State, sys: u64) {
+        let Some(s) = st.systems.get_mut(&sys) else { return };
+        let mut timers = Vec::new();
+        for (key, p) in s.processes.iter_mut().filter(|(_, p)| p.exit_code.is_none()) {
+            match &mut p.kind {
+                ProcKind::Host => {
+                    self.reaper.signal(*key, signal::SIGCONT);
+                }
+                ProcKind::Scripted(run) if run.frozen => {
+                    run.frozen = false;
+                    run.resumed_at = Instant::now();
+                    if let Some(r) = run.remaining {
+                        timers.push((*key, run.generation, r));
+                    }
+                }
+                ProcKind::Scripted(_) => {}
+            }
+        }
+        for (proc, generation, after) in timers {
+            self.schedule(
+                after,
+                Task::ScriptedExit {
+                    sys,
+                    proc,
+                    generation,
+                },
+            );
+        }
+    }
+
+    /// Closes a system or process handle's registrations (as `HcsClose*` does), draining
+    /// deliveries in progress.
+    pub(crate) fn drop_registrations_via<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        handle: u64,
+    ) -> MutexGuard<'a, State> {
+        let mut cbs: Vec<u64> = st
+            .callbacks
+            .iter()
+            .filter(|(_, c)| c.via == handle)
+            .map(|(id, _)| *id)
+            .collect();
+        cbs.sort_unstable();
+        for cb in cbs {
+            st = self.remove_callback(st, cb);
+        }
+        st
+    }
+}
+/// The service thread's view of the engine: due tasks, host exits, shutdown.
+impl Work for Engine {
+    fn service(&self) -> &Service {
+        &self.service
+    }
+    fn reaper(&self) -> &Reaper {
+        &self.reaper
+    }
+    fn next_due(&self) -> Option<Instant> {
+        self.sched.next_due()
+    }
+    fn run_due(self: &Arc<Self>, now: Instant) -> bool {
+        match self.sched.pop_due(now) {
+            Some(task) => {
+                self.run_task(task);
+                true
+            }
+            None => false,
+        }
+    }
+    fn host_exited(self: &Arc<Self>, sys: u64, proc: u64, code: u32) {
+        let mut st = self.lock();
+        self.process_exit(&mut st, sys, proc, code);
+    }
+    fn shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+    fn reap_interval(&self) -> Duration {
+        self.reap_interval
+    }
+}
