@@ -24,6 +24,8 @@
 #     - `hcs-behavior.md`, `design.md`, or no document -> key `§N.M` (heading: `### §N.M ...`,
 #       numbered like hcs-behavior.md, whose numbering design.md mirrors)
 #     - any other `*.md` file  -> key `<file> §N.M`, which never resolves: cite design.md instead.
+#   A reference written `FFI §N.M` or `FM §N.M` (the way comments cite design.md's appendices:
+#   "design FFI §3.6") is that key whatever document was named before.
 #   This matters because the three specs reuse numbers: `windows-ffi.md §3.6` (error encodings)
 #   is not `hcs-behavior.md §3.6` (pending operations).
 #
@@ -69,11 +71,12 @@ function docqual(name) {
   return name " "
 }
 function scan(text, where,   tok, before, after) {
-  while (match(text, /[A-Za-z0-9_.\/-]*\.md|\302\247[0-9]+(\.[0-9]+)*|[CIQF][0-9]+/)) {
+  while (match(text, /(FFI|FM) \302\247[0-9]+(\.[0-9]+)*|[A-Za-z0-9_.\/-]*\.md|\302\247[0-9]+(\.[0-9]+)*|[CIQF][0-9]+/)) {
     tok = substr(text, RSTART, RLENGTH)
     before = RSTART > 1 ? substr(text, RSTART - 1, 1) : ""
     after = substr(text, RSTART + RLENGTH, 1)
     text = substr(text, RSTART + RLENGTH)
+    if (tok ~ /^(FFI|FM) /) { print tok "\t" where; continue }   # "design FFI §3.6": explicit
     if (tok ~ /\.md$/) { qual = docqual(tok); continue }
     if (tok ~ /^\302\247/) { print qual tok "\t" where; continue }
     # a rule id: whole token, 1-3 digits

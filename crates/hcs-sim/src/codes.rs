@@ -8,7 +8,7 @@
 //!   `ErrVmcomputeAlreadyStopped`, `ErrVmcomputeUnexpectedExit`, `ErrVmcomputeInvalidJSON`) and
 //!   windows-sys `Win32_Foundation` (`ERROR_VMCOMPUTE_SYSTEM_ALREADY_EXISTS`).
 //! * V2 (`computecore.dll`) `HCS_E_*`: Microsoft's HCS API reference `reference/HCSHResult.md`.
-//! * Both encodings side by side: `windows-ffi.md` §3.6.
+//! * Both encodings side by side: design FFI §3.6.
 //! * Win32 codes in HRESULT form (FACILITY_WIN32, `HRESULT_FROM_WIN32`): `winerror.h`.
 
 use hcs::hresult::CodePair;
@@ -50,7 +50,7 @@ pub(crate) const ALREADY_STOPPED: CodePair = CodePair::SYSTEM_ALREADY_STOPPED;
 pub(crate) const NOT_FOUND: CodePair = CodePair::SYSTEM_NOT_FOUND;
 
 /// Create with an id that is in use: [`CodePair::SYSTEM_ALREADY_EXISTS`] (windows-sys;
-/// windows-ffi.md §3.6; HCSHResult.md).
+/// design FFI §3.6; HCSHResult.md).
 pub(crate) const ALREADY_EXISTS: CodePair = CodePair::SYSTEM_ALREADY_EXISTS;
 
 /// A document that is not valid JSON: [`CodePair::INVALID_JSON`] (hcsshim
@@ -65,7 +65,7 @@ pub(crate) const UNEXPECTED_EXIT: CodePair = CodePair::UNEXPECTED_EXIT;
 // ------------------------------------------------------------------ process calls
 
 /// Signal or modify of a process that has exited. V1: `ERROR_VMCOMPUTE_INVALID_STATE` —
-/// hcsshim's `processSignalResult` treats it as "process already gone" (hcs-behavior.md §5.5).
+/// hcsshim's `processSignalResult` treats it as "process already gone" (design §5.5).
 /// V2: `HCS_E_PROCESS_ALREADY_STOPPED` (HCSHResult.md).
 pub(crate) const PROCESS_GONE: CodePair = CodePair {
     v1: HResult::ERROR_VMCOMPUTE_INVALID_STATE,

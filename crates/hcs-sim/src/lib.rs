@@ -68,7 +68,7 @@
 //!
 //! # What it models
 //!
-//! (See `shared/spec/hcs-behavior.md` and `hcs-failure-modes.md` §4.)
+//! (See `docs/design.md`: the model's rules, and FM §4 for the failure modes it can inject.)
 //!
 //! * **Systems**: created → running ⇄ paused, running/paused → saved, any → stopped, with the
 //!   HRESULTs real HCS returns for invalid transitions, unknown and duplicate ids, already-stopped

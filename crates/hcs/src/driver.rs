@@ -370,7 +370,7 @@ pub struct HandleCounts {
     pub callbacks: usize,
 }
 
-/// One step of a live migration (V2 only; see `hcs-behavior.md` §10).
+/// One step of a live migration (V2 only; see design §10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MigrationStep {
     /// `HcsInitializeLiveMigrationOnSource`.

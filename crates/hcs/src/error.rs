@@ -4,7 +4,7 @@
 //! when known, the [`Cause`] (an HRESULT or a library condition) and the `ErrorEvents` parsed
 //! from HCS's result document. Constructors never double-wrap: wrapping an error that already
 //! names a system or process returns it unchanged, so the innermost operation wins
-//! (`hcs-behavior.md` §6.3). Classifiers accept both the V1 (`0xC037…`) and V2 (`0x8037…`)
+//! (design §6.3). Classifiers accept both the V1 (`0xC037…`) and V2 (`0x8037…`)
 //! encodings where both exist and look through `source()` chains of foreign errors too.
 
 use crate::driver::Failure;

@@ -1,5 +1,5 @@
 //! HRESULT values: a value type with a table of the named codes this layer meets, the
-//! failure test, and the FACILITY_WIN32 conversion (`hcs-behavior.md` §6.6).
+//! failure test, and the FACILITY_WIN32 conversion (design §6.6).
 
 use std::fmt;
 
@@ -186,7 +186,7 @@ impl HResult {
         !self.is_failure()
     }
     /// The Win32 form of a failing HRESULT with FACILITY_WIN32 (`0x80070005` → `5`); every
-    /// other value is returned whole (`hcs-behavior.md` §6.6, Q14).
+    /// other value is returned whole (design §6.6, Q14).
     pub const fn to_win32_form(self) -> HResult {
         if self.is_failure() && self.0 & 0x1FFF_0000 == 0x0007_0000 {
             HResult(self.0 & 0xFFFF)

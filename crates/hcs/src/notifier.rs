@@ -1,6 +1,6 @@
 //! The notification state of one System or Process: the exit and disconnect latches, the
 //! published terminal outcome every waiter reads, and the armed expectations of pending
-//! operations (`hcs-behavior.md` §3.6; I1, I3, I6, I10).
+//! operations (design §3.6; I1, I3, I6, I10).
 //!
 //! Notifications update this state under one short lock (never held across a driver call or a
 //! wait) and wake all waiters through one `event_listener::Event`, which serves blocking waits,
@@ -36,7 +36,7 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    /// Whether waiters see this outcome as success (`hcs-behavior.md` C5).
+    /// Whether waiters see this outcome as success (design C5).
     pub(crate) fn waits_ok(&self) -> bool {
         match self {
             Outcome::SystemExit(sig) => sig.status.is_success() || sig.status.is_in(sets::UNEXPECTED_EXIT),

@@ -1,6 +1,6 @@
 //! [`Process`]: one process inside a compute system, driven through its System's driver.
 //!
-//! Implements `hcs-behavior.md` §5: stdio handed out once, Signal and Kill result semantics
+//! Implements design §5: stdio handed out once, Signal and Kill result semantics
 //! (C8, I12, I13), exit code captured at exit (through a properties query on V1 — run on a
 //! shared worker, never on HCS's callback thread — or from the `ProcessExited` payload on V2),
 //! and the same guard, latch and close rules as [`crate::System`].

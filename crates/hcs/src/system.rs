@@ -1,6 +1,6 @@
 //! [`System`]: one compute system (container or VM) driven through a [`Driver`].
 //!
-//! Implements `hcs-behavior.md` §4 with the improvements of §0.3: handle guards (C1), the
+//! Implements design §4 with the improvements of §0.3: handle guards (C1), the
 //! handle-use guard (C2), pending operations completed by their armed notification (C3, I3),
 //! exit and disconnect latched for every waiter (I1), deterministic wait-after-close (I4),
 //! stop idempotent over both encodings (C7, I11), and a close that never waits for a
@@ -88,7 +88,7 @@ impl System {
         Self::create(driver, id, &json)
     }
 
-    /// Creates a compute system with explicit timeouts (`hcs-behavior.md` §4.3): create, register,
+    /// Creates a compute system with explicit timeouts (design §4.3): create, register,
     /// wait for `SystemCreateCompleted` if pending (terminating on timeout), load cached
     /// properties. Every failure path releases the handle and the registration.
     pub fn create_with(

@@ -1,4 +1,4 @@
-//! Per-operation timeouts for completion waits (`hcs-behavior.md` §7) and per-call options.
+//! Per-operation timeouts for completion waits (design §7) and per-call options.
 //!
 //! Defaults are 4 minutes each; the `HCSSHIM_TIMEOUT_*` environment variables (integer seconds
 //! greater than zero; anything else is ignored) override the defaults. A [`Timeouts`] value is

@@ -1,4 +1,4 @@
-//! Process lifecycle rules (`hcs-behavior.md` §5; C8, I8, I12, I13, Q18, Q19) against the
+//! Process lifecycle rules (design §5; C8, I8, I12, I13, Q18, Q19) against the
 //! scripted fake driver.
 
 mod common;

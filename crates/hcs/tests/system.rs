@@ -1,4 +1,4 @@
-//! System lifecycle rules (`hcs-behavior.md` §3–§4, improvements I1–I4, I10, I11) against the
+//! System lifecycle rules (design §3–§4, improvements I1–I4, I10, I11) against the
 //! scripted fake driver.
 
 mod common;

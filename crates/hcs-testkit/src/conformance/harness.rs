@@ -25,7 +25,7 @@ pub const BASIC_EXIT_CODES: [u32; 3] = [0, 3, 255];
 /// [`Harness::max_exit_code`] allows it.
 pub const LARGE_EXIT_CODE: u32 = 0xC000_013A;
 
-/// Results of stop calls the lifecycle treats as success (`hcs-behavior.md` C7/I11): already
+/// Results of stop calls the lifecycle treats as success (design C7/I11): already
 /// stopped, not found and pending, each in the V1 and V2 encodings (the lifecycle's own
 /// [`sets::STOP_SWALLOW`]). A driver's stop call on an exited system must succeed or fail with
 /// one of these, or `System::shutdown`/`terminate` would not be idempotent on that driver.

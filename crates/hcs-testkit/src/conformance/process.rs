@@ -136,7 +136,7 @@ pub fn stdio_round_trip(h: &dyn Harness) {
     s.finish();
 }
 
-/// Signal and kill (`hcs-behavior.md` §5.5, §5.6): a terminating signal is delivered and ends
+/// Signal and kill (design §5.5, §5.6): a terminating signal is delivered and ends
 /// the process, a signal to a gone process reports "not delivered" without error; kill is
 /// delivered, the wait completes, a repeated kill is `Ok(true)` or an already-stopped error,
 /// never another error; on a closed process both fail with already-closed.
