@@ -10,8 +10,8 @@
 # does not matter.
 #
 # Usage: scripts/test-windows.sh [cargo package args...] [-- test-binary args...]
-#   default packages: the Windows-relevant crates (hcs, the two FFI drivers and, when present,
-#   the fake DLL crates).
+#   default packages: the Windows-relevant crates (hcs, hcs-ffi, the two FFI drivers and, when
+#   present, the fake DLL crates).
 #   e.g.  scripts/test-windows.sh
 #         scripts/test-windows.sh -p hcs-vmcompute -- --nocapture
 #
@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
   CARGO_ARGS+=("$1"); shift
 done
 if [ ${#CARGO_ARGS[@]} -eq 0 ]; then
-  for c in hcs hcs-vmcompute hcs-computecore fake-hcs-common fake-vmcompute fake-computecore; do
+  for c in hcs hcs-ffi hcs-vmcompute hcs-computecore fake-hcs-common fake-vmcompute fake-computecore; do
     [ -f "$REPO/crates/$c/Cargo.toml" ] && CARGO_ARGS+=(-p "$c")
   done
 fi
