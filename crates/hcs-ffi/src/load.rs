@@ -1,5 +1,5 @@
 //! Run-time DLL loading (`windows-ffi.md` §6): where a DLL comes from ([`DllSource`]), why it
-//! could not be used ([`LoadError`]), the loaded module ([`Library`]) and the [`fn_table!`]
+//! could not be used ([`LoadError`]), the loaded module ([`Library`]) and the [`crate::fn_table!`]
 //! macro that declares a driver's function-pointer table. Nothing here links an HCS function at
 //! load time: DLLs are opened with `libloading` and every export is resolved by name.
 
@@ -141,7 +141,6 @@ impl Library {
 /// fields, optional ones as `Option`), the string-free routine and the owning [`Library`], plus
 /// an `unsafe fn from_lookup` that fills it from any name → address lookup.
 #[macro_export]
-#[doc(hidden)]
 macro_rules! fn_table {
     (
         $(#[$m:meta])*
