@@ -140,7 +140,9 @@ if [ "${WINCROSS_NO_TEST:-0}" = 1 ]; then log "done (no tests)"; exit 0; fi
 # cannot hold our stdout/stderr pipes open).
 wineserver -p120 </dev/null >/dev/null 2>&1 || true
 wine cmd /c exit </dev/null >/dev/null 2>&1 || true
-trap 'rc=$?; wineserver -k >/dev/null 2>&1; wineserver -w >/dev/null 2>&1; exit $rc' EXIT
+# `|| true`: under `set -e` a failing `wineserver -k` (server already gone) would otherwise make the
+# trap exit 1 and replace the test run's status.
+trap 'rc=$?; wineserver -k >/dev/null 2>&1 || true; wineserver -w >/dev/null 2>&1 || true; exit $rc' EXIT
 
 log "cargo test ${CARGO_ARGS[*]} (runner: wine)"
 "$DEB_CARGO" test "${BUILD_STD[@]}" "${CARGO_ARGS[@]}" -- "${TEST_ARGS[@]}"
