@@ -49,3 +49,35 @@ impl<C: FnMut(*mut c_void)> Drop for HandleGuard<C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    #[test]
+    fn an_unreleased_handle_is_closed_once_and_a_null_one_is_a_failure() {
+        let closed = RefCell::new(Vec::new());
+        {
+            let mut g = HandleGuard::new(|h| closed.borrow_mut().push(h as usize));
+            // SAFETY: `slot` is a valid out-slot.
+            unsafe { *g.slot() = 0x40 as *mut c_void };
+            assert_eq!(g.raw() as usize, 0x40);
+        }
+        assert_eq!(*closed.borrow(), vec![0x40]);
+
+        let mut g = HandleGuard::new(|h| closed.borrow_mut().push(h as usize));
+        // SAFETY: as above.
+        unsafe { *g.slot() = 0x50 as *mut c_void };
+        assert_eq!(g.release(Some).unwrap(), 0x50);
+        let e = HandleGuard::new(|h| closed.borrow_mut().push(h as usize))
+            .release(|raw| (raw != 0).then_some(raw))
+            .unwrap_err();
+        assert_eq!(e.code, NULL_HANDLE);
+        assert_eq!(
+            *closed.borrow(),
+            vec![0x40],
+            "released and null handles are not closed"
+        );
+    }
+}

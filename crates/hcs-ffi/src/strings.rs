@@ -141,3 +141,50 @@ pub fn invalid_utf16(dll: &str, what: &str, lossy: &str) -> Failure {
     tracing::warn!(dll, what, lossy, "DLL returned a string that is not valid UTF-16");
     Failure::new(INVALID_UTF16)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static FREED: AtomicUsize = AtomicUsize::new(0);
+
+    unsafe extern "system" fn counting_free(p: *mut std::ffi::c_void) {
+        FREED.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: the tests below only hand out strings leaked from a `Box<[u16]>` of length 3.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p.cast::<u16>(), 3)) });
+    }
+
+    #[test]
+    fn wide_strings_are_nul_terminated_and_reject_interior_nuls() {
+        let w = WideCString::new("ab").unwrap();
+        // SAFETY: `w` is a live NUL-terminated string.
+        assert_eq!(unsafe { wide_units(w.as_ptr()) }, &[b'a' as u16, b'b' as u16]);
+        let e = WideCString::new("a\0b").unwrap_err();
+        assert_eq!(e.code, INTERIOR_NUL);
+        assert!(wide_opt("").unwrap().is_none());
+        assert!(opt_ptr(&wide_opt("").unwrap()).is_null());
+        assert!(!opt_ptr(&wide_opt("x").unwrap()).is_null());
+        // SAFETY: null is allowed.
+        assert_eq!(unsafe { copy_callback_str(std::ptr::null()) }, None);
+    }
+
+    #[test]
+    fn out_strings_are_freed_exactly_once_whether_taken_or_dropped() {
+        let before = FREED.load(Ordering::SeqCst);
+        let alloc = || Box::into_raw(vec![b'o' as u16, b'k' as u16, 0].into_boxed_slice()) as *mut u16;
+
+        let mut taken = OutString::new(counting_free);
+        // SAFETY: `as_out` is a valid out-slot; we store what a DLL would.
+        unsafe { *taken.as_out() = alloc() };
+        assert_eq!(taken.take(), Ok(Some("ok".to_string())));
+
+        let mut dropped = OutString::new(counting_free);
+        // SAFETY: as above.
+        unsafe { *dropped.as_out() = alloc() };
+        drop(dropped);
+
+        assert_eq!(OutString::new(counting_free).take(), Ok(None));
+        assert_eq!(FREED.load(Ordering::SeqCst) - before, 2);
+    }
+}

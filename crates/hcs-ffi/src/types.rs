@@ -89,6 +89,19 @@ pub type EventCallback = unsafe extern "system" fn(*const HCS_EVENT, *const c_vo
 /// `HCS_OPERATION_COMPLETION` (V2): `(operation, context)`.
 pub type OperationCompletion = unsafe extern "system" fn(HCS_OPERATION, *const c_void);
 
+#[cfg(all(test, target_pointer_width = "64"))]
+mod layout {
+    use super::*;
+
+    #[test]
+    fn structs_have_the_x64_layout() {
+        assert_eq!(std::mem::offset_of!(HCS_PROCESS_INFORMATION, StdInput), 8);
+        assert_eq!(std::mem::offset_of!(HCS_PROCESS_INFORMATION, StdError), 24);
+        assert_eq!(std::mem::offset_of!(HCS_EVENT, EventData), 8);
+        assert_eq!(std::mem::offset_of!(HCS_EVENT, Operation), 16);
+    }
+}
+
 #[cfg(all(test, windows))]
 mod windows_layout {
     use super::*;
