@@ -27,13 +27,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 /// `ERROR_VMCOMPUTE_OPERATION_PENDING` as the `i32` HRESULT V1 returns.
 pub const V1_PENDING: i32 = HResult::ERROR_VMCOMPUTE_OPERATION_PENDING.as_i32();
 /// `E_INVALIDARG`.
-pub const E_INVALIDARG: i32 = 0x8007_0057_u32 as i32;
+pub const E_INVALIDARG: i32 = HResult::E_INVALIDARG.as_i32();
 /// `E_POINTER`.
 pub const E_POINTER: i32 = 0x8000_4003_u32 as i32;
 /// `E_NOTIMPL`.
-pub const E_NOTIMPL: i32 = 0x8000_4001_u32 as i32;
+pub const E_NOTIMPL: i32 = HResult::E_NOTIMPL.as_i32();
 /// `E_HANDLE`.
-pub const E_HANDLE: i32 = 0x8007_0006_u32 as i32;
+pub const E_HANDLE: i32 = HResult::E_HANDLE.as_i32();
 
 /// Poison-tolerant lock.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
