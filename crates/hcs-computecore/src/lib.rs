@@ -5,7 +5,6 @@
 //!   driver methods into [`hcs::Failure::unsupported`].
 //! * [`ComputeCoreDriver`] implements [`hcs::Driver`] ([`hcs::ApiGeneration::V2`]), turning HCS
 //!   operations into the lifecycle's single pending/completion model.
-//!
 //! * [`ffi`] is the `hcs-ffi` crate: the C types, loading, string and stdio plumbing shared with
 //!   the V1 driver (`hcs-vmcompute`, a sibling this crate does not depend on). The types a test
 //!   needs to fill a [`ComputeCoreTable`] with fake functions are also re-exported here
