@@ -10,8 +10,8 @@
 # does not matter.
 #
 # Usage: scripts/test-windows.sh [cargo package args...] [-- test-binary args...]
-#   default packages: the Windows-relevant crates (hcs, the two FFI drivers and, when present,
-#   the fake DLL crates).
+#   default packages: the Windows-relevant crates (hcs, hcs-ffi, the two FFI drivers and, when
+#   present, the fake DLL crates).
 #   e.g.  scripts/test-windows.sh
 #         scripts/test-windows.sh -p hcs-vmcompute -- --nocapture
 #
@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
   CARGO_ARGS+=("$1"); shift
 done
 if [ ${#CARGO_ARGS[@]} -eq 0 ]; then
-  for c in hcs hcs-vmcompute hcs-computecore fake-hcs-common fake-vmcompute fake-computecore; do
+  for c in hcs hcs-ffi hcs-vmcompute hcs-computecore fake-hcs-common fake-vmcompute fake-computecore; do
     [ -f "$REPO/crates/$c/Cargo.toml" ] && CARGO_ARGS+=(-p "$c")
   done
 fi
@@ -140,7 +140,9 @@ if [ "${WINCROSS_NO_TEST:-0}" = 1 ]; then log "done (no tests)"; exit 0; fi
 # cannot hold our stdout/stderr pipes open).
 wineserver -p120 </dev/null >/dev/null 2>&1 || true
 wine cmd /c exit </dev/null >/dev/null 2>&1 || true
-trap 'rc=$?; wineserver -k >/dev/null 2>&1; wineserver -w >/dev/null 2>&1; exit $rc' EXIT
+# `|| true`: under `set -e` a failing `wineserver -k` (server already gone) would otherwise make the
+# trap exit 1 and replace the test run's status.
+trap 'rc=$?; wineserver -k >/dev/null 2>&1 || true; wineserver -w >/dev/null 2>&1 || true; exit $rc' EXIT
 
 log "cargo test ${CARGO_ARGS[*]} (runner: wine)"
 "$DEB_CARGO" test "${BUILD_STD[@]}" "${CARGO_ARGS[@]}" -- "${TEST_ARGS[@]}"

@@ -26,11 +26,14 @@
 )]
 
 use fake_hcs_common::{
-    self as common, hr, lock, Extra, ProcessInformation, RawStdio, Strings, E_INVALIDARG, E_NOTIMPL,
-    E_POINTER,
+    self as common, hr, lock, Extra, RawStdio, Strings, E_INVALIDARG, E_NOTIMPL, E_POINTER,
 };
 use hcs::notify::Subscription;
-use hcs::{ApiGeneration, Driver, Failure, NotificationKind, ProcessHandle, SystemHandle};
+use hcs::{ApiGeneration, Driver, Failure, HResult, NotificationKind, ProcessHandle, SystemHandle};
+use hcs_ffi::{
+    EventCallback, OperationCompletion, HANDLE, HCS_EVENT, HCS_OPERATION, HCS_PROCESS_INFORMATION, HRESULT,
+    PCWSTR, PWSTR,
+};
 use hcs_sim::Simulator;
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -38,33 +41,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-type HRESULT = i32;
-type PCWSTR = *const u16;
-type PWSTR = *mut u16;
-type HANDLE = *mut c_void;
-type HcsOperation = *mut c_void;
-
-/// `HCS_OPERATION_COMPLETION`.
-pub type OperationCompletion = unsafe extern "system" fn(HcsOperation, *const c_void);
-/// `HCS_EVENT_CALLBACK`.
-pub type EventCallback = unsafe extern "system" fn(*const HcsEvent, *const c_void);
-
-/// `HCS_EVENT`.
-#[repr(C)]
-pub struct HcsEvent {
-    /// `HCS_EVENT_TYPE`.
-    pub event_type: i32,
-    /// Event document.
-    pub event_data: PCWSTR,
-    /// Operation (always null here).
-    pub operation: HcsOperation,
-}
-
-const HCS_E_OPERATION_NOT_STARTED: i32 = 0x8037_0115_u32 as i32;
-const HCS_E_OPERATION_ALREADY_STARTED: i32 = 0x8037_0116_u32 as i32;
-const HCS_E_OPERATION_PENDING: i32 = 0x8037_0117_u32 as i32;
-const HCS_E_OPERATION_TIMEOUT: i32 = 0x8037_0118_u32 as i32;
-const HCS_E_CALLBACK_ALREADY_SET: i32 = 0x8037_0119_u32 as i32;
+const HCS_E_OPERATION_NOT_STARTED: i32 = HResult::HCS_E_OPERATION_NOT_STARTED.as_i32();
+const HCS_E_OPERATION_ALREADY_STARTED: i32 = HResult::HCS_E_OPERATION_ALREADY_STARTED.as_i32();
+const HCS_E_OPERATION_PENDING: i32 = HResult::HCS_E_OPERATION_PENDING.as_i32();
+const HCS_E_OPERATION_TIMEOUT: i32 = HResult::HCS_E_OPERATION_TIMEOUT.as_i32();
+const HCS_E_CALLBACK_ALREADY_SET: i32 = HResult::HCS_E_OPERATION_SYSTEM_CALLBACK_ALREADY_SET.as_i32();
 
 /// The client frees them with `LocalFree`.
 static STRINGS: Strings = Strings::new(common::local_alloc);
@@ -121,7 +102,7 @@ impl Operation {
         if let Some(cb) = cb {
             // SAFETY: the client registered `cb` with this signature and context; the operation
             // handle stays valid until the client closes it.
-            unsafe { cb(self.handle as HcsOperation, ctx as *const c_void) };
+            unsafe { cb(self.handle as HCS_OPERATION, ctx as *const c_void) };
         }
     }
 
@@ -178,12 +159,12 @@ fn fake() -> &'static Fake {
     F.get_or_init(Fake::default)
 }
 
-fn op(h: HcsOperation) -> Option<Arc<Operation>> {
+fn op(h: HCS_OPERATION) -> Option<Arc<Operation>> {
     lock(&fake().ops).get(&(h as usize)).cloned()
 }
 
 /// Marks `h` as started by a call; `Err` with the HRESULT to return otherwise.
-fn begin(h: HcsOperation) -> Result<Arc<Operation>, HRESULT> {
+fn begin(h: HCS_OPERATION) -> Result<Arc<Operation>, HRESULT> {
     let o = op(h).ok_or(common::E_HANDLE)?;
     let mut st = lock(&o.state);
     if st.started {
@@ -224,7 +205,7 @@ fn finish<T>(
 pub unsafe extern "system" fn HcsCreateOperation(
     context: *const c_void,
     callback: Option<OperationCompletion>,
-) -> HcsOperation {
+) -> HCS_OPERATION {
     let f = fake();
     let handle = 0x1000 + 8 * f.next_op.fetch_add(1, Ordering::Relaxed);
     let o = Arc::new(Operation {
@@ -237,11 +218,11 @@ pub unsafe extern "system" fn HcsCreateOperation(
         cv: Condvar::new(),
     });
     lock(&f.ops).insert(handle, o);
-    handle as HcsOperation
+    handle as HCS_OPERATION
 }
 
 #[no_mangle]
-pub unsafe extern "system" fn HcsCloseOperation(operation: HcsOperation) {
+pub unsafe extern "system" fn HcsCloseOperation(operation: HCS_OPERATION) {
     let Some(o) = lock(&fake().ops).remove(&(operation as usize)) else {
         return;
     };
@@ -259,13 +240,13 @@ pub unsafe extern "system" fn HcsCloseOperation(operation: HcsOperation) {
 }
 
 #[no_mangle]
-pub unsafe extern "system" fn HcsGetOperationContext(operation: HcsOperation) -> *mut c_void {
+pub unsafe extern "system" fn HcsGetOperationContext(operation: HCS_OPERATION) -> *mut c_void {
     op(operation).map_or(std::ptr::null_mut(), |o| lock(&o.state).context as *mut c_void)
 }
 
 #[no_mangle]
 pub unsafe extern "system" fn HcsSetOperationContext(
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     context: *const c_void,
 ) -> HRESULT {
     let Some(o) = op(operation) else {
@@ -277,7 +258,7 @@ pub unsafe extern "system" fn HcsSetOperationContext(
 
 #[no_mangle]
 pub unsafe extern "system" fn HcsSetOperationCallback(
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     context: *const c_void,
     callback: Option<OperationCompletion>,
 ) -> HRESULT {
@@ -290,7 +271,7 @@ pub unsafe extern "system" fn HcsSetOperationCallback(
 }
 
 #[no_mangle]
-pub unsafe extern "system" fn HcsGetOperationId(operation: HcsOperation) -> u64 {
+pub unsafe extern "system" fn HcsGetOperationId(operation: HCS_OPERATION) -> u64 {
     operation as usize as u64
 }
 
@@ -298,7 +279,7 @@ pub unsafe extern "system" fn HcsGetOperationId(operation: HcsOperation) -> u64 
 unsafe fn wait(
     o: &Operation,
     timeout_ms: Option<u32>,
-    info: *mut ProcessInformation,
+    info: *mut HCS_PROCESS_INFORMATION,
     doc: *mut PWSTR,
 ) -> HRESULT {
     let mut st = lock(&o.state);
@@ -335,7 +316,7 @@ unsafe fn wait(
 
 #[no_mangle]
 pub unsafe extern "system" fn HcsGetOperationResult(
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     result_document: *mut PWSTR,
 ) -> HRESULT {
     let Some(o) = op(operation) else {
@@ -347,8 +328,8 @@ pub unsafe extern "system" fn HcsGetOperationResult(
 
 #[no_mangle]
 pub unsafe extern "system" fn HcsGetOperationResultAndProcessInfo(
-    operation: HcsOperation,
-    process_information: *mut ProcessInformation,
+    operation: HCS_OPERATION,
+    process_information: *mut HCS_PROCESS_INFORMATION,
     result_document: *mut PWSTR,
 ) -> HRESULT {
     let Some(o) = op(operation) else {
@@ -360,7 +341,7 @@ pub unsafe extern "system" fn HcsGetOperationResultAndProcessInfo(
 
 #[no_mangle]
 pub unsafe extern "system" fn HcsWaitForOperationResult(
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     timeout_ms: u32,
     result_document: *mut PWSTR,
 ) -> HRESULT {
@@ -373,9 +354,9 @@ pub unsafe extern "system" fn HcsWaitForOperationResult(
 
 #[no_mangle]
 pub unsafe extern "system" fn HcsWaitForOperationResultAndProcessInfo(
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     timeout_ms: u32,
-    process_information: *mut ProcessInformation,
+    process_information: *mut HCS_PROCESS_INFORMATION,
     result_document: *mut PWSTR,
 ) -> HRESULT {
     let Some(o) = op(operation) else {
@@ -386,7 +367,7 @@ pub unsafe extern "system" fn HcsWaitForOperationResultAndProcessInfo(
 }
 
 #[no_mangle]
-pub unsafe extern "system" fn HcsCancelOperation(_operation: HcsOperation) -> HRESULT {
+pub unsafe extern "system" fn HcsCancelOperation(_operation: HCS_OPERATION) -> HRESULT {
     E_NOTIMPL
 }
 
@@ -402,7 +383,7 @@ unsafe fn s(p: PCWSTR) -> String {
 }
 
 #[no_mangle]
-pub unsafe extern "system" fn HcsEnumerateComputeSystems(query: PCWSTR, operation: HcsOperation) -> HRESULT {
+pub unsafe extern "system" fn HcsEnumerateComputeSystems(query: PCWSTR, operation: HCS_OPERATION) -> HRESULT {
     let o = match begin(operation) {
         Ok(o) => o,
         Err(e) => return e,
@@ -421,7 +402,7 @@ pub unsafe extern "system" fn HcsEnumerateComputeSystems(query: PCWSTR, operatio
 pub unsafe extern "system" fn HcsCreateComputeSystem(
     id: PCWSTR,
     configuration: PCWSTR,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     _security_descriptor: *const c_void,
     compute_system: *mut HANDLE,
 ) -> HRESULT {
@@ -482,7 +463,7 @@ type Control = fn(&Simulator, SystemHandle, &str, hcs::NotifyContext) -> hcs::Dr
 
 unsafe fn control(
     cs: HANDLE,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     options: PCWSTR,
     f: Control,
     has_completion: bool,
@@ -525,7 +506,7 @@ fn save(s: &Simulator, h: SystemHandle, o: &str, c: hcs::NotifyContext) -> hcs::
 #[no_mangle]
 pub unsafe extern "system" fn HcsStartComputeSystem(
     cs: HANDLE,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     options: PCWSTR,
 ) -> HRESULT {
     // SAFETY: forwarded HCS contract.
@@ -535,7 +516,7 @@ pub unsafe extern "system" fn HcsStartComputeSystem(
 #[no_mangle]
 pub unsafe extern "system" fn HcsShutDownComputeSystem(
     cs: HANDLE,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     options: PCWSTR,
 ) -> HRESULT {
     // SAFETY: forwarded HCS contract.
@@ -545,7 +526,7 @@ pub unsafe extern "system" fn HcsShutDownComputeSystem(
 #[no_mangle]
 pub unsafe extern "system" fn HcsTerminateComputeSystem(
     cs: HANDLE,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     options: PCWSTR,
 ) -> HRESULT {
     // SAFETY: forwarded HCS contract.
@@ -555,7 +536,7 @@ pub unsafe extern "system" fn HcsTerminateComputeSystem(
 #[no_mangle]
 pub unsafe extern "system" fn HcsPauseComputeSystem(
     cs: HANDLE,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     options: PCWSTR,
 ) -> HRESULT {
     // SAFETY: forwarded HCS contract.
@@ -565,7 +546,7 @@ pub unsafe extern "system" fn HcsPauseComputeSystem(
 #[no_mangle]
 pub unsafe extern "system" fn HcsResumeComputeSystem(
     cs: HANDLE,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     options: PCWSTR,
 ) -> HRESULT {
     // SAFETY: forwarded HCS contract.
@@ -575,7 +556,7 @@ pub unsafe extern "system" fn HcsResumeComputeSystem(
 #[no_mangle]
 pub unsafe extern "system" fn HcsSaveComputeSystem(
     cs: HANDLE,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     options: PCWSTR,
 ) -> HRESULT {
     // SAFETY: forwarded HCS contract.
@@ -585,7 +566,7 @@ pub unsafe extern "system" fn HcsSaveComputeSystem(
 #[no_mangle]
 pub unsafe extern "system" fn HcsGetComputeSystemProperties(
     cs: HANDLE,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     property_query: PCWSTR,
 ) -> HRESULT {
     let Some(h) = sys(cs) else {
@@ -608,7 +589,7 @@ pub unsafe extern "system" fn HcsGetComputeSystemProperties(
 #[no_mangle]
 pub unsafe extern "system" fn HcsModifyComputeSystem(
     cs: HANDLE,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     configuration: PCWSTR,
     _identity: HANDLE,
 ) -> HRESULT {
@@ -652,10 +633,10 @@ unsafe fn set_callback(
     let sub = Subscription::new(move |kind, _status, data| {
         let Some(t) = event_type(kind) else { return };
         let w = data.map(common::to_wide);
-        let ev = HcsEvent {
-            event_type: t,
-            event_data: w.as_ref().map_or(std::ptr::null(), |w| w.as_ptr()),
-            operation: std::ptr::null_mut(),
+        let ev = HCS_EVENT {
+            Type: t,
+            EventData: w.as_ref().map_or(std::ptr::null(), |w| w.as_ptr()),
+            Operation: std::ptr::null_mut(),
         };
         // SAFETY: the client registered `cb` with this signature and context; `ev` and its
         // data are valid for the call (the client copies them).
@@ -688,7 +669,7 @@ pub unsafe extern "system" fn HcsSetComputeSystemCallback(
 pub unsafe extern "system" fn HcsCreateProcess(
     cs: HANDLE,
     process_parameters: PCWSTR,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     _security_descriptor: *const c_void,
     process: *mut HANDLE,
 ) -> HRESULT {
@@ -751,7 +732,7 @@ pub unsafe extern "system" fn HcsCloseProcess(process: HANDLE) {
 
 type ProcOp = fn(&Simulator, ProcessHandle, &str) -> hcs::DriverResult<String>;
 
-unsafe fn process_op(process: HANDLE, operation: HcsOperation, options: PCWSTR, f: ProcOp) -> HRESULT {
+unsafe fn process_op(process: HANDLE, operation: HCS_OPERATION, options: PCWSTR, f: ProcOp) -> HRESULT {
     let Some(p) = proc_(process) else {
         return common::E_HANDLE;
     };
@@ -780,7 +761,7 @@ fn unit(r: hcs::DriverResult<()>) -> hcs::DriverResult<String> {
 #[no_mangle]
 pub unsafe extern "system" fn HcsTerminateProcess(
     process: HANDLE,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     options: PCWSTR,
 ) -> HRESULT {
     // SAFETY: forwarded HCS contract.
@@ -794,7 +775,7 @@ pub unsafe extern "system" fn HcsTerminateProcess(
 #[no_mangle]
 pub unsafe extern "system" fn HcsSignalProcess(
     process: HANDLE,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     options: PCWSTR,
 ) -> HRESULT {
     // SAFETY: forwarded HCS contract.
@@ -808,7 +789,7 @@ pub unsafe extern "system" fn HcsSignalProcess(
 #[no_mangle]
 pub unsafe extern "system" fn HcsModifyProcess(
     process: HANDLE,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     settings: PCWSTR,
 ) -> HRESULT {
     // SAFETY: forwarded HCS contract.
@@ -822,7 +803,7 @@ pub unsafe extern "system" fn HcsModifyProcess(
 #[no_mangle]
 pub unsafe extern "system" fn HcsGetProcessProperties(
     process: HANDLE,
-    operation: HcsOperation,
+    operation: HCS_OPERATION,
     _query: PCWSTR,
 ) -> HRESULT {
     // SAFETY: forwarded HCS contract.
@@ -834,7 +815,7 @@ pub unsafe extern "system" fn HcsGetProcessProperties(
 }
 
 #[no_mangle]
-pub unsafe extern "system" fn HcsGetProcessInfo(process: HANDLE, operation: HcsOperation) -> HRESULT {
+pub unsafe extern "system" fn HcsGetProcessInfo(process: HANDLE, operation: HCS_OPERATION) -> HRESULT {
     let Some(p) = proc_(process) else {
         return common::E_HANDLE;
     };

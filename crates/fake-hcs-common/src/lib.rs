@@ -18,21 +18,22 @@
 use hcs::{
     ApiGeneration, CallbackHandle, Driver, Failure, HResult, NotifyContext, ProcessHandle, SystemHandle,
 };
+use hcs_ffi::HCS_PROCESS_INFORMATION;
 use hcs_sim::{Script, ScriptedProcess, SimConfig, Simulator};
 use std::collections::BTreeSet;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// `ERROR_VMCOMPUTE_OPERATION_PENDING` as the `i32` HRESULT V1 returns.
-pub const V1_PENDING: i32 = 0xC037_0103_u32 as i32;
+pub const V1_PENDING: i32 = HResult::ERROR_VMCOMPUTE_OPERATION_PENDING.as_i32();
 /// `E_INVALIDARG`.
-pub const E_INVALIDARG: i32 = 0x8007_0057_u32 as i32;
+pub const E_INVALIDARG: i32 = HResult::E_INVALIDARG.as_i32();
 /// `E_POINTER`.
 pub const E_POINTER: i32 = 0x8000_4003_u32 as i32;
 /// `E_NOTIMPL`.
-pub const E_NOTIMPL: i32 = 0x8000_4001_u32 as i32;
+pub const E_NOTIMPL: i32 = HResult::E_NOTIMPL.as_i32();
 /// `E_HANDLE`.
-pub const E_HANDLE: i32 = 0x8007_0006_u32 as i32;
+pub const E_HANDLE: i32 = HResult::E_HANDLE.as_i32();
 
 /// Poison-tolerant lock.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -318,28 +319,13 @@ mod win {
     }
 }
 
-/// `HCS_PROCESS_INFORMATION`, as both APIs return it.
-#[repr(C)]
-pub struct ProcessInformation {
-    /// Process id.
-    pub process_id: u32,
-    /// Reserved.
-    pub reserved: u32,
-    /// Stdin write end.
-    pub std_input: *mut c_void,
-    /// Stdout read end.
-    pub std_output: *mut c_void,
-    /// Stderr read end.
-    pub std_error: *mut c_void,
-}
-
 /// Writes process `pid` with the stdio handles `raw` to `out`; with a null `out` nobody can
 /// receive the handles, so they are closed.
 ///
 /// # Safety
 ///
 /// `out` is null or a writable `HCS_PROCESS_INFORMATION`.
-pub unsafe fn write_process_info(out: *mut ProcessInformation, pid: u32, raw: RawStdio) {
+pub unsafe fn write_process_info(out: *mut HCS_PROCESS_INFORMATION, pid: u32, raw: RawStdio) {
     if out.is_null() {
         for h in [raw.stdin, raw.stdout, raw.stderr] {
             close_raw(h);
@@ -348,12 +334,12 @@ pub unsafe fn write_process_info(out: *mut ProcessInformation, pid: u32, raw: Ra
     }
     // SAFETY: non-null and writable (caller's contract).
     unsafe {
-        *out = ProcessInformation {
-            process_id: pid,
-            reserved: 0,
-            std_input: raw.stdin as *mut c_void,
-            std_output: raw.stdout as *mut c_void,
-            std_error: raw.stderr as *mut c_void,
+        *out = HCS_PROCESS_INFORMATION {
+            ProcessId: pid,
+            Reserved: 0,
+            StdInput: raw.stdin as *mut c_void,
+            StdOutput: raw.stdout as *mut c_void,
+            StdError: raw.stderr as *mut c_void,
         }
     };
 }

@@ -7,9 +7,9 @@
 //!   `HCS_NOTIFICATION_CALLBACK` with `(type, context, status, data)` from the simulator's
 //!   scheduler thread, which this DLL owns. Each registration is an `hcs::notify::Subscription`
 //!   in *this DLL's* copy of the `hcs` registry (separate from the client's).
-//! * **Completions** of pending calls (`0xC0370103`) go, as in V1, to the callbacks registered
-//!   on the system handle: every system handle has a router context handed to the simulator's
-//!   pending calls; completions that arrive before any registration are held and delivered
+//! * **Completions** of pending calls (`HResult::ERROR_VMCOMPUTE_OPERATION_PENDING`) go, as in
+//!   V1, to the callbacks registered on the system handle: every system handle has a router
+//!   context handed to the simulator's pending calls; completions that arrive before any registration are held and delivered
 //!   (from a DLL thread) on the first registration.
 //! * **Result strings** are `CoTaskMemAlloc`'d (the V1 driver frees with `CoTaskMemFree`) and
 //!   counted: `FakeHcsOutstandingStrings` / `FakeHcsNoteStringFreed`.
@@ -26,23 +26,14 @@
     clippy::upper_case_acronyms
 )]
 
-use fake_hcs_common::{
-    self as common, hr, lock, Extra, ProcessInformation, Strings, E_INVALIDARG, E_POINTER,
-};
+use fake_hcs_common::{self as common, hr, lock, Extra, Strings, E_INVALIDARG, E_POINTER};
 use hcs::notify::Subscription;
 use hcs::{ApiGeneration, CallbackHandle, Driver, NotificationKind, SystemHandle};
+use hcs_ffi::{NotificationCallback, HANDLE, HCS_PROCESS_INFORMATION, HRESULT, PCWSTR, PWSTR};
 use hcs_sim::Simulator;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, OnceLock};
-
-type HRESULT = i32;
-type PCWSTR = *const u16;
-type PWSTR = *mut u16;
-type HANDLE = *mut c_void;
-
-/// `HCS_NOTIFICATION_CALLBACK`.
-pub type NotificationCallback = unsafe extern "system" fn(u32, *const c_void, HRESULT, PCWSTR);
 
 /// The client frees them with `CoTaskMemFree`.
 static STRINGS: Strings = Strings::new(common::co_task_mem_alloc);
@@ -124,7 +115,8 @@ fn router(h: u64) -> Arc<Router> {
 
 use common::{process_handle as proc_, system_handle as sys};
 
-/// Reports a driver reply: pending → `0xC0370103`, else `S_OK`; the document goes to `result`.
+/// Reports a driver reply: pending → `ERROR_VMCOMPUTE_OPERATION_PENDING`, else `S_OK`; the
+/// document goes to `result`.
 unsafe fn reply<T>(r: hcs::DriverResult<T>, result: *mut PWSTR, value: impl FnOnce(T)) -> HRESULT {
     match r {
         Ok(rep) => {
@@ -437,7 +429,7 @@ pub unsafe extern "system" fn HcsUnregisterComputeSystemCallback(callback_handle
 pub unsafe extern "system" fn HcsCreateProcess(
     cs: HANDLE,
     process_parameters: PCWSTR,
-    process_information: *mut ProcessInformation,
+    process_information: *mut HCS_PROCESS_INFORMATION,
     process: *mut HANDLE,
     result: *mut PWSTR,
 ) -> HRESULT {
@@ -525,7 +517,7 @@ pub unsafe extern "system" fn HcsSignalProcess(
 #[no_mangle]
 pub unsafe extern "system" fn HcsGetProcessInfo(
     process: HANDLE,
-    process_information: *mut ProcessInformation,
+    process_information: *mut HCS_PROCESS_INFORMATION,
     result: *mut PWSTR,
 ) -> HRESULT {
     let Some(p) = proc_(process) else {

@@ -5,9 +5,10 @@ use hcs::{
     ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, MigrationStep, NotificationKind,
     NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
 };
-use hcs_vmcompute::ffi::{
-    self, invalid_utf16, opt_ptr, wide_opt, HandleGuard, OutString, StdioMapper, SystemStdio, WideCString,
-    HCS_OPERATION, HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, INFINITE, NULL_HANDLE,
+use hcs_ffi::{
+    self as ffi, invalid_utf16, opt_ptr, wide_opt, HandleGuard, OutString, StdioMapper, SystemStdio,
+    WideCString, HCS_OPERATION, HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, INFINITE,
+    NULL_HANDLE,
 };
 use std::collections::HashMap;
 use std::ffi::c_void;

@@ -4,34 +4,15 @@
 //! storage, WER and guest-state-file exports are not. Several names also exist in
 //! `vmcompute.dll` with different signatures: never mix the tables.
 
-#![allow(non_camel_case_types)]
-
-use hcs_vmcompute::ffi::{
+use hcs_ffi::{
     DllSource, FreeStringFn, Library, LoadError, HANDLE, HCS_OPERATION, HCS_PROCESS, HCS_PROCESS_INFORMATION,
     HCS_SYSTEM, HRESULT, PCWSTR, PWSTR,
 };
 use std::ffi::c_void;
 
-/// `HCS_EVENT` (24 bytes on x86_64): `{Type, EventData, Operation}`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-#[allow(non_snake_case)]
-pub struct HCS_EVENT {
-    /// `HCS_EVENT_TYPE`.
-    pub Type: i32,
-    /// The event's JSON document (owned by HCS; may be null).
-    pub EventData: PCWSTR,
-    /// The operation the event belongs to, if any.
-    pub Operation: HCS_OPERATION,
-}
-
-#[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<HCS_EVENT>() == 24);
-
-/// `HCS_EVENT_CALLBACK`.
-pub type EventCallback = unsafe extern "system" fn(*const HCS_EVENT, *const c_void);
-/// `HCS_OPERATION_COMPLETION`.
-pub type OperationCompletion = unsafe extern "system" fn(HCS_OPERATION, *const c_void);
+/// `HCS_EVENT`, `HCS_EVENT_CALLBACK` and `HCS_OPERATION_COMPLETION` (declared in `hcs-ffi`,
+/// shared with the fake `computecore.dll`).
+pub use hcs_ffi::{EventCallback, OperationCompletion, HCS_EVENT};
 
 /// `HcsCreateOperation(context, callback) -> HCS_OPERATION` (null on failure).
 pub type CreateOperationFn =
@@ -90,7 +71,7 @@ pub type GetProcessInfoFn = unsafe extern "system" fn(HCS_PROCESS, HCS_OPERATION
 /// `HcsGetServiceProperties(query, *result)` / `HcsModifyServiceSettings(settings, *result)`.
 pub type ServiceFn = unsafe extern "system" fn(PCWSTR, *mut PWSTR) -> HRESULT;
 
-hcs_vmcompute::fn_table! {
+hcs_ffi::fn_table! {
     /// The `computecore.dll` exports the V2 driver uses, resolved at run time. Live migration,
     /// `HcsGetOperationProperties` and the exit waits are optional (absent on older hosts).
     pub struct ComputeCoreTable for "computecore.dll" {

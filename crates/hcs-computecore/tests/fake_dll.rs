@@ -5,12 +5,12 @@
 //! The DLL is loaded through the real loader (`ComputeCoreTable::load_from` with
 //! [`DllSource::DefaultSearchOrder`]: LoadLibraryW + GetProcAddress of every export); the
 //! scenarios and the conformance checks are the shared suite of
-//! `hcs_vmcompute::test_support::fake_dll` (strings are freed with ``LocalFree`` after being
+//! `hcs_ffi::test_support::fake_dll` (strings are freed with ``LocalFree`` after being
 //! reported to the DLL; open operations are counted too).
 #![cfg(windows)]
 
 use hcs_computecore::{ComputeCoreDriver, ComputeCoreTable, DllSource};
-use hcs_vmcompute::test_support::fake_dll::FakeDll;
+use hcs_ffi::test_support::fake_dll::FakeDll;
 use std::sync::OnceLock;
 
 fn dll() -> &'static FakeDll {
@@ -24,4 +24,4 @@ fn dll() -> &'static FakeDll {
     })
 }
 
-hcs_vmcompute::fake_dll_tests!(dll);
+hcs_ffi::fake_dll_tests!(dll);

@@ -5,12 +5,12 @@
 
 use hcs::notify::Subscription;
 use hcs::{Driver, Failure, HResult, MigrationStep, NotificationKind, NotifyContext};
-use hcs_computecore::table::{EventCallback, OperationCompletion, HCS_EVENT};
-use hcs_computecore::{ComputeCoreDriver, ComputeCoreTable, LoadError};
-use hcs_vmcompute::ffi::{
+use hcs_computecore::ffi::{
     self, HANDLE, HCS_OPERATION, HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, PCWSTR, PWSTR,
 };
-use hcs_vmcompute::test_support::fake_table::{collector, lookup, wide, wide_nul, Core, FakeStdio, Global};
+use hcs_computecore::table::{EventCallback, OperationCompletion, HCS_EVENT};
+use hcs_computecore::{ComputeCoreDriver, ComputeCoreTable, LoadError};
+use hcs_ffi::test_support::fake_table::{collector, lookup, wide, wide_nul, Core, FakeStdio, Global};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::io;

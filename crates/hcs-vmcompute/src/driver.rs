@@ -1,13 +1,13 @@
 //! [`VmComputeDriver`]: the V1 [`hcs::Driver`] over a [`VmComputeTable`].
 
-use crate::ffi::{
-    self, invalid_utf16, HandleGuard, OutString, StdioMapper, SystemStdio, WideCString, HCS_CALLBACK,
-    HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, NULL_HANDLE, PCWSTR,
-};
 use crate::table::VmComputeTable;
 use hcs::{
     ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, NotificationKind, NotifyContext,
     ProcessHandle, ProcessInfo, Reply, SystemHandle,
+};
+use hcs_ffi::{
+    self as ffi, invalid_utf16, HandleGuard, OutString, StdioMapper, SystemStdio, WideCString, HCS_CALLBACK,
+    HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, NULL_HANDLE, PCWSTR,
 };
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -27,7 +27,7 @@ const PENDING: HResult = HResult::ERROR_VMCOMPUTE_OPERATION_PENDING;
 ///   call's main output). A string that is not valid UTF-16 turns the call into a failure with
 ///   `HRESULT_FROM_WIN32(ERROR_INVALID_DATA)`; it is still freed, and a handle the call created
 ///   is closed again.
-/// * `0xC0370103` (`ERROR_VMCOMPUTE_OPERATION_PENDING`) from create, start, shutdown,
+/// * [`HResult::ERROR_VMCOMPUTE_OPERATION_PENDING`] from create, start, shutdown,
 ///   terminate, pause, resume and save is reported as [`Reply::pending`] (create carries its
 ///   handle); from any other call it is an ordinary failure.
 /// * Handles are the DLL's pointer values; the callback context handed to HCS is the

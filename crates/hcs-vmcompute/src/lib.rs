@@ -5,21 +5,23 @@
 //!   starts on hosts without HCS and reports "driver unavailable" cleanly. Tests fill the table
 //!   with fake `extern "system"` functions on any platform.
 //! * [`VmComputeDriver`] implements [`hcs::Driver`] ([`hcs::ApiGeneration::V1`]).
-//! * [`ffi`] is the FFI plumbing shared with the V2 driver (`hcs-computecore`): C types, DLL
-//!   loading, UTF-16 marshalling, returned-string ownership, stdio handles, handle guards.
-//! * `test_support` (feature `test-support`, enabled by the two driver crates'
-//!   dev-dependencies only) holds the helpers their tests share.
+//! * [`ffi`] is the `hcs-ffi` crate, the FFI plumbing shared with the V2 driver
+//!   (`hcs-computecore`): C types, DLL loading, UTF-16 marshalling, returned-string ownership,
+//!   stdio handles, handle guards. The types a test needs to fill a [`VmComputeTable`] with fake
+//!   functions are also re-exported here ([`HRESULT`], [`PCWSTR`], [`HCS_PROCESS_INFORMATION`],
+//!   [`NotificationCallback`], …).
 //!
-//! This is one of the two crates in the workspace allowed to use `unsafe`; every unsafe block
-//! carries a `// SAFETY:` comment.
+//! This crate may use `unsafe` (it calls the DLL); every unsafe block carries a `// SAFETY:`
+//! comment.
 #![allow(unsafe_code)]
 
 pub mod driver;
-pub mod ffi;
 pub mod table;
-#[cfg(feature = "test-support")]
-pub mod test_support;
 
 pub use driver::{notification_trampoline, VmComputeDriver};
-pub use ffi::{DllSource, LoadError, StdioMapper, SystemStdio};
+pub use hcs_ffi as ffi;
+pub use hcs_ffi::{
+    DllSource, FreeStringFn, Library, LoadError, NotificationCallback, StdioMapper, SystemStdio, HANDLE,
+    HCS_CALLBACK, HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, PCWSTR, PWSTR,
+};
 pub use table::VmComputeTable;

@@ -3,15 +3,14 @@
 //! The V1 API is undocumented; these signatures follow hcsshim's `internal/vmcompute`. The same
 //! export names exist in `computecore.dll` with *different* signatures: never mix the tables.
 
-use crate::ffi::{
+use hcs_ffi::{
     DllSource, FreeStringFn, Library, LoadError, HANDLE, HCS_CALLBACK, HCS_PROCESS, HCS_PROCESS_INFORMATION,
     HCS_SYSTEM, HRESULT, PCWSTR, PWSTR,
 };
 use std::ffi::c_void;
 
-/// `HCS_NOTIFICATION_CALLBACK`: `(notification_type, context, status, data)`. `data` is owned
-/// by HCS and may be null.
-pub type NotificationCallback = unsafe extern "system" fn(u32, *const c_void, HRESULT, PCWSTR);
+/// `HCS_NOTIFICATION_CALLBACK` (declared in `hcs-ffi`, shared with the fake `vmcompute.dll`).
+pub use hcs_ffi::NotificationCallback;
 
 /// `HcsEnumerateComputeSystems(query, *compute_systems, *result)`.
 pub type EnumerateComputeSystemsFn = unsafe extern "system" fn(PCWSTR, *mut PWSTR, *mut PWSTR) -> HRESULT;
@@ -74,7 +73,7 @@ pub type GetServicePropertiesFn = unsafe extern "system" fn(PCWSTR, *mut PWSTR, 
 /// `HcsModifyServiceSettings(settings, *result)`.
 pub type ModifyServiceSettingsFn = unsafe extern "system" fn(PCWSTR, *mut PWSTR) -> HRESULT;
 
-crate::fn_table! {
+hcs_ffi::fn_table! {
     /// Every `vmcompute.dll` export the V1 driver uses, resolved at run time.
     ///
     /// Build it with [`VmComputeTable::load`] on Windows, or fill it with fake `extern "system"`

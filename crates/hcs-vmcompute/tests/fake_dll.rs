@@ -5,11 +5,11 @@
 //! The DLL is loaded through the real loader (`VmComputeTable::load_from` with
 //! [`DllSource::DefaultSearchOrder`]: LoadLibraryW + GetProcAddress of every export); the
 //! scenarios and the conformance checks are the shared suite of
-//! `hcs_vmcompute::test_support::fake_dll` (strings are freed with ``CoTaskMemFree`` after being
+//! `hcs_ffi::test_support::fake_dll` (strings are freed with ``CoTaskMemFree`` after being
 //! reported to the DLL).
 #![cfg(windows)]
 
-use hcs_vmcompute::test_support::fake_dll::FakeDll;
+use hcs_ffi::test_support::fake_dll::FakeDll;
 use hcs_vmcompute::{DllSource, VmComputeDriver, VmComputeTable};
 use std::sync::OnceLock;
 
@@ -24,4 +24,4 @@ fn dll() -> &'static FakeDll {
     })
 }
 
-hcs_vmcompute::fake_dll_tests!(dll);
+hcs_ffi::fake_dll_tests!(dll);

@@ -4,11 +4,11 @@
 #![allow(unsafe_code)]
 
 use hcs::{Driver, Failure, HResult, NotificationKind, NotifyContext};
+use hcs_ffi::test_support::fake_table::{collector, lookup, wide, wide_nul, Core, FakeStdio, Global};
 use hcs_vmcompute::ffi::{
     self, HANDLE, HCS_CALLBACK, HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, PCWSTR, PWSTR,
 };
 use hcs_vmcompute::table::NotificationCallback;
-use hcs_vmcompute::test_support::fake_table::{collector, lookup, wide, wide_nul, Core, FakeStdio, Global};
 use hcs_vmcompute::{LoadError, VmComputeDriver, VmComputeTable};
 use std::collections::HashMap;
 use std::ffi::c_void;

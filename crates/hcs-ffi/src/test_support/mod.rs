@@ -1,5 +1,6 @@
-//! Helpers shared by the tests of the two FFI drivers (this crate's and `hcs-computecore`'s),
-//! behind the `test-support` feature, which only dev-dependencies enable.
+//! Helpers shared by the tests of the two FFI drivers (`hcs-vmcompute` and `hcs-computecore`),
+//! behind the `test-support` feature, which only their dev-dependencies enable (so `hcs-testkit`
+//! never enters a driver's normal dependency graph).
 //!
 //! * [`fake_table`]: building blocks of the in-process fake tables (`tests/fake_table.rs`):
 //!   counted result strings, handle and call bookkeeping, a serialised process-global state, a

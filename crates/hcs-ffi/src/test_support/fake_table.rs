@@ -1,7 +1,7 @@
 //! Building blocks of the fake tables the drivers' tests fill with Rust `extern "system"`
 //! functions (`tests/fake_table.rs` of both driver crates).
 
-use crate::ffi::{StdioMapper, PWSTR};
+use crate::{StdioMapper, PWSTR};
 use hcs::notify::Subscription;
 use hcs::{HResult, NotificationKind, PipeReader, PipeWriter};
 use std::collections::{HashMap, HashSet};

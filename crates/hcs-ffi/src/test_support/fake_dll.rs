@@ -11,7 +11,7 @@
 //! freed with the routine the loaded table chose, so the DLL knows exactly which of its
 //! allocations are still outstanding.
 
-use crate::ffi::{FreeStringFn, Library};
+use crate::{FreeStringFn, Library};
 use hcs::{Driver, System};
 pub use hcs_testkit::conformance;
 use std::ffi::c_void;
