@@ -1,5 +1,5 @@
-//! A fake `computecore.dll` (the V2 HCS API, `windows-ffi.md` §3.2) for Windows-target tests
-//! under Wine (§7.3): the exports the V2 driver binds, with their exact names and signatures,
+//! A fake `computecore.dll` (the V2 HCS API, design FFI §3.2) for Windows-target tests
+//! under Wine (design FFI §7.3): the exports the V2 driver binds, with their exact names and signatures,
 //! implemented on ONE process-global [`hcs_sim::Simulator`] (V2 encodings, scripted backend
 //! with the vocabulary of [`fake_hcs_common::script`]).
 //!
@@ -16,7 +16,7 @@
 //! * **Result strings** are `LocalAlloc`'d (the V2 driver frees with `LocalFree`) and counted.
 //! * **Stdio** handles are real anonymous pipes fed by DLL relay threads.
 #![allow(unsafe_code)]
-// The exports mirror the HCS API one to one (documented in windows-ffi.md); their names and
+// The exports mirror the HCS API one to one (design FFI §2.2, §3.2); their names and
 // safety contracts are HCS's.
 #![allow(
     non_snake_case,

@@ -1,5 +1,5 @@
 //! Shared plumbing of the fake `vmcompute.dll` (`fake-vmcompute`) and `computecore.dll`
-//! (`fake-computecore`) test DLLs (`windows-ffi.md` §7.3).
+//! (`fake-computecore`) test DLLs (design FFI §7.3).
 //!
 //! Each fake DLL links its own copy of this crate (and of `hcs` and `hcs-sim`), so every static
 //! here is per DLL: one process-global [`hcs_sim::Simulator`] per DLL, one string counter per

@@ -1,5 +1,5 @@
-//! A fake `vmcompute.dll` (the undocumented V1 HCS API, `windows-ffi.md` §2.2) for
-//! Windows-target tests under Wine (§7.3): the 26 exports with their exact names and
+//! A fake `vmcompute.dll` (the undocumented V1 HCS API, design FFI §2.2) for
+//! Windows-target tests under Wine (design FFI §7.3): the 26 exports with their exact names and
 //! signatures, implemented on ONE process-global [`hcs_sim::Simulator`] (V1 encodings, scripted
 //! backend with the vocabulary of [`fake_hcs_common::script`]).
 //!
@@ -17,7 +17,7 @@
 //! * Extra exports for tests: `FakeHcsOutstandingStrings`, `FakeHcsNoteStringFreed`,
 //!   `FakeHcsHandleCounts`, `FakeHcsLiveSubscriptions`, `FakeHcsScriptedStdin`.
 #![allow(unsafe_code)]
-// The exports mirror the HCS API one to one (documented in windows-ffi.md); their names and
+// The exports mirror the HCS API one to one (design FFI §2.2, §3.2); their names and
 // safety contracts are HCS's.
 #![allow(
     non_snake_case,

@@ -1,4 +1,4 @@
-//! The `computecore.dll` function table (`windows-ffi.md` §3.2 and §4).
+//! The `computecore.dll` function table (design FFI §3.2 and §4).
 //!
 //! Only the exports the V2 driver uses (plus the optional ones it may use) are bound; the
 //! storage, WER and guest-state-file exports are not. Several names also exist in
@@ -136,7 +136,7 @@ impl ComputeCoreTable {
     pub fn load_from(source: &DllSource) -> Result<Self, LoadError> {
         let lib = Library::open(Self::DLL, source)?;
         let lookup_lib = lib.clone();
-        // SAFETY: every field type is the export's signature per windows-ffi.md §3.2/§4 (the
+        // SAFETY: every field type is the export's signature per design FFI §3.2/§4 (the
         // security-descriptor and option parameters are passed as `*const c_void`/`i32`, which
         // have the same ABI), and the table keeps `lib` loaded for as long as it lives.
         unsafe { Self::from_lookup(|name| lookup_lib.symbol(name), default_free(), Some(lib)) }

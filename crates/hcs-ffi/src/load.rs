@@ -1,4 +1,4 @@
-//! Run-time DLL loading (`windows-ffi.md` §6): where a DLL comes from ([`DllSource`]), why it
+//! Run-time DLL loading (design FFI §6): where a DLL comes from ([`DllSource`]), why it
 //! could not be used ([`LoadError`]), the loaded module ([`Library`]) and the [`crate::fn_table!`]
 //! macro that declares a driver's function-pointer table. Nothing here links an HCS function at
 //! load time: DLLs are opened with `libloading` and every export is resolved by name.

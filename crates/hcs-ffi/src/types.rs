@@ -1,4 +1,4 @@
-//! The C types of the two HCS APIs (`windows-ffi.md` §1): handle and string aliases, the
+//! The C types of the two HCS APIs (design FFI §1): handle and string aliases, the
 //! structs both DLLs exchange with the caller (`HCS_PROCESS_INFORMATION`, `HCS_EVENT`) and the
 //! callback signatures (V1 notifications, V2 events and operation completions). The drivers and
 //! the fake DLLs all use these declarations, so the two sides of every call agree on one layout.

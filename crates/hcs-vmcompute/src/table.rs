@@ -1,4 +1,4 @@
-//! The `vmcompute.dll` function table (`windows-ffi.md` §2.2).
+//! The `vmcompute.dll` function table (design FFI §2.2).
 //!
 //! The V1 API is undocumented; these signatures follow hcsshim's `internal/vmcompute`. The same
 //! export names exist in `computecore.dll` with *different* signatures: never mix the tables.
@@ -127,7 +127,7 @@ impl VmComputeTable {
     pub fn load_from(source: &DllSource) -> Result<Self, LoadError> {
         let lib = Library::open(Self::DLL, source)?;
         let lookup_lib = lib.clone();
-        // SAFETY: every field type is the export's signature per windows-ffi.md §2.2 (translated
+        // SAFETY: every field type is the export's signature per design FFI §2.2 (translated
         // from hcsshim), and the table keeps `lib` loaded for as long as it lives.
         unsafe { Self::from_lookup(|name| lookup_lib.symbol(name), default_free(), Some(lib)) }
     }
