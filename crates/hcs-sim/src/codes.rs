@@ -32,6 +32,7 @@ const fn from_win32(code: HResult) -> HResult {
 }
 
 /// Win32 `ERROR_DIRECTORY` (267), which `hcs::HResult` does not name.
+#[cfg_attr(not(unix), allow(dead_code))]
 const ERROR_DIRECTORY: HResult = HResult(267);
 
 // ------------------------------------------------------------------ system calls
@@ -90,6 +91,7 @@ pub(crate) const FILE_NOT_FOUND: HResult = from_win32(HResult::ERROR_FILE_NOT_FO
 
 /// A working directory that does not exist: Win32 `ERROR_DIRECTORY` (267) in HRESULT form,
 /// what `CreateProcess` reports for a bad current directory.
+#[cfg_attr(not(unix), allow(dead_code))] // host spawns (Unix only) report it
 pub(crate) const DIRECTORY_INVALID: HResult = from_win32(ERROR_DIRECTORY);
 
 // ------------------------------------------------------------------ any call
