@@ -131,6 +131,7 @@
 //! only through its `Work` trait). Documents are parsed in `documents.rs`, HRESULT choices are
 //! in `codes.rs`, configuration in `config.rs` and fault plans in [`fault`].
 
+mod calls;
 pub mod cmdline;
 mod codes;
 mod config;
@@ -140,6 +141,7 @@ mod engine;
 pub mod fault;
 mod host;
 mod model;
+pub mod record;
 mod sched;
 mod service;
 mod signal;
@@ -147,7 +149,10 @@ mod simulator;
 mod sync;
 
 pub use config::{Backend, Script, ScriptedProcess, SimConfig};
-pub use fault::{Action, CallRule, FaultPlan, NotificationRule, PlanError, Rule, Trigger};
+pub use fault::{
+    Action, CallRule, FaultPlan, NotificationRule, NotifyTarget, PayloadEdit, PlanError, Release, Rule, Trigger,
+};
 pub use host::proc_state;
 pub use model::{MappedDirectory, SystemState};
+pub use record::{CallEvent, CallResult, DeliveryEvent, Event, Record, SignalEvent};
 pub use simulator::{HandleCounts, ProcessSnapshot, SimError, Simulator, SystemInfo};
