@@ -166,21 +166,33 @@ impl Driver for Simulator {
         options: &str,
         ctx: NotifyContext,
     ) -> DriverResult<()> {
-        self.call(Method::StartComputeSystem, Some(system.raw()), None, options, |m| {
-            m.start_compute_system(system, options, ctx)
-        })
+        self.call(
+            Method::StartComputeSystem,
+            Some(system.raw()),
+            None,
+            options,
+            |m| m.start_compute_system(system, options, ctx),
+        )
     }
 
     fn shutdown_compute_system(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
-        self.call(Method::ShutdownComputeSystem, Some(system.raw()), None, options, |m| {
-            m.shutdown_compute_system(system, options)
-        })
+        self.call(
+            Method::ShutdownComputeSystem,
+            Some(system.raw()),
+            None,
+            options,
+            |m| m.shutdown_compute_system(system, options),
+        )
     }
 
     fn terminate_compute_system(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
-        self.call(Method::TerminateComputeSystem, Some(system.raw()), None, options, |m| {
-            m.terminate_compute_system(system, options)
-        })
+        self.call(
+            Method::TerminateComputeSystem,
+            Some(system.raw()),
+            None,
+            options,
+            |m| m.terminate_compute_system(system, options),
+        )
     }
 
     fn pause_compute_system(
@@ -189,9 +201,13 @@ impl Driver for Simulator {
         options: &str,
         ctx: NotifyContext,
     ) -> DriverResult<()> {
-        self.call(Method::PauseComputeSystem, Some(system.raw()), None, options, |m| {
-            m.pause_compute_system(system, options, ctx)
-        })
+        self.call(
+            Method::PauseComputeSystem,
+            Some(system.raw()),
+            None,
+            options,
+            |m| m.pause_compute_system(system, options, ctx),
+        )
     }
 
     fn resume_compute_system(
@@ -200,9 +216,13 @@ impl Driver for Simulator {
         options: &str,
         ctx: NotifyContext,
     ) -> DriverResult<()> {
-        self.call(Method::ResumeComputeSystem, Some(system.raw()), None, options, |m| {
-            m.resume_compute_system(system, options, ctx)
-        })
+        self.call(
+            Method::ResumeComputeSystem,
+            Some(system.raw()),
+            None,
+            options,
+            |m| m.resume_compute_system(system, options, ctx),
+        )
     }
 
     fn save_compute_system(
@@ -211,21 +231,33 @@ impl Driver for Simulator {
         options: &str,
         ctx: NotifyContext,
     ) -> DriverResult<()> {
-        self.call(Method::SaveComputeSystem, Some(system.raw()), None, options, |m| {
-            m.save_compute_system(system, options, ctx)
-        })
+        self.call(
+            Method::SaveComputeSystem,
+            Some(system.raw()),
+            None,
+            options,
+            |m| m.save_compute_system(system, options, ctx),
+        )
     }
 
     fn get_compute_system_properties(&self, system: SystemHandle, query: &str) -> DriverResult<String> {
-        self.call(Method::GetComputeSystemProperties, Some(system.raw()), None, query, |m| {
-            m.get_compute_system_properties(system, query)
-        })
+        self.call(
+            Method::GetComputeSystemProperties,
+            Some(system.raw()),
+            None,
+            query,
+            |m| m.get_compute_system_properties(system, query),
+        )
     }
 
     fn modify_compute_system(&self, system: SystemHandle, configuration: &str) -> DriverResult<()> {
-        self.call(Method::ModifyComputeSystem, Some(system.raw()), None, configuration, |m| {
-            m.modify_compute_system(system, configuration)
-        })
+        self.call(
+            Method::ModifyComputeSystem,
+            Some(system.raw()),
+            None,
+            configuration,
+            |m| m.modify_compute_system(system, configuration),
+        )
     }
 
     fn register_compute_system_callback(
@@ -234,15 +266,23 @@ impl Driver for Simulator {
         ctx: NotifyContext,
     ) -> Result<CallbackHandle, Failure> {
         let arg = ctx.raw().to_string();
-        self.call(Method::RegisterComputeSystemCallback, Some(system.raw()), None, &arg, |m| {
-            m.register_compute_system_callback(system, ctx)
-        })
+        self.call(
+            Method::RegisterComputeSystemCallback,
+            Some(system.raw()),
+            None,
+            &arg,
+            |m| m.register_compute_system_callback(system, ctx),
+        )
     }
 
     fn unregister_compute_system_callback(&self, callback: CallbackHandle) -> Result<(), Failure> {
-        self.call(Method::UnregisterComputeSystemCallback, Some(callback.raw()), None, "", |m| {
-            m.unregister_compute_system_callback(callback)
-        })
+        self.call(
+            Method::UnregisterComputeSystemCallback,
+            Some(callback.raw()),
+            None,
+            "",
+            |m| m.unregister_compute_system_callback(callback),
+        )
     }
 
     fn create_process(
@@ -304,15 +344,23 @@ impl Driver for Simulator {
         ctx: NotifyContext,
     ) -> Result<CallbackHandle, Failure> {
         let arg = ctx.raw().to_string();
-        self.call(Method::RegisterProcessCallback, Some(process.raw()), None, &arg, |m| {
-            m.register_process_callback(process, ctx)
-        })
+        self.call(
+            Method::RegisterProcessCallback,
+            Some(process.raw()),
+            None,
+            &arg,
+            |m| m.register_process_callback(process, ctx),
+        )
     }
 
     fn unregister_process_callback(&self, callback: CallbackHandle) -> Result<(), Failure> {
-        self.call(Method::UnregisterProcessCallback, Some(callback.raw()), None, "", |m| {
-            m.unregister_process_callback(callback)
-        })
+        self.call(
+            Method::UnregisterProcessCallback,
+            Some(callback.raw()),
+            None,
+            "",
+            |m| m.unregister_process_callback(callback),
+        )
     }
 
     fn get_service_properties(&self, query: &str) -> DriverResult<String> {

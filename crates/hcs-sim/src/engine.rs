@@ -7,9 +7,9 @@
 use crate::codes::{self, ForGeneration};
 use crate::config::{Backend, SimConfig};
 use crate::fault::{Action, ActivePlan, NotifyTarget, Release};
-use crate::record::{Event, Recorder, SignalEvent};
 use crate::host::Reaper;
 use crate::model::{CbTarget, HeldSignal, ProcKind, SignalQueue, State, StopKind, SystemState};
+use crate::record::{Event, Recorder, SignalEvent};
 use crate::sched::{Delivery, Scheduler, Target, Task};
 use crate::service::{Service, Work};
 use crate::signal;
@@ -598,7 +598,11 @@ impl Engine {
                 let Some(s) = st.systems.get(&sys) else { return };
                 let id = s.id.clone();
                 let ids = match proc {
-                    Some(proc) => s.processes.get(&proc).map(|p| p.callbacks.clone()).unwrap_or_default(),
+                    Some(proc) => s
+                        .processes
+                        .get(&proc)
+                        .map(|p| p.callbacks.clone())
+                        .unwrap_or_default(),
                     None => s.callbacks.clone(),
                 };
                 let targets = Self::live_callbacks(&st, &ids);
@@ -677,10 +681,16 @@ impl Engine {
     /// The held head of `handle`'s queue takes effect, then the signals behind it, in order,
     /// up to the next held one.
     pub(crate) fn release_signal(self: &Arc<Self>, st: &mut State, handle: u64, queue_gen: u64) {
-        if st.signal_queues.get(&handle).is_none_or(|q| q.queue_gen != queue_gen) {
+        if st
+            .signal_queues
+            .get(&handle)
+            .is_none_or(|q| q.queue_gen != queue_gen)
+        {
             return;
         }
-        let Some(mut q) = st.signal_queues.remove(&handle) else { return };
+        let Some(mut q) = st.signal_queues.remove(&handle) else {
+            return;
+        };
         self.deliver_signal(st, handle, q.sys, q.proc, q.head);
         while let Some(next) = q.waiting.pop_front() {
             match next.hold {
@@ -1111,7 +1121,10 @@ impl Engine {
         for sys in keys {
             self.maybe_remove(&mut st, sys);
         }
-        tracing::info!(registrations = ctxs.len(), "hcs-sim: service restarted; every handle is gone");
+        tracing::info!(
+            registrations = ctxs.len(),
+            "hcs-sim: service restarted; every handle is gone"
+        );
         let targets = ctxs.into_iter().map(|(_, ctx)| Target::Context(ctx)).collect();
         self.emit(
             &mut st,

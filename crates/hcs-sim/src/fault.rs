@@ -1413,7 +1413,11 @@ fn check_bounds(base: &str, action: &Action) -> Result<(), PlanError> {
         (d > MAX_DURATION).then(|| {
             PlanError::at(
                 format!("{base}.{field}"),
-                format!("{} ms is too long (at most {} ms, 24 h)", d.as_millis(), MAX_DURATION.as_millis()),
+                format!(
+                    "{} ms is too long (at most {} ms, 24 h)",
+                    d.as_millis(),
+                    MAX_DURATION.as_millis()
+                ),
             )
         })
     };
@@ -1427,7 +1431,9 @@ fn check_bounds(base: &str, action: &Action) -> Result<(), PlanError> {
     };
     let problem = match action {
         Action::Fail { document, .. } => too_big("document", document.as_deref()),
-        Action::Pending { complete_after, .. } => complete_after.and_then(|d| too_long("complete_after_ms", d)),
+        Action::Pending { complete_after, .. } => {
+            complete_after.and_then(|d| too_long("complete_after_ms", d))
+        }
         Action::Crash { after } | Action::Disconnect { after } | Action::LateCallback { after, .. } => {
             too_long("after_ms", *after)
         }
@@ -1566,10 +1572,22 @@ mod tests {
                 .rule(Rule::call(Method::StartComputeSystem).nth(2).fail(1u32))
                 .rule(Rule::call(Method::StartComputeSystem).system("x").fail(2u32)),
         );
-        assert!(active.on_call(Method::StartComputeSystem, Some("y"), None).is_empty());
-        assert_eq!(active.on_call(Method::StartComputeSystem, Some("y"), None).len(), 1);
-        assert!(active.on_call(Method::StartComputeSystem, Some("y"), None).is_empty());
-        assert_eq!(active.on_call(Method::StartComputeSystem, Some("x"), None).len(), 1);
-        assert!(active.on_call(Method::PauseComputeSystem, Some("x"), None).is_empty());
+        assert!(active
+            .on_call(Method::StartComputeSystem, Some("y"), None)
+            .is_empty());
+        assert_eq!(
+            active.on_call(Method::StartComputeSystem, Some("y"), None).len(),
+            1
+        );
+        assert!(active
+            .on_call(Method::StartComputeSystem, Some("y"), None)
+            .is_empty());
+        assert_eq!(
+            active.on_call(Method::StartComputeSystem, Some("x"), None).len(),
+            1
+        );
+        assert!(active
+            .on_call(Method::PauseComputeSystem, Some("x"), None)
+            .is_empty());
     }
 }

@@ -150,7 +150,8 @@ mod sync;
 
 pub use config::{Backend, Script, ScriptedProcess, SimConfig};
 pub use fault::{
-    Action, CallRule, FaultPlan, NotificationRule, NotifyTarget, PayloadEdit, PlanError, Release, Rule, Trigger,
+    Action, CallRule, FaultPlan, NotificationRule, NotifyTarget, PayloadEdit, PlanError, Release, Rule,
+    Trigger,
 };
 pub use host::proc_state;
 pub use model::{MappedDirectory, SystemState};

@@ -6,11 +6,11 @@
 use crate::config::SimConfig;
 use crate::driver::Model;
 use crate::engine::Engine;
-use crate::record::Record;
-use hcs::{HResult, NotificationKind};
 use crate::fault::{ActivePlan, FaultPlan, PlanError};
 use crate::model::{MappedDirectory, ProcKind, StopKind, SystemOp, SystemState};
+use crate::record::Record;
 use crate::sync::lock;
+use hcs::{HResult, NotificationKind};
 use hcs_schema::ExitType;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
