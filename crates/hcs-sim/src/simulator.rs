@@ -268,6 +268,22 @@ impl Simulator {
         }
     }
 
+    /// The raw values of every open system and process handle and live callback registration,
+    /// sorted (what [`Simulator::handle_counts`] counts; compare with [`Simulator::record`] to
+    /// see which calls made them).
+    pub fn open_handles(&self) -> Vec<u64> {
+        let st = self.engine.lock();
+        let mut out: Vec<u64> = st
+            .system_handles
+            .keys()
+            .chain(st.process_handles.keys())
+            .chain(st.callbacks.keys())
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Host processes started by this simulator that have not been reaped.
     pub fn running_host_processes(&self) -> usize {
         self.engine.reaper.running()
