@@ -1,6 +1,6 @@
-//! Fault plans: rules that make calls fail, pend, block or crash the system, disconnect the
-//! service, and delay, duplicate or drop notifications — declared in code with builders or as
-//! JSON.
+//! Fault plans: rules that make calls fail (with or without doing their work), pend, block,
+//! crash the system, disconnect the service, hold signals or send extra notifications, and that
+//! delay, duplicate, drop or rewrite notifications — declared in code with builders or as JSON.
 //!
 //! # JSON form
 //!
@@ -18,16 +18,37 @@
 //!    "kind": "SystemExited", "after_ms": 5},
 //!   {"notification": "SystemExited", "action": "delay", "ms": 100},
 //!   {"notification": "ProcessExited", "action": "duplicate", "copies": 1},
-//!   {"notification": "SystemStartCompleted", "action": "drop"}
+//!   {"notification": "SystemStartCompleted", "action": "drop"},
+//!
+//!   {"op": "StartComputeSystem", "action": "fail", "code": "0xC0370109", "performed": true},
+//!   {"op": "GetComputeSystemProperties", "handle": "0x108", "action": "fail", "code": 5},
+//!   {"op": "StartComputeSystem", "action": "notify", "kind": "SystemCrashReport",
+//!    "after_ms": 5, "status": "0x0", "payload": {"CrashReport": "…"}},
+//!   {"op": "CreateProcess", "action": "notify", "kind": 119, "to": "system"},
+//!   {"op": "SignalProcess", "nth": 1, "action": "hold", "ms": 500},
+//!   {"op": "TerminateProcess", "action": "hold", "gate": "g2"},
+//!   {"notification": "ProcessExited", "action": "rewrite", "merge": {"LastWaitResult": 5}},
+//!   {"notification": "ProcessExited", "action": "rewrite", "payload": "not json"},
+//!   {"notification": "SystemExited", "action": "rewrite", "status": "0x0",
+//!    "payload": {"Status": -2143878906, "ExitType": "UnexpectedExit"}},
+//!   {"notification": "SystemStartCompleted", "action": "rewrite", "no_payload": true,
+//!    "status": "0x80370109"}
 //! ]}
 //! ```
 //!
 //! * A rule has exactly one trigger: `op` (a [`Method`] name, or `"*"` for every call) or
-//!   `notification` (a [`NotificationKind`] name, one of [`NotificationKind::TRACKED`]).
-//! * `system` limits it to one system id; `nth` (1-based) makes it fire only on the n-th
-//!   matching event, otherwise it fires on every one.
+//!   `notification` (a [`NotificationKind`] name — tracked kinds, `SystemCrashReport`,
+//!   `SystemGuestConnectionClosed`, … — or a raw type number for unknown types).
+//! * `system` limits it to one system id; `handle` (call rules) to calls through one system,
+//!   process or callback handle (raw value, e.g. from [`crate::Simulator::record`]); `nth`
+//!   (1-based) makes it fire only on the n-th matching event, otherwise it fires on every one.
+//! * `fail` with `performed: true` does the call's work, then reports the failure ("HCS did it
+//!   but reported failure"); `notify` sends an extra notification of any kind; `hold` queues
+//!   signals per process handle; `rewrite` changes a notification's status and payload
+//!   (`payload` verbatim, `no_payload`, or `merge` fields into its JSON object). See [`Action`].
 //! * Codes are 0x-prefixed hex strings or 32-bit integers (negative values are taken as `i32`).
-//! * Durations are milliseconds (`*_ms` / `ms`).
+//! * Durations are milliseconds (`*_ms` / `ms`), at most 24 h; `copies` at most
+//!   [`MAX_COPIES`]; payloads and documents at most [`MAX_TEXT`] bytes.
 //!
 //! Invalid plans are rejected with a [`PlanError`] whose path names the bad field, e.g.
 //! `rules[2].code: expected HRESULT (0x-prefixed hex string or 32-bit integer), found "boom"`.
