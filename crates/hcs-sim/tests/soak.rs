@@ -26,7 +26,10 @@
 //!
 //! `HCS_SOAK_SEED` fixes the seed (default: from the clock; printed at the start and with any
 //! failure, together with the command that replays the failing scenario alone).
-//! `HCS_SOAK_ONLY=n` runs scenario `n` of that seed only, printing its plan and steps.
+//! `HCS_SOAK_ONLY=n` runs scenario `n` of that seed only, printing its plan, steps and the
+//! simulator's record. `HCS_SOAK_THREADS` (default 4) runs scenarios on that many threads; each
+//! scenario has its own simulator and is generated from its own seed, so the threads only
+//! overlap waiting.
 
 use hcs::{ApiGeneration, Driver, ExitCode, HResult, Method, NotificationKind, Process, System, Timeouts};
 use hcs_schema::ExitType;
@@ -676,83 +679,118 @@ fn describe(s: &Scenario) -> String {
     )
 }
 
+/// Per worker: the scenario it runs (`u64::MAX`: none) and when it started (ms since `epoch`).
+struct Slot {
+    current: AtomicU64,
+    started_ms: AtomicU64,
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 #[test]
 fn fault_soak() {
-    let seed: u64 = std::env::var("HCS_SOAK_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    let count: u64 = std::env::var("HCS_SOAK_SCENARIOS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
-    let only: Option<u64> = std::env::var("HCS_SOAK_ONLY").ok().and_then(|v| v.parse().ok());
+    let seed = env_u64("HCS_SOAK_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let count = env_u64("HCS_SOAK_SCENARIOS").unwrap_or(2000);
+    let only = env_u64("HCS_SOAK_ONLY");
+    // Scenarios mostly wait (timeouts, latencies), so a few workers overlap them well.
+    let threads = env_u64("HCS_SOAK_THREADS").unwrap_or(4).clamp(1, 64) as usize;
     let replay = move |i: u64| {
         format!("HCS_SOAK_SEED={seed} HCS_SOAK_ONLY={i} cargo test -p hcs-sim --test soak -- --nocapture")
     };
-    eprintln!("fault soak: seed {seed}, {count} scenarios (replay: HCS_SOAK_SEED={seed} HCS_SOAK_SCENARIOS={count} cargo test -p hcs-sim --test soak)");
+    eprintln!(
+        "fault soak: seed {seed}, {count} scenarios on {threads} threads (replay: HCS_SOAK_SEED={seed} HCS_SOAK_SCENARIOS={count} cargo test -p hcs-sim --test soak)"
+    );
 
-    // Watchdog: a scenario that hangs aborts the run with its replay command.
-    let current = Arc::new(AtomicU64::new(u64::MAX));
-    let started_ms = Arc::new(AtomicU64::new(0));
     let epoch = Instant::now();
+    let slots: Arc<Vec<Slot>> = Arc::new(
+        (0..threads)
+            .map(|_| Slot {
+                current: AtomicU64::new(u64::MAX),
+                started_ms: AtomicU64::new(0),
+            })
+            .collect(),
+    );
+    // Watchdog: a scenario that hangs aborts the run with its replay command.
     {
-        let (current, started_ms) = (Arc::clone(&current), Arc::clone(&started_ms));
+        let slots = Arc::clone(&slots);
         std::thread::spawn(move || loop {
             std::thread::sleep(Duration::from_millis(500));
-            let i = current.load(Ordering::Acquire);
-            if i == u64::MAX {
-                continue;
-            }
-            let since = epoch.elapsed().as_millis() as u64 - started_ms.load(Ordering::Acquire);
-            if since > SCENARIO_BOUND.as_millis() as u64 && current.load(Ordering::Acquire) == i {
-                eprintln!(
-                    "fault soak: scenario {i} of seed {seed} hangs (> {SCENARIO_BOUND:?}):\n{}\nreplay: {}",
-                    describe(&scenario(scenario_seed(seed, i))),
-                    replay(i)
-                );
-                std::process::abort();
+            for slot in slots.iter() {
+                let i = slot.current.load(Ordering::Acquire);
+                if i == u64::MAX {
+                    continue;
+                }
+                let since = (epoch.elapsed().as_millis() as u64)
+                    .saturating_sub(slot.started_ms.load(Ordering::Acquire));
+                if since > SCENARIO_BOUND.as_millis() as u64 && slot.current.load(Ordering::Acquire) == i {
+                    eprintln!(
+                        "fault soak: scenario {i} of seed {seed} hangs (> {SCENARIO_BOUND:?}):\n{}\nreplay: {}",
+                        describe(&scenario(scenario_seed(seed, i))),
+                        replay(i)
+                    );
+                    std::process::abort();
+                }
             }
         });
     }
 
     let began = Instant::now();
-    let range = match only {
-        Some(i) => i..i + 1,
-        None => 0..count,
+    let (first, end) = match only {
+        Some(i) => (i, i + 1),
+        None => (0, count),
     };
-    let mut ran = 0u64;
-    for i in range {
-        let s = scenario(scenario_seed(seed, i));
-        if only.is_some() {
-            eprintln!("scenario {i}: {}", describe(&s));
-        }
-        started_ms.store(epoch.elapsed().as_millis() as u64, Ordering::Release);
-        current.store(i, Ordering::Release);
-        let mut log = Vec::new();
-        let result = catch_unwind(AssertUnwindSafe(|| run(&s, &mut log, only.is_some())));
-        current.store(u64::MAX, Ordering::Release);
-        if only.is_some() {
-            eprintln!("log:\n  {}", log.join("\n  "));
-        }
-        if let Err(panic) = result {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            panic!(
-                "fault soak: scenario {i} of seed {seed} failed: {message}\n{}\nlog:\n  {}\nreplay: {}",
-                describe(&s),
-                log.join("\n  "),
-                replay(i)
-            );
-        }
-        ran += 1;
+    let next = Arc::new(AtomicU64::new(first));
+    let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let workers: Vec<_> = (0..if only.is_some() { 1 } else { threads })
+        .map(|w| {
+            let (slots, next, failed) = (Arc::clone(&slots), Arc::clone(&next), Arc::clone(&failed));
+            std::thread::spawn(move || {
+                let mut ran = 0u64;
+                loop {
+                    let i = next.fetch_add(1, Ordering::AcqRel);
+                    if i >= end || failed.lock().unwrap().is_some() {
+                        return ran;
+                    }
+                    let s = scenario(scenario_seed(seed, i));
+                    if only.is_some() {
+                        eprintln!("scenario {i}: {}", describe(&s));
+                    }
+                    slots[w].started_ms.store(epoch.elapsed().as_millis() as u64, Ordering::Release);
+                    slots[w].current.store(i, Ordering::Release);
+                    let mut log = Vec::new();
+                    let result = catch_unwind(AssertUnwindSafe(|| run(&s, &mut log, only.is_some())));
+                    slots[w].current.store(u64::MAX, Ordering::Release);
+                    if only.is_some() {
+                        eprintln!("log:\n  {}", log.join("\n  "));
+                    }
+                    if let Err(panic) = result {
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        failed.lock().unwrap().get_or_insert(format!(
+                            "fault soak: scenario {i} of seed {seed} failed: {message}\n{}\nlog:\n  {}\nreplay: {}",
+                            describe(&s),
+                            log.join("\n  "),
+                            replay(i)
+                        ));
+                        return ran;
+                    }
+                    ran += 1;
+                }
+            })
+        })
+        .collect();
+    let ran: u64 = workers.into_iter().map(|w| w.join().expect("worker")).sum();
+    if let Some(report) = failed.lock().unwrap().take() {
+        panic!("{report}");
     }
     eprintln!(
         "fault soak: {ran} scenarios passed in {:.1?} (seed {seed})",
