@@ -177,8 +177,16 @@ fn random_rule(rng: &mut Rng) -> Rule {
         2 => Rule::call(rng.pick(&LIFECYCLE_CALLS))
             .nth(nth)
             .fail_performed(rng.pick(&CODES)),
-        // Closes and unregisters fail once (a retry must succeed).
-        3 => Rule::call(rng.pick(&CLOSES)).nth(nth).fail(rng.pick(&CODES)),
+        // Closes and unregisters fail once (a retry must succeed). `E_HANDLE` there means the
+        // handle is already gone (the library then counts it released), so it is injected only
+        // as "performed": closed, yet reported invalid.
+        3 => {
+            let rule = Rule::call(rng.pick(&CLOSES)).nth(nth);
+            match rng.pick(&CODES) {
+                HResult::E_HANDLE => rule.fail_performed(HResult::E_HANDLE),
+                code => rule.fail(code),
+            }
+        }
         4 => {
             let rule = Rule::call(rng.pick(&PENDABLE));
             let rule = if rng.chance(50) { rule.nth(nth) } else { rule };
@@ -623,12 +631,27 @@ fn run_on(sim: &Arc<Simulator>, s: &Scenario, log: &mut Vec<String>) {
             p.object.notify_context().is_none(),
             "a closed process keeps its notify context"
         );
+        // I4: a wait after close ends at once (exit outcome or already-closed), never a timeout.
+        let r = bounded("process wait after close", || {
+            p.object.wait_timeout(Duration::from_millis(500))
+        });
+        assert!(
+            !r.is_err_and(|e| e.is_timeout()),
+            "a wait on a closed process timed out"
+        );
     }
     for sys in &systems {
         close_retrying(sim, "system close", || sys.close());
         assert!(
             sys.notify_context().is_none(),
             "a closed system keeps its notify context"
+        );
+        let r = bounded("system wait after close", || {
+            sys.wait_timeout(Duration::from_millis(500))
+        });
+        assert!(
+            !r.is_err_and(|e| e.is_timeout()),
+            "a wait on a closed system timed out"
         );
     }
     drop(procs);
