@@ -1,7 +1,9 @@
-//! The in-process driver: `impl hcs::Driver for Simulator`, each call of the driver contract
-//! carried out on the [`Engine`](crate::engine::Engine) — the prologue (connectivity and the
-//! fault plan), the checked model transition, the answer (done or pending) and the epilogue
-//! (injected crash or disconnect). Documents are read and written by [`crate::documents`].
+//! The in-process driver's model calls: `impl hcs::Driver for Model`, each call of the driver
+//! contract carried out on the [`Engine`](crate::engine::Engine) — the prologue (connectivity
+//! and the fault plan), the checked model transition, the answer (done or pending) and the
+//! epilogue (injected notifications, crash or disconnect). Documents are read and written by
+//! [`crate::documents`]. The [`Simulator`](crate::Simulator)'s own `impl Driver`
+//! (`calls.rs`) wraps these calls with the record and `fail … performed`.
 
 use crate::codes::{self, ForGeneration};
 use crate::config::Backend;
@@ -16,7 +18,6 @@ use crate::model::{
 };
 use crate::sched::{Delivery, Target, Task};
 use crate::signal;
-use crate::simulator::Simulator;
 use crate::sync::lock;
 use hcs::{
     ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, Method, NotificationKind,
@@ -70,7 +71,12 @@ fn reply<T>(value: T, pending: bool) -> Reply<T> {
     }
 }
 
-impl Driver for Simulator {
+/// The model's side of every driver call (wrapped by the `Simulator`'s `impl Driver`).
+pub(crate) struct Model {
+    pub(crate) engine: Arc<Engine>,
+}
+
+impl Driver for Model {
     fn name(&self) -> &str {
         "sim"
     }
@@ -81,7 +87,7 @@ impl Driver for Simulator {
 
     fn enumerate_compute_systems(&self, query: &str) -> DriverResult<String> {
         let sh = &self.engine;
-        sh.begin(Method::EnumerateComputeSystems, None)?;
+        sh.begin(Method::EnumerateComputeSystems, None, None)?;
         let v = parse_json(query, sh.generation, "query")?;
         let q: hcs_schema::ComputeSystemQuery = serde_json::from_value(v)
             .map_err(|e| codes::failure(codes::INVALID_ARG, format!("invalid ComputeSystemQuery: {e}")))?;
@@ -106,7 +112,7 @@ impl Driver for Simulator {
     ) -> DriverResult<SystemHandle> {
         let sh = &self.engine;
         let _span = tracing::debug_span!("hcs_sim", op = "CreateComputeSystem", system = id).entered();
-        let fired = sh.begin(Method::CreateComputeSystem, Some(id))?;
+        let fired = sh.begin(Method::CreateComputeSystem, Some(id), None)?;
         if id.is_empty() {
             return Err(codes::failure(
                 codes::INVALID_ARG,
@@ -155,14 +161,14 @@ impl Driver for Simulator {
         st.by_id.insert(id.to_string(), sys);
         st.system_handles.insert(handle, sys);
         let pending = sh.complete(&mut st, Method::CreateComputeSystem, sys, Some(ctx), &fired);
-        sh.after(&mut st, Some(sys), &fired);
+        sh.after(&mut st, Some(sys), None, &fired);
         let h = SystemHandle::new(handle).ok_or_else(bad_handle)?;
         Ok(reply(h, pending))
     }
 
     fn open_compute_system(&self, id: &str) -> DriverResult<SystemHandle> {
         let sh = &self.engine;
-        let fired = sh.begin(Method::OpenComputeSystem, Some(id))?;
+        let fired = sh.begin(Method::OpenComputeSystem, Some(id), None)?;
         let mut st = sh.lock();
         let Some(&sys) = st.by_id.get(id) else {
             let code = codes::NOT_FOUND.of(sh.generation);
@@ -176,14 +182,14 @@ impl Driver for Simulator {
         if let Some(s) = st.systems.get_mut(&sys) {
             s.handles.insert(handle);
         }
-        sh.after(&mut st, Some(sys), &fired);
+        sh.after(&mut st, Some(sys), None, &fired);
         Ok(Reply::done(SystemHandle::new(handle).ok_or_else(bad_handle)?))
     }
 
     fn close_compute_system(&self, system: SystemHandle) -> Result<(), Failure> {
         let sh = &self.engine;
         let id = sh.system_id(system)?;
-        sh.begin(Method::CloseComputeSystem, Some(&id))?;
+        sh.begin(Method::CloseComputeSystem, Some(&id), Some(system.raw()))?;
         let st = sh.lock();
         if !st.system_handles.contains_key(&system.raw()) {
             return Err(bad_handle());
@@ -503,7 +509,7 @@ impl Driver for Simulator {
         let sh = &self.engine;
         let _span = tracing::debug_span!("hcs_sim", op = "CreateProcess", handle = system.raw()).entered();
         let id = sh.system_id(system)?;
-        let fired = sh.begin(Method::CreateProcess, Some(&id))?;
+        let fired = sh.begin(Method::CreateProcess, Some(&id), Some(system.raw()))?;
         let params = parse_params(parameters, sh.generation)?;
         let check = |st: &State| -> Result<u64, Failure> {
             let sys = *st.system_handles.get(&system.raw()).ok_or_else(bad_handle)?;
@@ -607,7 +613,7 @@ impl Driver for Simulator {
                 },
             );
         }
-        sh.after(&mut st, Some(sys), &fired);
+        sh.after(&mut st, Some(sys), Some(proc), &fired);
         drop(st);
         let h = ProcessHandle::new(handle).ok_or_else(bad_handle)?;
         Ok(Reply::done((h, info)))
@@ -641,7 +647,7 @@ impl Driver for Simulator {
     fn close_process(&self, process: ProcessHandle) -> Result<(), Failure> {
         let sh = &self.engine;
         let id = sh.process_system_id(process)?;
-        sh.begin(Method::CloseProcess, Some(&id))?;
+        sh.begin(Method::CloseProcess, Some(&id), Some(process.raw()))?;
         let st = sh.lock();
         if !st.process_handles.contains_key(&process.raw()) {
             return Err(bad_handle());
@@ -664,7 +670,7 @@ impl Driver for Simulator {
 
     fn terminate_process(&self, process: ProcessHandle) -> DriverResult<()> {
         let sh = &self.engine;
-        sh.with_process(Method::TerminateProcess, process, |st, sys, proc| {
+        sh.with_process(Method::TerminateProcess, process, |st, sys, proc, fired| {
             let p = process_rec(st, sys, proc)?;
             if p.exit_code.is_some() {
                 return Err(codes::failure(
@@ -672,7 +678,7 @@ impl Driver for Simulator {
                     "The process has already exited.",
                 ));
             }
-            sh.signal_one(st, sys, proc, signal::SIGKILL);
+            sh.send_signal(st, process.raw(), sys, proc, signal::SIGKILL, fired.hold.clone());
             Ok(Reply::done(()))
         })
     }
@@ -682,7 +688,7 @@ impl Driver for Simulator {
     /// empty document or `{}` means signal 0.
     fn signal_process(&self, process: ProcessHandle, options: &str) -> DriverResult<()> {
         let sh = &self.engine;
-        sh.with_process(Method::SignalProcess, process, |st, sys, proc| {
+        sh.with_process(Method::SignalProcess, process, |st, sys, proc, fired| {
             let v = parse_json(options, sh.generation, "signal options")?;
             let sig = match v.get("Signal") {
                 None | Some(Value::Null) => 0,
@@ -707,7 +713,7 @@ impl Driver for Simulator {
                     "The process has already exited.",
                 ));
             }
-            sh.signal_one(st, sys, proc, sig);
+            sh.send_signal(st, process.raw(), sys, proc, sig, fired.hold.clone());
             Ok(Reply::done(()))
         })
     }
@@ -716,7 +722,7 @@ impl Driver for Simulator {
     /// reports the pid with no streams (as HCS does for streams it did not create).
     fn get_process_info(&self, process: ProcessHandle) -> DriverResult<ProcessInfo> {
         let sh = &self.engine;
-        sh.with_process(Method::GetProcessInfo, process, |st, sys, proc| {
+        sh.with_process(Method::GetProcessInfo, process, |st, sys, proc, _| {
             let p = process_rec(st, sys, proc)?;
             Ok(Reply::done(ProcessInfo {
                 pid: p.pid,
@@ -727,7 +733,7 @@ impl Driver for Simulator {
 
     fn get_process_properties(&self, process: ProcessHandle) -> DriverResult<String> {
         let sh = &self.engine;
-        sh.with_process(Method::GetProcessProperties, process, |st, sys, proc| {
+        sh.with_process(Method::GetProcessProperties, process, |st, sys, proc, _| {
             let p = process_rec(st, sys, proc)?;
             Ok(Reply::done(Engine::process_status(p.pid, p.exit_code)))
         })
@@ -735,7 +741,7 @@ impl Driver for Simulator {
 
     fn modify_process(&self, process: ProcessHandle, settings: &str) -> DriverResult<()> {
         let sh = &self.engine;
-        sh.with_process(Method::ModifyProcess, process, |st, sys, proc| {
+        sh.with_process(Method::ModifyProcess, process, |st, sys, proc, _| {
             let v = parse_json(settings, sh.generation, "process modify request")?;
             let request: hcs_schema::ProcessModifyRequest = serde_json::from_value(v).map_err(|e| {
                 codes::failure(
@@ -780,7 +786,7 @@ impl Driver for Simulator {
         ctx: NotifyContext,
     ) -> Result<CallbackHandle, Failure> {
         let sh = &self.engine;
-        let handle = sh.with_process(Method::RegisterProcessCallback, process, |st, sys, proc| {
+        let handle = sh.with_process(Method::RegisterProcessCallback, process, |st, sys, proc, _| {
             let handle = st.handle();
             st.callbacks.insert(
                 handle,
@@ -820,14 +826,14 @@ impl Driver for Simulator {
     }
 
     fn get_service_properties(&self, _query: &str) -> DriverResult<String> {
-        self.engine.begin(Method::GetServiceProperties, None)?;
+        self.engine.begin(Method::GetServiceProperties, None, None)?;
         Ok(Reply::done(
             json!({ "SupportedSchemaVersions": [{ "Major": 2, "Minor": 1 }] }).to_string(),
         ))
     }
 }
 
-impl Simulator {
+impl Model {
     /// The lifecycle calls (start, pause, resume, save, shutdown, terminate): parse the options,
     /// take the checked state transition `sys_op`, run `effect` on the system, answer (pending
     /// or done, completing to `ctx`).
@@ -874,7 +880,7 @@ impl Simulator {
             }
             st.systems.get(&sys).map(|s| s.id.clone())
         };
-        let fired = sh.begin(op, id.as_deref())?;
+        let fired = sh.begin(op, id.as_deref(), Some(callback.raw()))?;
         let st = sh.lock();
         let ctx = match st.callbacks.get(&callback.raw()) {
             Some(rec) if rec.live => rec.ctx,
@@ -903,7 +909,7 @@ impl Simulator {
                 }),
             );
         }
-        sh.after(&mut st, None, &fired);
+        sh.after(&mut st, None, None, &fired);
         Ok(())
     }
 }

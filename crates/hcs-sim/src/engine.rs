@@ -6,9 +6,10 @@
 
 use crate::codes::{self, ForGeneration};
 use crate::config::{Backend, SimConfig};
-use crate::fault::{Action, ActivePlan};
+use crate::fault::{Action, ActivePlan, NotifyTarget, Release};
 use crate::host::Reaper;
-use crate::model::{CbTarget, ProcKind, State, StopKind, SystemState};
+use crate::model::{CbTarget, HeldSignal, ProcKind, SignalQueue, State, StopKind, SystemState};
+use crate::record::{Event, Recorder, SignalEvent};
 use crate::sched::{Delivery, Scheduler, Target, Task};
 use crate::service::{Service, Work};
 use crate::signal;
@@ -17,6 +18,7 @@ use hcs::{
     ApiGeneration, Failure, HResult, Method, NotificationKind, NotifyContext, ProcessHandle, SystemHandle,
 };
 use hcs_schema::{ProcessStatus, SystemExitStatus};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,9 +34,36 @@ pub(crate) struct Gate {
     pub(crate) waiting: usize,
 }
 
+thread_local! {
+    /// The failure a `fail` rule with `performed` set for the call running on this thread:
+    /// written by [`Engine::begin`], taken by the driver wrapper once the call's work is done.
+    static PERFORMED: RefCell<Option<Failure>> = const { RefCell::new(None) };
+}
+
+/// Takes the failure a `fail … performed` rule left for the call that just ran on this thread.
+pub(crate) fn take_performed_failure() -> Option<Failure> {
+    PERFORMED.with(|p| p.borrow_mut().take())
+}
+
+/// An extra notification a `notify` rule asked for.
+#[derive(Debug, Clone)]
+pub(crate) struct Inject {
+    pub(crate) kind: NotificationKind,
+    pub(crate) status: HResult,
+    pub(crate) payload: Option<String>,
+    pub(crate) after: Duration,
+    pub(crate) to: NotifyTarget,
+}
+
 /// What the fault plan decided for one call (besides delays and failures, applied in `begin`).
 #[derive(Debug, Default)]
 pub(crate) struct Fired {
+    /// A `fail … performed` rule fired: the work is done, then this failure is returned.
+    pub(crate) performed: bool,
+    /// Extra notifications to send after the call.
+    pub(crate) notify: Vec<Inject>,
+    /// A signal or terminate is held (per-handle queue).
+    pub(crate) hold: Option<Release>,
     /// Answer pending: completion delay (`None`: never), status and a different kind.
     pub(crate) pending: Option<(Option<Duration>, HResult, Option<NotificationKind>)>,
     /// Crash the system after this delay.
@@ -77,6 +106,8 @@ pub(crate) struct Engine {
     pub(crate) service: Service,
     /// Set when the simulator is dropped: the service thread ends, blocked calls proceed.
     shutdown: AtomicBool,
+    /// The record of calls, deliveries and signals (off by default).
+    pub(crate) recorder: Recorder,
 }
 
 /// The failure of every call while the service is disconnected: `RPC_S_SERVER_UNAVAILABLE`.
@@ -112,6 +143,7 @@ impl Engine {
             reaper: Reaper::default(),
             service: Service::default(),
             shutdown: AtomicBool::new(false),
+            recorder: Recorder::new(),
         }
     }
 
@@ -145,23 +177,64 @@ impl Engine {
 
     /// The common prologue of every call: connectivity, then the fault plan (delays, blocks and
     /// failures are applied here; the rest is returned).
-    pub(crate) fn begin(self: &Arc<Self>, op: Method, system: Option<&str>) -> Result<Fired, Failure> {
+    pub(crate) fn begin(
+        self: &Arc<Self>,
+        op: Method,
+        system: Option<&str>,
+        handle: Option<u64>,
+    ) -> Result<Fired, Failure> {
         if !self.lock().connected {
             return Err(unavailable());
         }
-        let actions = lock(&self.faults).on_call(op, system);
+        let actions = lock(&self.faults).on_call(op, system, handle);
         let mut fired = Fired::default();
         let mut failure = None;
         for action in actions {
             match action {
                 Action::Delay(d) => std::thread::sleep(d),
                 Action::Block { gate } => self.wait_gate(&gate),
-                Action::Fail { code, document } => {
+                Action::Fail {
+                    code,
+                    document,
+                    performed: false,
+                } => {
                     failure.get_or_insert(Failure {
                         code,
                         document,
                         source: None,
                     });
+                }
+                Action::Fail {
+                    code,
+                    document,
+                    performed: true,
+                } => {
+                    if !fired.performed {
+                        fired.performed = true;
+                        PERFORMED.with(|p| {
+                            *p.borrow_mut() = Some(Failure {
+                                code,
+                                document,
+                                source: None,
+                            })
+                        });
+                    }
+                }
+                Action::Notify {
+                    kind,
+                    status,
+                    payload,
+                    after,
+                    to,
+                } => fired.notify.push(Inject {
+                    kind,
+                    status,
+                    payload,
+                    after,
+                    to,
+                }),
+                Action::HoldSignal { release } => {
+                    fired.hold.get_or_insert(release);
                 }
                 Action::Pending {
                     complete_after,
@@ -179,10 +252,12 @@ impl Engine {
                 Action::LateCallback { kind, after } => fired.late.push((kind, after)),
                 Action::DelayNotification(_)
                 | Action::DuplicateNotification { .. }
-                | Action::DropNotification => {}
+                | Action::DropNotification
+                | Action::Rewrite { .. } => {}
             }
         }
         if let Some(f) = failure {
+            PERFORMED.with(|p| p.borrow_mut().take());
             tracing::debug!(%op, system, code = %f.code, "hcs-sim: injected failure");
             return Err(f);
         }
@@ -199,8 +274,34 @@ impl Engine {
         Ok(fired)
     }
 
-    /// The common epilogue of a call on a system: injected crash and disconnect.
-    pub(crate) fn after(self: &Arc<Self>, st: &mut State, sys: Option<u64>, fired: &Fired) {
+    /// The common epilogue of a call on a system (and process `proc` of it, for process
+    /// calls): injected notifications, crash and disconnect.
+    pub(crate) fn after(
+        self: &Arc<Self>,
+        st: &mut State,
+        sys: Option<u64>,
+        proc: Option<u64>,
+        fired: &Fired,
+    ) {
+        if let Some(sys) = sys {
+            for n in &fired.notify {
+                let proc = match n.to {
+                    NotifyTarget::System => None,
+                    NotifyTarget::Auto | NotifyTarget::Process => proc,
+                };
+                self.schedule(
+                    n.after,
+                    Task::Inject {
+                        sys,
+                        proc,
+                        kind: n.kind,
+                        status: n.status,
+                        payload: n.payload.clone(),
+                        epoch: st.epoch,
+                    },
+                );
+            }
+        }
         if let (Some(after), Some(sys)) = (fired.crash, sys) {
             self.schedule(after, Task::Crash { sys });
         }
@@ -260,11 +361,11 @@ impl Engine {
     ) -> Result<T, Failure> {
         let _span = tracing::debug_span!("hcs_sim", op = %op, handle = h.raw()).entered();
         let id = self.system_id(h)?;
-        let fired = self.begin(op, Some(&id))?;
+        let fired = self.begin(op, Some(&id), Some(h.raw()))?;
         let mut st = self.lock();
         let sys = *st.system_handles.get(&h.raw()).ok_or_else(bad_handle)?;
         let result = f(&mut st, sys, &fired);
-        self.after(&mut st, Some(sys), &fired);
+        self.after(&mut st, Some(sys), None, &fired);
         if let Err(e) = &result {
             tracing::debug!(%op, system = %id, code = %e.code, "hcs-sim: call failed");
         }
@@ -276,15 +377,15 @@ impl Engine {
         self: &Arc<Self>,
         op: Method,
         h: ProcessHandle,
-        f: impl FnOnce(&mut State, u64, u64) -> Result<T, Failure>,
+        f: impl FnOnce(&mut State, u64, u64, &Fired) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
         let _span = tracing::debug_span!("hcs_sim", op = %op, handle = h.raw()).entered();
         let id = self.process_system_id(h)?;
-        let fired = self.begin(op, Some(&id))?;
+        let fired = self.begin(op, Some(&id), Some(h.raw()))?;
         let mut st = self.lock();
         let (sys, proc) = *st.process_handles.get(&h.raw()).ok_or_else(bad_handle)?;
-        let result = f(&mut st, sys, proc);
-        self.after(&mut st, Some(sys), &fired);
+        let result = f(&mut st, sys, proc, &fired);
+        self.after(&mut st, Some(sys), Some(proc), &fired);
         result
     }
 
@@ -298,6 +399,10 @@ impl Engine {
         fired: &Fired,
     ) -> bool {
         let id = st.systems.get(&sys).map(|s| s.id.clone());
+        if fired.performed {
+            // "Done but reported failure": synchronous, no completion is sent.
+            return false;
+        }
         if let Some((after, status, kind)) = fired.pending {
             if let (Some(after), Some(ctx)) = (after, ctx) {
                 let kind = kind.or(op.completion());
@@ -347,8 +452,8 @@ impl Engine {
         kind: NotificationKind,
         system: Option<&str>,
         targets: Vec<Target>,
-        status: HResult,
-        payload: Option<String>,
+        mut status: HResult,
+        mut payload: Option<String>,
         extra: Duration,
     ) {
         if !st.connected && kind != NotificationKind::ServiceDisconnect {
@@ -361,6 +466,13 @@ impl Engine {
                 Action::DropNotification => {
                     tracing::debug!(%kind, system, "hcs-sim: notification dropped by fault plan");
                     return;
+                }
+                Action::Rewrite {
+                    status: new_status,
+                    payload: edit,
+                } => {
+                    status = new_status.unwrap_or(status);
+                    payload = edit.apply(payload);
                 }
                 Action::DelayNotification(d) => delay += d,
                 Action::DuplicateNotification { copies: c } => copies = copies.saturating_add(c),
@@ -471,7 +583,158 @@ impl Engine {
                 let mut st = self.lock();
                 self.do_disconnect(&mut st);
             }
+            Task::Inject {
+                sys,
+                proc,
+                kind,
+                status,
+                payload,
+                epoch,
+            } => {
+                let mut st = self.lock();
+                if st.epoch != epoch {
+                    return;
+                }
+                let Some(s) = st.systems.get(&sys) else { return };
+                let id = s.id.clone();
+                let ids = match proc {
+                    Some(proc) => s
+                        .processes
+                        .get(&proc)
+                        .map(|p| p.callbacks.clone())
+                        .unwrap_or_default(),
+                    None => s.callbacks.clone(),
+                };
+                let targets = Self::live_callbacks(&st, &ids);
+                self.emit(&mut st, kind, Some(&id), targets, status, payload, Duration::ZERO);
+            }
+            Task::SignalDue { handle, queue_gen } => {
+                let mut st = self.lock();
+                self.release_signal(&mut st, handle, queue_gen);
+            }
         }
+    }
+
+    // ---------------------------------------------------------------- per-handle signal queue
+
+    /// A signal (or `SIGKILL` for terminate) sent through process handle `handle` to process
+    /// `proc` of `sys`: delivered now unless the handle's queue is busy (then it waits its turn)
+    /// or `hold` holds it (then it heads the queue until released).
+    pub(crate) fn send_signal(
+        self: &Arc<Self>,
+        st: &mut State,
+        handle: u64,
+        sys: u64,
+        proc: u64,
+        sig: i32,
+        hold: Option<Release>,
+    ) {
+        // A gate released before the signal arrives holds nothing.
+        let hold = hold.filter(|r| match r {
+            Release::Gate(g) => !lock(&self.gates).get(g).is_some_and(|g| g.released),
+            Release::After(_) => true,
+        });
+        if let Some(q) = st.signal_queues.get_mut(&handle) {
+            q.waiting.push_back(HeldSignal { sig, hold });
+            return;
+        }
+        match hold {
+            None => self.deliver_signal(st, handle, sys, proc, sig),
+            Some(release) => self.hold_head(st, handle, sys, proc, sig, release, Default::default()),
+        }
+    }
+
+    /// Makes `sig` the held head of `handle`'s queue (keeping the signals behind it).
+    #[allow(clippy::too_many_arguments)]
+    fn hold_head(
+        self: &Arc<Self>,
+        st: &mut State,
+        handle: u64,
+        sys: u64,
+        proc: u64,
+        sig: i32,
+        release: Release,
+        waiting: std::collections::VecDeque<HeldSignal>,
+    ) {
+        st.next_queue_gen += 1;
+        let queue_gen = st.next_queue_gen;
+        if let Release::After(d) = &release {
+            self.schedule(*d, Task::SignalDue { handle, queue_gen });
+        }
+        tracing::debug!(handle, sig, ?release, "hcs-sim: signal held");
+        st.signal_queues.insert(
+            handle,
+            SignalQueue {
+                sys,
+                proc,
+                head: sig,
+                gate: match release {
+                    Release::Gate(g) => Some(g),
+                    Release::After(_) => None,
+                },
+                queue_gen,
+                waiting,
+            },
+        );
+    }
+
+    /// The held head of `handle`'s queue takes effect, then the signals behind it, in order,
+    /// up to the next held one.
+    pub(crate) fn release_signal(self: &Arc<Self>, st: &mut State, handle: u64, queue_gen: u64) {
+        if st
+            .signal_queues
+            .get(&handle)
+            .is_none_or(|q| q.queue_gen != queue_gen)
+        {
+            return;
+        }
+        let Some(mut q) = st.signal_queues.remove(&handle) else {
+            return;
+        };
+        self.deliver_signal(st, handle, q.sys, q.proc, q.head);
+        while let Some(next) = q.waiting.pop_front() {
+            match next.hold {
+                None => self.deliver_signal(st, handle, q.sys, q.proc, next.sig),
+                Some(release) => {
+                    let waiting = std::mem::take(&mut q.waiting);
+                    self.hold_head(st, handle, q.sys, q.proc, next.sig, release, waiting);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Releases every signal held on `gate`.
+    pub(crate) fn release_signal_gate(self: &Arc<Self>, gate: &str) {
+        let mut st = self.lock();
+        let due: Vec<(u64, u64)> = st
+            .signal_queues
+            .iter()
+            .filter(|(_, q)| q.gate.as_deref() == Some(gate))
+            .map(|(h, q)| (*h, q.queue_gen))
+            .collect();
+        for (handle, queue_gen) in due {
+            self.release_signal(&mut st, handle, queue_gen);
+        }
+    }
+
+    /// A signal takes effect on a process that is still running (recorded).
+    fn deliver_signal(self: &Arc<Self>, st: &mut State, handle: u64, sys: u64, proc: u64, sig: i32) {
+        let Some(p) = st.systems.get(&sys).and_then(|s| s.processes.get(&proc)) else {
+            return;
+        };
+        if p.exit_code.is_some() {
+            return;
+        }
+        if self.recorder.on() {
+            self.recorder.push(Event::Signal(SignalEvent {
+                at: self.recorder.now(),
+                handle,
+                pid: p.pid,
+                signal: sig,
+            }));
+        }
+        self.signal_one(st, sys, proc, sig);
     }
 
     pub(crate) fn deliver(&self, d: Delivery) {
@@ -498,7 +761,17 @@ impl Engine {
             }
             Target::Late(ctx) => ctx,
         };
-        hcs::dispatch(ctx.raw(), d.kind, d.status, d.payload.as_deref());
+        let accepted = hcs::dispatch(ctx.raw(), d.kind, d.status, d.payload.as_deref());
+        if self.recorder.on() {
+            self.recorder.push(Event::Delivery(crate::record::DeliveryEvent {
+                at: self.recorder.now(),
+                context: ctx.raw(),
+                kind: d.kind,
+                status: d.status,
+                payload: d.payload.clone(),
+                accepted,
+            }));
+        }
         if let Target::Registration(cb) = d.target {
             let mut st = self.lock();
             if let Some(rec) = st.callbacks.get_mut(&cb) {
@@ -768,6 +1041,147 @@ impl Engine {
                 },
             );
         }
+    }
+
+    /// The system id a system, process or callback handle refers to (for the record).
+    pub(crate) fn system_of_handle(&self, h: u64) -> Option<String> {
+        let st = self.lock();
+        let sys = st
+            .system_handles
+            .get(&h)
+            .copied()
+            .or_else(|| st.process_handles.get(&h).map(|(sys, _)| *sys))
+            .or_else(|| {
+                st.callbacks.get(&h).map(|c| match c.target {
+                    CbTarget::System(sys) | CbTarget::Process(sys, _) => sys,
+                })
+            })?;
+        st.systems.get(&sys).map(|s| s.id.clone())
+    }
+
+    /// Releases a handle (or registration) a call made but reports as failed (`fail …
+    /// performed`): as if closed, without the implicit terminate of the last handle.
+    pub(crate) fn discard_handle(&self, h: u64) {
+        let st = self.lock();
+        if st.callbacks.contains_key(&h) {
+            drop(self.remove_callback(st, h));
+            return;
+        }
+        let mut st = self.drop_registrations_via(st, h);
+        if let Some(sys) = st.system_handles.remove(&h) {
+            if let Some(s) = st.systems.get_mut(&sys) {
+                s.handles.remove(&h);
+            }
+            self.maybe_remove(&mut st, sys);
+        } else if let Some((sys, proc)) = st.process_handles.remove(&h) {
+            if let Some(s) = st.systems.get_mut(&sys) {
+                if let Some(p) = s.processes.get_mut(&proc) {
+                    p.handles.remove(&h);
+                    if p.handles.is_empty() && p.exit_code.is_some() {
+                        s.processes.remove(&proc);
+                    }
+                }
+            }
+            self.maybe_remove(&mut st, sys);
+        }
+    }
+
+    /// A service restart in which the systems survive: queued notifications are dropped, every
+    /// live registration gets `ServiceDisconnect` (its client connection broke), then every
+    /// handle and registration is forgotten (released) and the service is connected again.
+    /// Systems and processes keep running; exited processes and stopped systems nobody can
+    /// reach any more are forgotten.
+    pub(crate) fn restart_dropping_handles(self: &Arc<Self>) {
+        let mut st = self.lock();
+        st.epoch += 1;
+        st.connected = true;
+        let mut ctxs: Vec<(u64, NotifyContext)> = st
+            .callbacks
+            .iter()
+            .filter(|(_, c)| c.live)
+            .map(|(id, c)| (*id, c.ctx))
+            .collect();
+        ctxs.sort_unstable_by_key(|(id, _)| *id);
+        st.callbacks.clear();
+        st.system_handles.clear();
+        st.process_handles.clear();
+        st.signal_queues.clear();
+        let keys: Vec<u64> = st.systems.keys().copied().collect();
+        for sys in &keys {
+            if let Some(s) = st.systems.get_mut(sys) {
+                s.handles.clear();
+                s.callbacks.clear();
+                s.processes.retain(|_, p| p.exit_code.is_none());
+                for p in s.processes.values_mut() {
+                    p.handles.clear();
+                    p.callbacks.clear();
+                }
+            }
+        }
+        for sys in keys {
+            self.maybe_remove(&mut st, sys);
+        }
+        tracing::info!(
+            registrations = ctxs.len(),
+            "hcs-sim: service restarted; every handle is gone"
+        );
+        let targets = ctxs.into_iter().map(|(_, ctx)| Target::Context(ctx)).collect();
+        self.emit(
+            &mut st,
+            NotificationKind::ServiceDisconnect,
+            None,
+            targets,
+            HResult::S_OK,
+            None,
+            Duration::ZERO,
+        );
+        drop(st);
+        self.drained.notify_all();
+    }
+
+    /// Sends notification `kind` to the registrations of system `id` (or of its process `pid`)
+    /// live when it is due, after `after`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn inject(
+        self: &Arc<Self>,
+        id: &str,
+        pid: Option<u32>,
+        kind: NotificationKind,
+        status: HResult,
+        payload: Option<String>,
+        after: Duration,
+    ) -> Result<(), crate::SimError> {
+        let st = self.lock();
+        let sys = *st
+            .by_id
+            .get(id)
+            .ok_or_else(|| crate::SimError::UnknownSystem(id.to_string()))?;
+        let proc = match pid {
+            None => None,
+            Some(pid) => Some(
+                st.systems[&sys]
+                    .processes
+                    .iter()
+                    .filter(|(_, p)| p.pid == pid)
+                    .max_by_key(|(k, p)| (p.exit_code.is_none(), **k))
+                    .map(|(k, _)| *k)
+                    .ok_or_else(|| crate::SimError::UnknownProcess(id.to_string(), pid))?,
+            ),
+        };
+        let epoch = st.epoch;
+        drop(st);
+        self.schedule(
+            after,
+            Task::Inject {
+                sys,
+                proc,
+                kind,
+                status,
+                payload,
+                epoch,
+            },
+        );
+        Ok(())
     }
 
     /// Closes a system or process handle's registrations (as `HcsClose*` does), draining

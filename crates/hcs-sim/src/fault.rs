@@ -1,6 +1,6 @@
-//! Fault plans: rules that make calls fail, pend, block or crash the system, disconnect the
-//! service, and delay, duplicate or drop notifications — declared in code with builders or as
-//! JSON.
+//! Fault plans: rules that make calls fail (with or without doing their work), pend, block,
+//! crash the system, disconnect the service, hold signals or send extra notifications, and that
+//! delay, duplicate, drop or rewrite notifications — declared in code with builders or as JSON.
 //!
 //! # JSON form
 //!
@@ -18,16 +18,37 @@
 //!    "kind": "SystemExited", "after_ms": 5},
 //!   {"notification": "SystemExited", "action": "delay", "ms": 100},
 //!   {"notification": "ProcessExited", "action": "duplicate", "copies": 1},
-//!   {"notification": "SystemStartCompleted", "action": "drop"}
+//!   {"notification": "SystemStartCompleted", "action": "drop"},
+//!
+//!   {"op": "StartComputeSystem", "action": "fail", "code": "0xC0370109", "performed": true},
+//!   {"op": "GetComputeSystemProperties", "handle": "0x108", "action": "fail", "code": 5},
+//!   {"op": "StartComputeSystem", "action": "notify", "kind": "SystemCrashReport",
+//!    "after_ms": 5, "status": "0x0", "payload": {"CrashReport": "…"}},
+//!   {"op": "CreateProcess", "action": "notify", "kind": 119, "to": "system"},
+//!   {"op": "SignalProcess", "nth": 1, "action": "hold", "ms": 500},
+//!   {"op": "TerminateProcess", "action": "hold", "gate": "g2"},
+//!   {"notification": "ProcessExited", "action": "rewrite", "merge": {"LastWaitResult": 5}},
+//!   {"notification": "ProcessExited", "action": "rewrite", "payload": "not json"},
+//!   {"notification": "SystemExited", "action": "rewrite", "status": "0x0",
+//!    "payload": {"Status": -2143878906, "ExitType": "UnexpectedExit"}},
+//!   {"notification": "SystemStartCompleted", "action": "rewrite", "no_payload": true,
+//!    "status": "0x80370109"}
 //! ]}
 //! ```
 //!
 //! * A rule has exactly one trigger: `op` (a [`Method`] name, or `"*"` for every call) or
-//!   `notification` (a [`NotificationKind`] name, one of [`NotificationKind::TRACKED`]).
-//! * `system` limits it to one system id; `nth` (1-based) makes it fire only on the n-th
-//!   matching event, otherwise it fires on every one.
+//!   `notification` (a [`NotificationKind`] name — tracked kinds, `SystemCrashReport`,
+//!   `SystemGuestConnectionClosed`, … — or a raw type number for unknown types).
+//! * `system` limits it to one system id; `handle` (call rules) to calls through one system,
+//!   process or callback handle (raw value, e.g. from [`crate::Simulator::record`]); `nth`
+//!   (1-based) makes it fire only on the n-th matching event, otherwise it fires on every one.
+//! * `fail` with `performed: true` does the call's work, then reports the failure ("HCS did it
+//!   but reported failure"); `notify` sends an extra notification of any kind; `hold` queues
+//!   signals per process handle; `rewrite` changes a notification's status and payload
+//!   (`payload` verbatim, `no_payload`, or `merge` fields into its JSON object). See [`Action`].
 //! * Codes are 0x-prefixed hex strings or 32-bit integers (negative values are taken as `i32`).
-//! * Durations are milliseconds (`*_ms` / `ms`).
+//! * Durations are milliseconds (`*_ms` / `ms`), at most 24 h; `copies` at most
+//!   [`MAX_COPIES`]; payloads and documents at most [`MAX_TEXT`] bytes.
 //!
 //! Invalid plans are rejected with a [`PlanError`] whose path names the bad field, e.g.
 //! `rules[2].code: expected HRESULT (0x-prefixed hex string or 32-bit integer), found "boom"`.
@@ -59,12 +80,19 @@ pub enum Trigger {
 /// What a rule does when it fires.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// The call fails with `code` and optional result document; it has no effect on the model.
+    /// The call fails with `code` and optional result document. It has no effect on the model
+    /// unless `performed`: then the call's work is done first ("HCS did it but reported
+    /// failure": the system is started or terminated, the process created, the handle closed,
+    /// ...), no `*Completed` is sent for it, and only then is the failure returned. A handle
+    /// or registration the call would have returned is released again, as the DLL does when it
+    /// reports a failure.
     Fail {
         /// The HRESULT returned.
         code: HResult,
         /// The result document returned with it.
         document: Option<String>,
+        /// The call's work is done anyway.
+        performed: bool,
     },
     /// The call takes effect and answers "pending" (pending-capable calls and modify only); its
     /// completion arrives after `complete_after` (`None`: never), with `status` and as
@@ -108,8 +136,43 @@ pub enum Action {
         /// Delay after the unregister returned.
         after: Duration,
     },
+    /// An extra notification `kind` (any kind, [`NotificationKind::Other`] included) is sent to
+    /// the registrations of the call's object after `after`: the process's for a call on a
+    /// process handle, the system's otherwise (or as `to` says). Registrations are looked up when
+    /// it is due, so one made right after the call (e.g. after `CreateProcess`) gets it. Calls
+    /// on a system or process handle only (not close or unregister).
+    Notify {
+        /// Kind sent.
+        kind: NotificationKind,
+        /// Its status.
+        status: HResult,
+        /// Its payload (`None`: no payload), verbatim (it need not be JSON).
+        payload: Option<String>,
+        /// Delay after the call.
+        after: Duration,
+        /// Whose registrations get it.
+        to: NotifyTarget,
+    },
+    /// A signal (`SignalProcess`) or terminate (`TerminateProcess`) is accepted at once but
+    /// takes effect only when `release` says; until then every later signal or terminate sent
+    /// through the *same process handle* queues behind it and takes effect in order after it
+    /// (HCS serialises signals per handle, `hcs-failure-modes.md` F12). Other handles to the same
+    /// process are not held up.
+    HoldSignal {
+        /// When the held signal takes effect.
+        release: Release,
+    },
     /// The notification is delivered this much later (notification rules only).
     DelayNotification(Duration),
+    /// The notification's status and/or payload are replaced (notification rules only): a
+    /// process status with `LastWaitResult ≠ 0` or `Exited: false`, no payload, event data that
+    /// is not JSON, a V2-style `{"Status":…,"ExitType":…}` payload, a failing completion, ...
+    Rewrite {
+        /// The new status (`None`: kept).
+        status: Option<HResult>,
+        /// What happens to the payload.
+        payload: PayloadEdit,
+    },
     /// The notification is delivered `copies` extra times (notification rules only).
     DuplicateNotification {
         /// Extra deliveries.
@@ -118,6 +181,70 @@ pub enum Action {
     /// The notification is not delivered (notification rules only).
     DropNotification,
 }
+
+/// Whose registrations an injected notification ([`Action::Notify`]) goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NotifyTarget {
+    /// The process for a call on a process handle, else the system (JSON: `to` absent).
+    #[default]
+    Auto,
+    /// The system's registrations (JSON `"to": "system"`).
+    System,
+    /// The process's registrations (JSON `"to": "process"`; process calls only).
+    Process,
+}
+
+/// When a held signal ([`Action::HoldSignal`]) takes effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// After this delay (JSON `ms`).
+    After(Duration),
+    /// When [`crate::Simulator::release`] of this gate is called (JSON `gate`).
+    Gate(String),
+}
+
+/// What a [`Action::Rewrite`] does to a notification's payload.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum PayloadEdit {
+    /// Kept as it is.
+    #[default]
+    Keep,
+    /// Removed: the notification carries no payload (JSON `"no_payload": true`).
+    Remove,
+    /// Replaced by this text, verbatim (it need not be JSON; JSON `payload`).
+    Replace(String),
+    /// These fields are set in the payload's JSON object (a payload that is absent or not an
+    /// object becomes this object; JSON `merge`).
+    Merge(serde_json::Map<String, Value>),
+}
+
+impl PayloadEdit {
+    /// The edited payload.
+    pub(crate) fn apply(&self, payload: Option<String>) -> Option<String> {
+        match self {
+            PayloadEdit::Keep => payload,
+            PayloadEdit::Remove => None,
+            PayloadEdit::Replace(text) => Some(text.clone()),
+            PayloadEdit::Merge(fields) => {
+                let mut doc = match payload.as_deref().map(serde_json::from_str::<Value>) {
+                    Some(Ok(Value::Object(map))) => map,
+                    _ => serde_json::Map::new(),
+                };
+                for (k, v) in fields {
+                    doc.insert(k.clone(), v.clone());
+                }
+                Some(Value::Object(doc).to_string())
+            }
+        }
+    }
+}
+
+/// Longest duration a plan may give (24 h), so that deadlines never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Most extra copies a `duplicate` rule may ask for.
+pub const MAX_COPIES: u32 = 1000;
+/// Longest payload or result document a plan may give, in bytes.
+pub const MAX_TEXT: usize = 64 * 1024;
 
 impl Action {
     fn name(&self) -> &'static str {
@@ -131,12 +258,18 @@ impl Action {
             Action::LateCallback { .. } => "late_callback",
             Action::DuplicateNotification { .. } => "duplicate",
             Action::DropNotification => "drop",
+            Action::Notify { .. } => "notify",
+            Action::HoldSignal { .. } => "hold",
+            Action::Rewrite { .. } => "rewrite",
         }
     }
     fn is_notification_action(&self) -> bool {
         matches!(
             self,
-            Action::DelayNotification(_) | Action::DuplicateNotification { .. } | Action::DropNotification
+            Action::DelayNotification(_)
+                | Action::DuplicateNotification { .. }
+                | Action::DropNotification
+                | Action::Rewrite { .. }
         )
     }
 }
@@ -148,6 +281,9 @@ pub struct Rule {
     pub trigger: Trigger,
     /// Only events of this system id.
     pub system: Option<String>,
+    /// Only calls that use this handle (a system, process or callback handle's raw value, as
+    /// [`crate::Simulator::record`] shows them); call rules only.
+    pub handle: Option<u64>,
     /// Fire only on the n-th (1-based) matching event; `None` fires on every one.
     pub nth: Option<u32>,
     /// What it does.
@@ -160,6 +296,7 @@ impl Rule {
         CallRule {
             trigger: Trigger::Call(op),
             system: None,
+            handle: None,
             nth: None,
         }
     }
@@ -168,6 +305,7 @@ impl Rule {
         CallRule {
             trigger: Trigger::AnyCall,
             system: None,
+            handle: None,
             nth: None,
         }
     }
@@ -186,6 +324,7 @@ impl Rule {
 pub struct CallRule {
     trigger: Trigger,
     system: Option<String>,
+    handle: Option<u64>,
     nth: Option<u32>,
 }
 
@@ -193,6 +332,11 @@ impl CallRule {
     /// Only calls on this system id.
     pub fn system(mut self, id: impl Into<String>) -> Self {
         self.system = Some(id.into());
+        self
+    }
+    /// Only calls through this handle (raw value of a system, process or callback handle).
+    pub fn handle(mut self, raw: u64) -> Self {
+        self.handle = Some(raw);
         self
     }
     /// Only the n-th (1-based) matching call.
@@ -204,6 +348,7 @@ impl CallRule {
         Rule {
             trigger: self.trigger,
             system: self.system,
+            handle: self.handle,
             nth: self.nth,
             action,
         }
@@ -213,6 +358,7 @@ impl CallRule {
         self.with(Action::Fail {
             code: code.into(),
             document: None,
+            performed: false,
         })
     }
     /// Fail with `code` and a result document.
@@ -220,6 +366,51 @@ impl CallRule {
         self.with(Action::Fail {
             code: code.into(),
             document: Some(document.into()),
+            performed: false,
+        })
+    }
+    /// Do the call's work, then fail with `code` anyway ("HCS did it but reported failure").
+    pub fn fail_performed(self, code: impl Into<HResult>) -> Rule {
+        self.with(Action::Fail {
+            code: code.into(),
+            document: None,
+            performed: true,
+        })
+    }
+    /// Send an extra notification `kind` (status `S_OK`, no payload) to the call's object
+    /// after `after`.
+    pub fn notify(self, kind: NotificationKind, after: Duration) -> Rule {
+        self.notify_with(kind, after, HResult::S_OK, None, NotifyTarget::Auto)
+    }
+    /// Send an extra notification with a chosen status, payload and target after `after`.
+    pub fn notify_with(
+        self,
+        kind: NotificationKind,
+        after: Duration,
+        status: impl Into<HResult>,
+        payload: Option<String>,
+        to: NotifyTarget,
+    ) -> Rule {
+        self.with(Action::Notify {
+            kind,
+            status: status.into(),
+            payload,
+            after,
+            to,
+        })
+    }
+    /// Accept the signal or terminate, but let it take effect only after `delay`; later
+    /// signals through the same process handle queue behind it.
+    pub fn hold_signal(self, delay: Duration) -> Rule {
+        self.with(Action::HoldSignal {
+            release: Release::After(delay),
+        })
+    }
+    /// Accept the signal or terminate, but let it take effect only when `gate` is released;
+    /// later signals through the same process handle queue behind it.
+    pub fn hold_signal_until(self, gate: impl Into<String>) -> Rule {
+        self.with(Action::HoldSignal {
+            release: Release::Gate(gate.into()),
         })
     }
     /// Answer pending and complete after `delay`.
@@ -302,9 +493,35 @@ impl NotificationRule {
         Rule {
             trigger: Trigger::Notification(self.kind),
             system: self.system,
+            handle: None,
             nth: self.nth,
             action,
         }
+    }
+    /// Replace its status and/or payload.
+    pub fn rewrite(self, status: Option<HResult>, payload: PayloadEdit) -> Rule {
+        self.with(Action::Rewrite { status, payload })
+    }
+    /// Replace its status.
+    pub fn status(self, status: impl Into<HResult>) -> Rule {
+        self.rewrite(Some(status.into()), PayloadEdit::Keep)
+    }
+    /// Replace its payload by `text`, verbatim (need not be JSON).
+    pub fn payload(self, text: impl Into<String>) -> Rule {
+        self.rewrite(None, PayloadEdit::Replace(text.into()))
+    }
+    /// Deliver it without a payload.
+    pub fn no_payload(self) -> Rule {
+        self.rewrite(None, PayloadEdit::Remove)
+    }
+    /// Set these fields of its JSON payload (`fields` must be an object; anything else sets
+    /// nothing), e.g. `{"LastWaitResult": 5}`.
+    pub fn merge_payload(self, fields: Value) -> Rule {
+        let map = match fields {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        self.rewrite(None, PayloadEdit::Merge(map))
     }
     /// Deliver it `by` later.
     pub fn delay(self, by: Duration) -> Rule {
@@ -492,6 +709,8 @@ struct RuleDoc {
     notification: Option<NotificationKind>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "field::string")]
     system: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::handle")]
+    handle: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "field::count")]
     nth: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "field::string")]
@@ -520,11 +739,21 @@ struct RuleDoc {
     gate: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "field::count")]
     copies: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::flag")]
+    performed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::payload")]
+    payload: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::flag")]
+    no_payload: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::merge")]
+    merge: Option<serde_json::Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "field::to")]
+    to: Option<NotifyTarget>,
 }
 
 impl RuleDoc {
     /// The action fields that are set, by name, in the order they are reported.
-    fn action_fields(&self) -> [(&'static str, bool); 10] {
+    fn action_fields(&self) -> [(&'static str, bool); 15] {
         [
             ("code", self.code.is_some()),
             ("document", self.document.is_some()),
@@ -536,6 +765,11 @@ impl RuleDoc {
             ("ms", self.ms.is_some()),
             ("gate", self.gate.is_some()),
             ("copies", self.copies.is_some()),
+            ("performed", self.performed.is_some()),
+            ("payload", self.payload.is_some()),
+            ("no_payload", self.no_payload.is_some()),
+            ("merge", self.merge.is_some()),
+            ("to", self.to.is_some()),
         ]
     }
 
@@ -574,9 +808,57 @@ impl RuleDoc {
                 Action::Fail {
                     code: self.code.ok_or_else(|| missing("code", "fail"))?,
                     document: self.document.clone(),
+                    performed: self.performed.unwrap_or(false),
                 },
-                &["code", "document"],
+                &["code", "document", "performed"],
             ),
+            ("notify", false) => (
+                Action::Notify {
+                    kind: self.kind.ok_or_else(|| missing("kind", "notify"))?,
+                    status: self.status.unwrap_or(HResult::S_OK),
+                    payload: self.payload.clone(),
+                    after: self.after_ms.unwrap_or(Duration::ZERO),
+                    to: self.to.unwrap_or_default(),
+                },
+                &["kind", "status", "payload", "after_ms", "to"],
+            ),
+            ("hold", false) => {
+                let release = match (self.ms, self.gate.clone()) {
+                    (Some(_), Some(_)) => return Err(at("gate", "conflicts with `ms`; give one".into())),
+                    (Some(ms), None) => Release::After(ms),
+                    (None, Some(gate)) => Release::Gate(gate),
+                    (None, None) => return Err(at("ms", "missing field (`hold` needs `ms` or `gate`)".into())),
+                };
+                (Action::HoldSignal { release }, &["ms", "gate"])
+            }
+            ("rewrite", true) => {
+                let payload = match (self.payload.clone(), self.no_payload, self.merge.clone()) {
+                    (Some(_), Some(true), _) => {
+                        return Err(at("no_payload", "conflicts with `payload`".into()))
+                    }
+                    (Some(_), _, Some(_)) => return Err(at("merge", "conflicts with `payload`".into())),
+                    (None, Some(true), Some(_)) => {
+                        return Err(at("merge", "conflicts with `no_payload`".into()))
+                    }
+                    (Some(text), _, None) => PayloadEdit::Replace(text),
+                    (None, Some(true), None) => PayloadEdit::Remove,
+                    (None, _, Some(map)) => PayloadEdit::Merge(map),
+                    (None, _, None) => PayloadEdit::Keep,
+                };
+                if self.status.is_none() && payload == PayloadEdit::Keep {
+                    return Err(at(
+                        "action",
+                        "`rewrite` needs `status`, `payload`, `no_payload: true` or `merge`".into(),
+                    ));
+                }
+                (
+                    Action::Rewrite {
+                        status: self.status,
+                        payload,
+                    },
+                    &["status", "payload", "no_payload", "merge"],
+                )
+            }
             ("pending", false) => {
                 let never = self.never.unwrap_or(false);
                 if never && self.complete_after_ms.is_some() {
@@ -638,14 +920,14 @@ impl RuleDoc {
             (other, true) => {
                 return Err(at(
                     "action",
-                    format!("`{other}` is not a notification action; expected `delay`, `duplicate` or `drop`"),
+                    format!("`{other}` is not a notification action; expected `delay`, `duplicate`, `drop` or `rewrite`"),
                 ))
             }
             (other, false) => {
                 return Err(at(
                     "action",
                     format!(
-                        "`{other}` is not a call action; expected `fail`, `pending`, `crash`, `disconnect`, `delay`, `block` or `late_callback`"
+                        "`{other}` is not a call action; expected `fail`, `pending`, `crash`, `disconnect`, `delay`, `block`, `late_callback`, `notify` or `hold`"
                     ),
                 ))
             }
@@ -660,6 +942,7 @@ impl RuleDoc {
         Ok(Rule {
             trigger,
             system: self.system,
+            handle: self.handle,
             nth: self.nth,
             action,
         })
@@ -670,6 +953,7 @@ impl From<&Rule> for RuleDoc {
     fn from(rule: &Rule) -> Self {
         let mut doc = RuleDoc {
             system: rule.system.clone(),
+            handle: rule.handle,
             nth: rule.nth,
             action: Some(rule.action.name().to_string()),
             ..RuleDoc::default()
@@ -680,9 +964,40 @@ impl From<&Rule> for RuleDoc {
             Trigger::Notification(k) => doc.notification = Some(k),
         }
         match &rule.action {
-            Action::Fail { code, document } => {
+            Action::Fail {
+                code,
+                document,
+                performed,
+            } => {
                 doc.code = Some(*code);
                 doc.document = document.clone();
+                doc.performed = performed.then_some(true);
+            }
+            Action::Notify {
+                kind,
+                status,
+                payload,
+                after,
+                to,
+            } => {
+                doc.kind = Some(*kind);
+                doc.status = Some(*status);
+                doc.payload = payload.clone();
+                doc.after_ms = Some(*after);
+                doc.to = (*to != NotifyTarget::Auto).then_some(*to);
+            }
+            Action::HoldSignal { release } => match release {
+                Release::After(d) => doc.ms = Some(*d),
+                Release::Gate(g) => doc.gate = Some(g.clone()),
+            },
+            Action::Rewrite { status, payload } => {
+                doc.status = *status;
+                match payload {
+                    PayloadEdit::Keep => {}
+                    PayloadEdit::Remove => doc.no_payload = Some(true),
+                    PayloadEdit::Replace(text) => doc.payload = Some(text.clone()),
+                    PayloadEdit::Merge(map) => doc.merge = Some(map.clone()),
+                }
             }
             Action::Pending {
                 complete_after,
@@ -714,7 +1029,7 @@ impl From<&Rule> for RuleDoc {
 /// takes `null` as absent, and rejects a bad value with a message saying what it expected and
 /// what it found (`serde_path_to_error` prefixes the field's path).
 mod field {
-    use super::{kind_of, OpName};
+    use super::{kind_of, NotifyTarget, OpName, MAX_COPIES, MAX_DURATION, MAX_TEXT};
     use hcs::{HResult, Method, NotificationKind};
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -752,9 +1067,14 @@ mod field {
         }
         pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
             read(d, |v| {
-                v.as_u64()
+                let n = v
+                    .as_u64()
                     .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| format!("expected a non-negative 32-bit integer, found {v}"))
+                    .ok_or_else(|| format!("expected a non-negative 32-bit integer, found {v}"))?;
+                if n > MAX_COPIES {
+                    return Err(format!("{n} is too large (at most {MAX_COPIES})"));
+                }
+                Ok(n)
             })
         }
     }
@@ -781,9 +1101,17 @@ mod field {
         }
         pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             read(d, |v| {
-                v.as_u64()
+                let d = v
+                    .as_u64()
                     .map(Duration::from_millis)
-                    .ok_or_else(|| format!("expected milliseconds as a non-negative integer, found {v}"))
+                    .ok_or_else(|| format!("expected milliseconds as a non-negative integer, found {v}"))?;
+                if d > MAX_DURATION {
+                    return Err(format!(
+                        "{v} ms is too long (at most {} ms, 24 h)",
+                        MAX_DURATION.as_millis()
+                    ));
+                }
+                Ok(d)
             })
         }
     }
@@ -829,41 +1157,160 @@ mod field {
             v.serialize(s)
         }
         pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-            read(d, |v| match v {
-                Value::String(s) => Ok(s.clone()),
-                v @ Value::Object(_) => Ok(v.to_string()),
-                v => Err(format!("expected a string or an object, found {}", kind_of(v))),
+            read(d, |v| {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    v @ Value::Object(_) => v.to_string(),
+                    v => return Err(format!("expected a string or an object, found {}", kind_of(v))),
+                };
+                bounded(text)
             })
         }
     }
 
-    /// A notification kind by its [`NotificationKind::from_name`] name (one of
-    /// [`NotificationKind::TRACKED`]).
+    fn bounded(text: String) -> Result<String, String> {
+        if text.len() > MAX_TEXT {
+            return Err(format!("{} bytes is too long (at most {MAX_TEXT})", text.len()));
+        }
+        Ok(text)
+    }
+
+    /// A notification payload: a string is taken verbatim (so `"not json"` is malformed event
+    /// data), any other JSON value as its JSON text; written back the same way.
+    pub(super) mod payload {
+        use super::*;
+        pub(crate) fn serialize<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+            match v.as_deref().map(serde_json::from_str::<Value>) {
+                Some(Ok(value @ (Value::Object(_) | Value::Array(_)))) => value.serialize(s),
+                _ => v.serialize(s),
+            }
+        }
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+            read(d, |v| {
+                bounded(match v {
+                    Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                })
+            })
+        }
+    }
+
+    /// Fields merged into a JSON payload: an object.
+    pub(super) mod merge {
+        use super::*;
+        use serde_json::Map;
+        pub(crate) fn serialize<S: Serializer>(
+            v: &Option<Map<String, Value>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            v.serialize(s)
+        }
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Map<String, Value>>, D::Error> {
+            read(d, |v| match v {
+                Value::Object(map) => {
+                    bounded(v.to_string())?;
+                    Ok(map.clone())
+                }
+                v => Err(format!("expected an object, found {}", kind_of(v))),
+            })
+        }
+    }
+
+    /// A handle's raw value: a positive integer or a `0x`-prefixed hex string.
+    pub(super) mod handle {
+        use super::*;
+        pub(crate) fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+            v.map(|h| format!("{h:#x}")).serialize(s)
+        }
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+            read(d, |v| {
+                let raw = match v {
+                    Value::Number(n) => n.as_u64(),
+                    Value::String(s) => {
+                        let s = s.trim();
+                        s.strip_prefix("0x")
+                            .or_else(|| s.strip_prefix("0X"))
+                            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                    }
+                    _ => None,
+                };
+                match raw {
+                    Some(0) => Err("a handle is never 0".to_string()),
+                    Some(h) => Ok(h),
+                    None => Err(format!(
+                        "expected a handle (positive integer or 0x-prefixed hex string), found {v}"
+                    )),
+                }
+            })
+        }
+    }
+
+    /// The target of an injected notification: `"system"` or `"process"`.
+    pub(super) mod to {
+        use super::*;
+        pub(crate) fn serialize<S: Serializer>(v: &Option<NotifyTarget>, s: S) -> Result<S::Ok, S::Error> {
+            v.map(|t| match t {
+                NotifyTarget::Auto => "auto",
+                NotifyTarget::System => "system",
+                NotifyTarget::Process => "process",
+            })
+            .serialize(s)
+        }
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NotifyTarget>, D::Error> {
+            read(d, |v| match v.as_str() {
+                Some("system") => Ok(NotifyTarget::System),
+                Some("process") => Ok(NotifyTarget::Process),
+                Some("auto") => Ok(NotifyTarget::Auto),
+                _ => Err(format!("expected \"system\" or \"process\", found {v}")),
+            })
+        }
+    }
+
+    /// A notification kind: a [`NotificationKind::from_name`] name (`"SystemExited"`,
+    /// `"SystemCrashReport"`, `"SystemGuestConnectionClosed"`, ...), or its raw V1 value as an
+    /// integer or `0x`-prefixed hex string (any value: unknown types become
+    /// [`NotificationKind::Other`]). Written as the name where there is one, else the number.
     pub(super) mod notification {
         use super::*;
         pub(crate) fn serialize<S: Serializer>(
             v: &Option<NotificationKind>,
             s: S,
         ) -> Result<S::Ok, S::Error> {
-            v.map(|k| k.to_string()).serialize(s)
+            match v {
+                None => s.serialize_none(),
+                Some(k) => match NotificationKind::from_name(&k.to_string()) {
+                    Some(_) => s.serialize_str(&k.to_string()),
+                    None => s.serialize_u32(k.v1_value()),
+                },
+            }
         }
         pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
             d: D,
         ) -> Result<Option<NotificationKind>, D::Error> {
             read(d, |v| {
-                let Value::String(name) = v else {
-                    return Err(format!("expected a string, found {}", kind_of(v)));
+                let raw = match v {
+                    Value::Number(n) => Some(n.as_u64().and_then(|n| u32::try_from(n).ok())),
+                    Value::String(s) if s.starts_with("0x") || s.starts_with("0X") => {
+                        Some(u32::from_str_radix(&s[2..], 16).ok())
+                    }
+                    Value::String(_) => None,
+                    v => return Err(format!("expected a string or a number, found {}", kind_of(v))),
                 };
-                NotificationKind::from_name(name)
-                    .filter(|k| NotificationKind::TRACKED.contains(k))
-                    .ok_or_else(|| {
+                match (raw, v) {
+                    (Some(Some(raw)), _) => Ok(NotificationKind::from_v1(raw)),
+                    (Some(None), v) => Err(format!("expected a 32-bit notification type, found {v}")),
+                    (None, Value::String(name)) => NotificationKind::from_name(name).ok_or_else(|| {
                         let names: Vec<String> =
                             NotificationKind::TRACKED.iter().map(|k| k.to_string()).collect();
                         format!(
-                            "unknown notification `{name}`, expected one of {}",
+                            "unknown notification `{name}`, expected one of {}, SystemCrashReport, SystemGuestConnectionClosed, ... or a raw type number",
                             names.join(", ")
                         )
-                    })
+                    }),
+                    (None, v) => Err(format!("expected a string or a number, found {}", kind_of(v))),
+                }
             })
         }
     }
@@ -903,6 +1350,16 @@ fn validate_rule(i: usize, rule: &Rule) -> Result<(), PlanError> {
         ));
     }
     let is_notification = matches!(rule.trigger, Trigger::Notification(_));
+    if rule.handle == Some(0) {
+        return Err(PlanError::at(format!("{base}.handle"), "a handle is never 0"));
+    }
+    if is_notification && rule.handle.is_some() {
+        return Err(PlanError::at(
+            format!("{base}.handle"),
+            "applies to call rules only",
+        ));
+    }
+    check_bounds(&base, &rule.action)?;
     if is_notification != rule.action.is_notification_action() {
         return Err(PlanError::at(
             format!("{base}.action"),
@@ -939,8 +1396,114 @@ fn validate_rule(i: usize, rule: &Rule) -> Result<(), PlanError> {
         (Action::Crash { .. }, Trigger::Call(Method::EnumerateComputeSystems | Method::GetServiceProperties | Method::ModifyServiceSettings)) => {
             Err(PlanError::at(format!("{base}.action"), "`crash` needs a call on a system"))
         }
+        (Action::Notify { .. }, Trigger::AnyCall) => Err(PlanError::at(
+            format!("{base}.action"),
+            "`notify` needs a specific `op` on a system or process handle, not `*`",
+        )),
+        (Action::Notify { to, .. }, Trigger::Call(op)) => {
+            if !notify_capable(op) {
+                return Err(PlanError::at(
+                    format!("{base}.action"),
+                    format!("`notify` applies to calls on a system or process handle (not close, unregister or service calls), not {op}"),
+                ));
+            }
+            if *to == NotifyTarget::Process && !is_process_call(op) {
+                return Err(PlanError::at(
+                    format!("{base}.to"),
+                    format!("`process` needs a call on a process (CreateProcess, SignalProcess, ...), not {op}"),
+                ));
+            }
+            Ok(())
+        }
+        (Action::HoldSignal { .. }, Trigger::Call(Method::SignalProcess | Method::TerminateProcess)) => Ok(()),
+        (Action::HoldSignal { .. }, Trigger::Call(op)) => Err(PlanError::at(
+            format!("{base}.action"),
+            format!("`hold` applies to SignalProcess and TerminateProcess, not {op}"),
+        )),
+        (Action::HoldSignal { .. }, Trigger::AnyCall) => Err(PlanError::at(
+            format!("{base}.action"),
+            "`hold` needs `op` SignalProcess or TerminateProcess",
+        )),
         _ => Ok(()),
     }
+}
+
+/// The bounds of values built in code (the JSON readers apply the same ones).
+fn check_bounds(base: &str, action: &Action) -> Result<(), PlanError> {
+    let too_long = |field: &str, d: Duration| {
+        (d > MAX_DURATION).then(|| {
+            PlanError::at(
+                format!("{base}.{field}"),
+                format!(
+                    "{} ms is too long (at most {} ms, 24 h)",
+                    d.as_millis(),
+                    MAX_DURATION.as_millis()
+                ),
+            )
+        })
+    };
+    let too_big = |field: &str, text: Option<&str>| {
+        text.filter(|t| t.len() > MAX_TEXT).map(|t| {
+            PlanError::at(
+                format!("{base}.{field}"),
+                format!("{} bytes is too long (at most {MAX_TEXT})", t.len()),
+            )
+        })
+    };
+    let problem = match action {
+        Action::Fail { document, .. } => too_big("document", document.as_deref()),
+        Action::Pending { complete_after, .. } => {
+            complete_after.and_then(|d| too_long("complete_after_ms", d))
+        }
+        Action::Crash { after } | Action::Disconnect { after } | Action::LateCallback { after, .. } => {
+            too_long("after_ms", *after)
+        }
+        Action::Delay(d) | Action::DelayNotification(d) => too_long("ms", *d),
+        Action::HoldSignal {
+            release: Release::After(d),
+        } => too_long("ms", *d),
+        Action::Notify { payload, after, .. } => {
+            too_long("after_ms", *after).or_else(|| too_big("payload", payload.as_deref()))
+        }
+        Action::Rewrite {
+            payload: PayloadEdit::Replace(text),
+            ..
+        } => too_big("payload", Some(text)),
+        Action::DuplicateNotification { copies } if *copies > MAX_COPIES => Some(PlanError::at(
+            format!("{base}.copies"),
+            format!("{copies} is too large (at most {MAX_COPIES})"),
+        )),
+        _ => None,
+    };
+    problem.map_or(Ok(()), Err)
+}
+
+/// Calls on a process handle (or creating one).
+fn is_process_call(op: Method) -> bool {
+    matches!(
+        op,
+        Method::CreateProcess
+            | Method::TerminateProcess
+            | Method::SignalProcess
+            | Method::GetProcessInfo
+            | Method::GetProcessProperties
+            | Method::ModifyProcess
+            | Method::RegisterProcessCallback
+    )
+}
+
+/// Calls after which a `notify` rule can name the object they were on.
+fn notify_capable(op: Method) -> bool {
+    !matches!(
+        op,
+        Method::EnumerateComputeSystems
+            | Method::GetServiceProperties
+            | Method::ModifyServiceSettings
+            | Method::CloseComputeSystem
+            | Method::CloseProcess
+            | Method::UnregisterComputeSystemCallback
+            | Method::UnregisterProcessCallback
+    )
 }
 
 /// Run-time state of a plan: the rules and how many matching events each has seen.
@@ -957,7 +1520,7 @@ impl ActivePlan {
     }
 
     /// Counts a call against every matching rule; returns the actions of the rules that fire.
-    pub(crate) fn on_call(&mut self, op: Method, system: Option<&str>) -> Vec<Action> {
+    pub(crate) fn on_call(&mut self, op: Method, system: Option<&str>, handle: Option<u64>) -> Vec<Action> {
         self.fire(
             |t| match t {
                 Trigger::Call(o) => o == op,
@@ -965,15 +1528,21 @@ impl ActivePlan {
                 Trigger::Notification(_) => false,
             },
             system,
+            handle,
         )
     }
 
     /// Counts a notification against every matching rule; returns the actions that fire.
     pub(crate) fn on_notification(&mut self, kind: NotificationKind, system: Option<&str>) -> Vec<Action> {
-        self.fire(|t| t == Trigger::Notification(kind), system)
+        self.fire(|t| t == Trigger::Notification(kind), system, None)
     }
 
-    fn fire(&mut self, matches: impl Fn(Trigger) -> bool, system: Option<&str>) -> Vec<Action> {
+    fn fire(
+        &mut self,
+        matches: impl Fn(Trigger) -> bool,
+        system: Option<&str>,
+        handle: Option<u64>,
+    ) -> Vec<Action> {
         let mut fired = Vec::new();
         for (rule, count) in &mut self.rules {
             if !matches(rule.trigger) {
@@ -983,6 +1552,9 @@ impl ActivePlan {
                 if system != Some(want.as_str()) {
                     continue;
                 }
+            }
+            if rule.handle.is_some() && rule.handle != handle {
+                continue;
             }
             *count += 1;
             if rule.nth.is_none_or(|n| u64::from(n) == *count) {
@@ -1021,10 +1593,22 @@ mod tests {
                 .rule(Rule::call(Method::StartComputeSystem).nth(2).fail(1u32))
                 .rule(Rule::call(Method::StartComputeSystem).system("x").fail(2u32)),
         );
-        assert!(active.on_call(Method::StartComputeSystem, Some("y")).is_empty());
-        assert_eq!(active.on_call(Method::StartComputeSystem, Some("y")).len(), 1);
-        assert!(active.on_call(Method::StartComputeSystem, Some("y")).is_empty());
-        assert_eq!(active.on_call(Method::StartComputeSystem, Some("x")).len(), 1);
-        assert!(active.on_call(Method::PauseComputeSystem, Some("x")).is_empty());
+        assert!(active
+            .on_call(Method::StartComputeSystem, Some("y"), None)
+            .is_empty());
+        assert_eq!(
+            active.on_call(Method::StartComputeSystem, Some("y"), None).len(),
+            1
+        );
+        assert!(active
+            .on_call(Method::StartComputeSystem, Some("y"), None)
+            .is_empty());
+        assert_eq!(
+            active.on_call(Method::StartComputeSystem, Some("x"), None).len(),
+            1
+        );
+        assert!(active
+            .on_call(Method::PauseComputeSystem, Some("x"), None)
+            .is_empty());
     }
 }

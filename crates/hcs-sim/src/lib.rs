@@ -89,9 +89,15 @@
 //! * **Processes**: the [`Backend::Host`] backend really runs the command line (split with the
 //!   `CommandLineToArgvW` rules, see [`cmdline`]), with pipes, exit codes, signals, pause =
 //!   `SIGSTOP`, and statistics from `/proc`; the [`Backend::Scripted`] backend is deterministic.
-//! * **Faults** ([`FaultPlan`], in code or JSON): failures, late or missing completions, crashes,
-//!   service disconnects, blocked calls, delayed/duplicated/dropped notifications, late callbacks.
-//! * **Accounting**: [`Simulator::handle_counts`], [`Simulator::assert_no_leaks`].
+//! * **Faults** ([`FaultPlan`], in code or JSON): failures (also "done but reported failed"),
+//!   late or missing completions, crashes, service disconnects, blocked calls, signals held in a
+//!   per-handle queue, extra notifications of any kind, delayed/duplicated/dropped/rewritten
+//!   notifications (statuses and payloads: null, malformed, V2-style), late callbacks; rules
+//!   match a method, a system id and/or a handle.
+//! * **Record** ([`Simulator::start_recording`], [`Simulator::record`]): every call, delivery
+//!   and signal, in order, bounded; off by default.
+//! * **Accounting**: [`Simulator::handle_counts`], [`Simulator::open_handles`],
+//!   [`Simulator::assert_no_leaks`].
 //!
 //! Threads: one service thread per simulator, started lazily, runs timed tasks and reaps host
 //! processes. Idle systems cost memory only.
@@ -117,7 +123,11 @@
 //!   directory `ERROR_DIRECTORY` (both in HRESULT form).
 //! * **Service disconnect** keeps systems, processes and handles; calls fail with
 //!   `RPC_S_SERVER_UNAVAILABLE` (in HRESULT form) and notifications are not sent until
-//!   [`Simulator::restart_service`]. [`Simulator::reboot`] forgets everything instead.
+//!   [`Simulator::restart_service`]. [`Simulator::restart_service_invalidating_handles`] is a
+//!   real `vmcompute` restart: systems and processes survive, every handle and registration
+//!   dies (`E_HANDLE`). [`Simulator::reboot`] forgets everything instead.
+//! * **Signals** sent through one process handle take effect in order: a signal a `hold` rule
+//!   holds delays every later signal or terminate through that handle, not through others.
 //! * **Statistics** come from `/proc/<pid>/stat` and `/proc/<pid>/status` of live host
 //!   processes (CPU in 100 ns units with `USER_HZ` = 100; working set from `RssAnon`/`VmRSS`);
 //!   scripted processes report zeros.
@@ -131,6 +141,7 @@
 //! only through its `Work` trait). Documents are parsed in `documents.rs`, HRESULT choices are
 //! in `codes.rs`, configuration in `config.rs` and fault plans in [`fault`].
 
+mod calls;
 pub mod cmdline;
 mod codes;
 mod config;
@@ -140,6 +151,7 @@ mod engine;
 pub mod fault;
 mod host;
 mod model;
+pub mod record;
 mod sched;
 mod service;
 mod signal;
@@ -147,7 +159,11 @@ mod simulator;
 mod sync;
 
 pub use config::{Backend, Script, ScriptedProcess, SimConfig};
-pub use fault::{Action, CallRule, FaultPlan, NotificationRule, PlanError, Rule, Trigger};
+pub use fault::{
+    Action, CallRule, FaultPlan, NotificationRule, NotifyTarget, PayloadEdit, PlanError, Release, Rule,
+    Trigger,
+};
 pub use host::proc_state;
 pub use model::{MappedDirectory, SystemState};
+pub use record::{CallEvent, CallResult, DeliveryEvent, Event, Record, SignalEvent};
 pub use simulator::{HandleCounts, ProcessSnapshot, SimError, Simulator, SystemInfo};

@@ -286,6 +286,27 @@ pub(crate) struct CallbackRec {
     pub(crate) delivering: Option<ThreadId>,
 }
 
+/// A signal waiting in a process handle's queue: its number and whether it is held itself.
+#[derive(Debug)]
+pub(crate) struct HeldSignal {
+    pub(crate) sig: i32,
+    pub(crate) hold: Option<crate::fault::Release>,
+}
+
+/// The signal queue of one process handle while a held signal heads it (HCS serialises the
+/// signals sent through one handle): the head waits for its release (a timer or `gate`), the
+/// others wait behind it in order.
+#[derive(Debug)]
+pub(crate) struct SignalQueue {
+    pub(crate) sys: u64,
+    pub(crate) proc: u64,
+    pub(crate) head: i32,
+    pub(crate) gate: Option<String>,
+    /// Identifies this hold (a timer of an earlier hold of the same handle is ignored).
+    pub(crate) queue_gen: u64,
+    pub(crate) waiting: std::collections::VecDeque<HeldSignal>,
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) connected: bool,
@@ -298,6 +319,9 @@ pub(crate) struct State {
     pub(crate) system_handles: HashMap<u64, u64>,
     pub(crate) process_handles: HashMap<u64, (u64, u64)>,
     pub(crate) callbacks: HashMap<u64, CallbackRec>,
+    /// Busy per-handle signal queues, by process handle.
+    pub(crate) signal_queues: HashMap<u64, SignalQueue>,
+    pub(crate) next_queue_gen: u64,
 }
 
 impl State {
@@ -313,6 +337,8 @@ impl State {
             system_handles: HashMap::new(),
             process_handles: HashMap::new(),
             callbacks: HashMap::new(),
+            signal_queues: HashMap::new(),
+            next_queue_gen: 0,
         }
     }
     /// A fresh handle value (unique across all kinds, never reused).
@@ -332,6 +358,7 @@ impl State {
         self.system_handles.clear();
         self.process_handles.clear();
         self.callbacks.clear();
+        self.signal_queues.clear();
         self.connected = true;
         self.epoch += 1;
     }

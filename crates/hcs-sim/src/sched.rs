@@ -47,6 +47,18 @@ pub(crate) enum Task {
     Crash { sys: u64 },
     /// An injected service disconnect.
     Disconnect,
+    /// A `notify` rule's extra notification to the registrations of a system (or of process
+    /// `proc` of it) live when it is due, unless a disconnect or reboot (`epoch`) came first.
+    Inject {
+        sys: u64,
+        proc: Option<u64>,
+        kind: NotificationKind,
+        status: HResult,
+        payload: Option<String>,
+        epoch: u64,
+    },
+    /// The held head of a process handle's signal queue is released (hold `queue_gen`).
+    SignalDue { handle: u64, queue_gen: u64 },
 }
 
 struct Entry {

@@ -4,10 +4,13 @@
 //! is the [`Engine`](crate::engine::Engine).
 
 use crate::config::SimConfig;
+use crate::driver::Model;
 use crate::engine::Engine;
 use crate::fault::{ActivePlan, FaultPlan, PlanError};
 use crate::model::{MappedDirectory, ProcKind, StopKind, SystemOp, SystemState};
+use crate::record::Record;
 use crate::sync::lock;
+use hcs::{HResult, NotificationKind};
 use hcs_schema::ExitType;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +69,9 @@ pub enum SimError {
     /// The system has already stopped.
     #[error("compute system `{0}` has already stopped")]
     AlreadyStopped(String),
+    /// The system has no process with that pid.
+    #[error("compute system `{0}` has no process {1}")]
+    UnknownProcess(String, u32),
 }
 
 /// A simulated HCS service implementing [`hcs::Driver`].
@@ -78,6 +84,8 @@ pub enum SimError {
 /// Dropping the simulator kills every host process it started and stops its threads.
 pub struct Simulator {
     pub(crate) engine: Arc<Engine>,
+    /// The model's side of the driver calls (same engine).
+    pub(crate) model: Model,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -106,8 +114,12 @@ impl Simulator {
     /// Creates a simulator, rejecting an invalid fault plan.
     pub fn try_new(config: SimConfig) -> Result<Arc<Simulator>, PlanError> {
         config.faults.validate()?;
+        let engine = Arc::new(Engine::new(config));
         Ok(Arc::new(Simulator {
-            engine: Arc::new(Engine::new(config)),
+            model: Model {
+                engine: Arc::clone(&engine),
+            },
+            engine,
         }))
     }
 
@@ -123,13 +135,15 @@ impl Simulator {
         *lock(&self.engine.faults) = ActivePlan::default();
     }
 
-    /// Releases a `block` gate: calls blocked on it (now or later) proceed.
+    /// Releases a gate: calls blocked on it (`block`, now or later) proceed, and signals held
+    /// on it (`hold`) take effect, followed by the signals queued behind them.
     pub fn release(&self, gate: &str) {
         lock(&self.engine.gates)
             .entry(gate.to_string())
             .or_default()
             .released = true;
         self.engine.gate_cv.notify_all();
+        self.engine.release_signal_gate(gate);
     }
 
     /// Number of calls currently blocked on `gate`.
@@ -170,6 +184,59 @@ impl Simulator {
         self.engine.lock().connected = true;
     }
 
+    /// Restarts the service the way a real `vmcompute` restart does: **systems and processes
+    /// survive, every handle dies**. Queued notifications are dropped and every live callback
+    /// registration gets `ServiceDisconnect` (the client's connection broke); then every system,
+    /// process and callback handle issued before is forgotten — later calls with one fail with
+    /// `E_HANDLE`, and the registrations count as released in [`Simulator::handle_counts`].
+    /// Running systems and processes keep running and can be opened again by id and pid.
+    /// Works whether or not the service was disconnected first; afterwards it is connected.
+    /// (Compare [`Simulator::restart_service`], which keeps the handles, and
+    /// [`Simulator::reboot`], which forgets the systems too.)
+    pub fn restart_service_invalidating_handles(&self) {
+        self.engine.restart_dropping_handles();
+    }
+
+    /// Sends notification `kind` (any kind, e.g. `NotificationKind::Other(0x6)`, the V1
+    /// `SystemCrashReport`) with `status` and `payload` to the registrations of system `id`,
+    /// or of its process `pid`, after `after` (plus the latency). Subject to the notification
+    /// rules of the fault plan.
+    pub fn inject_notification(
+        &self,
+        id: &str,
+        pid: Option<u32>,
+        kind: NotificationKind,
+        status: impl Into<HResult>,
+        payload: Option<&str>,
+        after: Duration,
+    ) -> Result<(), SimError> {
+        self.engine
+            .inject(id, pid, kind, status.into(), payload.map(str::to_string), after)
+    }
+
+    /// Starts recording (or changes the bound of a running record): every driver call, every
+    /// notification delivered and every signal that takes effect, in order, keeping at most
+    /// `capacity` entries (the oldest are dropped and counted in [`Record::dropped`]).
+    /// Recording is off by default; while off it costs one atomic load per event.
+    pub fn start_recording(&self, capacity: usize) {
+        self.engine.recorder.start(capacity);
+    }
+
+    /// Stops recording (the record is kept until taken).
+    pub fn stop_recording(&self) {
+        self.engine.recorder.stop();
+    }
+
+    /// A copy of the record so far.
+    pub fn record(&self) -> Record {
+        self.engine.recorder.snapshot()
+    }
+
+    /// The record so far, emptying it (recording goes on if it was on).
+    pub fn take_record(&self) -> Record {
+        self.engine.recorder.take()
+    }
+
     /// Whether the service is connected.
     pub fn is_connected(&self) -> bool {
         self.engine.lock().connected
@@ -199,6 +266,22 @@ impl Simulator {
             processes: st.process_handles.len(),
             callbacks: st.callbacks.len(),
         }
+    }
+
+    /// The raw values of every open system and process handle and live callback registration,
+    /// sorted (what [`Simulator::handle_counts`] counts; compare with [`Simulator::record`] to
+    /// see which calls made them).
+    pub fn open_handles(&self) -> Vec<u64> {
+        let st = self.engine.lock();
+        let mut out: Vec<u64> = st
+            .system_handles
+            .keys()
+            .chain(st.process_handles.keys())
+            .chain(st.callbacks.keys())
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// Host processes started by this simulator that have not been reaped.

@@ -352,7 +352,8 @@ fn json_plan_parses_every_action() {
         plan.rules[11].action,
         hcs_sim::Action::Fail {
             code: HResult(0x8037_010E),
-            document: None
+            document: None,
+            performed: false,
         }
     );
     // serde round trip
