@@ -601,9 +601,9 @@ fn failed_close_or_unregister_keeps_the_handle_open_and_a_retry_succeeds() {
         p.kill().unwrap();
         p.wait_timeout(LIMIT).unwrap();
         sys.terminate().unwrap();
-        // Waits come before the close: after a close that failed at `CloseComputeSystem` the
-        // registration is already gone, so a wait on the still-open System would never see the
-        // exit (reported as a library finding of the soak work).
+        // (A close that failed at `CloseComputeSystem` used to leave the still-open System deaf:
+        // the soak found it, and `hcs` now registers the callback again; see
+        // `an_object_whose_close_failed_still_hears_its_exit` in crates/hcs/tests/owned.rs.)
         sys.wait_timeout(LIMIT).unwrap();
         sim.set_fault_plan(FaultPlan::new().rule(Rule::call(op).nth(1).fail(HResult::E_FAIL)))
             .unwrap();

@@ -28,7 +28,10 @@ pub(crate) enum Outcome {
     /// A System exited.
     SystemExit(ExitSignal),
     /// A Process exited; `code` is -1 when unknown, `error` is the wait error if any.
-    ProcessExit { code: i64, error: Option<crate::error::Error> },
+    ProcessExit {
+        code: i64,
+        error: Option<crate::error::Error>,
+    },
     /// The service disconnected before an exit.
     Disconnected,
     /// The object was closed before an exit.

@@ -97,9 +97,11 @@ pub(crate) fn release<H: Copy>(
 }
 
 /// The close sequence: mark closing (pending waits end already-closed), wait for driver calls
-/// in progress, run `quiesced` with the still-open handle, unregister the callback, remove the
-/// registry entry, close the handle, latch the closed outcome. Idempotent; a failing unregister
-/// or close leaves the object open (and retryable) and is returned.
+/// in progress, run `quiesced` with the still-open handle, unregister the callback, close the
+/// handle, remove the registry entry, latch the closed outcome. Idempotent; a failing
+/// unregister or close leaves the object open (and retryable) and is returned; after a failed
+/// handle close the callback is registered again (`reregister`), so the open object still
+/// hears its exit.
 pub(crate) fn close<H: Copy>(
     handle: &HandleCell<H>,
     notifier: &Notifier,
@@ -107,6 +109,7 @@ pub(crate) fn close<H: Copy>(
     quiesced: impl FnOnce(H),
     unregister: impl FnOnce(CallbackHandle) -> Result<(), Failure>,
     close_handle: impl FnOnce(H) -> Result<(), Failure>,
+    reregister: impl FnOnce(H, NotifyContext) -> Result<CallbackHandle, Failure>,
 ) -> Result<(), Failure> {
     notifier.set_closing(true);
     let Some(h) = handle.begin_close() else {
@@ -121,9 +124,10 @@ pub(crate) fn close<H: Copy>(
         Err(e)
     };
     let cb = *lock(&reg.callback);
+    let mut unregistered = false;
     if let Some(cb) = cb {
         match unregister(cb) {
-            Ok(()) => {}
+            Ok(()) => unregistered = true,
             // The registration is already gone (e.g. the service restarted): nothing is left
             // to unregister, and retrying cannot help.
             Err(e) if is_dead(&e) => {
@@ -133,13 +137,25 @@ pub(crate) fn close<H: Copy>(
         }
         *lock(&reg.callback) = None;
     }
-    reg.remove_entry();
     match close_handle(h) {
         Ok(()) => {}
         // The handle is already dead (invalid handle): it is released as far as HCS knows.
         Err(e) if is_dead(&e) => tracing::warn!(hresult = %e.code, "handle already invalid at close"),
-        Err(e) => return fail(e),
+        Err(e) => {
+            // The object stays open for a retry, so it must keep hearing its notifications: the
+            // registry entry was kept, and the callback this close unregistered is registered
+            // again (without it, a wait on the still-open object would never end).
+            if unregistered {
+                match reregister(h, reg.ctx) {
+                    Ok(cb) => *lock(&reg.callback) = Some(cb),
+                    Err(r) => tracing::error!(hresult = %r.code,
+                        "close failed and the callback could not be registered again; the object no longer hears its notifications"),
+                }
+            }
+            return fail(e);
+        }
     }
+    reg.remove_entry();
     notifier.publish(Outcome::Closed);
     handle.end_close(true);
     notifier.set_closing(false);

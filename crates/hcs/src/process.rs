@@ -347,6 +347,11 @@ impl ProcessInner {
                 self.target()
                     .traced_plain("close_process", || self.driver.close_process(h))
             },
+            |h, ctx| {
+                self.target().traced_plain("register_process_callback", || {
+                    self.driver.register_process_callback(h, ctx)
+                })
+            },
         )
         .map_err(|e| self.err("hcs::Process::Close", &e))
     }

@@ -108,6 +108,12 @@ impl SystemInner {
                 self.target()
                     .traced_plain("close_compute_system", || self.driver.close_compute_system(h))
             },
+            |h, ctx| {
+                self.target()
+                    .traced_plain("register_compute_system_callback", || {
+                        self.driver.register_compute_system_callback(h, ctx)
+                    })
+            },
         )
         .map_err(|e| Error::system("hcs::System::Close", &self.id, e))
     }

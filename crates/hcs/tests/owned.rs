@@ -201,3 +201,41 @@ fn a_status_saying_not_exited_is_an_unknown_exit_code_never_zero() {
     p.close().unwrap();
     s.close().unwrap();
 }
+
+/// A caller's close whose handle close fails leaves the object open for a retry, and still
+/// hearing its notifications: a wait on it ends when the system exits (found by the fault soak:
+/// the callback had been unregistered and the registry entry removed, so the wait hung).
+#[test]
+fn an_object_whose_close_failed_still_hears_its_exit() {
+    let (fake, s) = system();
+    fake.script(Method::CloseComputeSystem, Answer::fail(HResult::E_FAIL));
+    assert!(s.close().is_err());
+    let ctx = s.notify_context().expect("still registered");
+    assert_eq!(
+        fake.last_system_context(),
+        Some(ctx),
+        "the callback was registered again"
+    );
+    exit_system(&fake, 0, "GracefulExit");
+    s.wait_timeout(Duration::from_secs(5))
+        .expect("the exit reached the open object");
+    s.close().unwrap();
+    fake.assert_no_leaks();
+
+    // The same for a process.
+    let (fake, s) = system();
+    let p = s.create_process(PARAMS).unwrap();
+    fake.script(Method::CloseProcess, Answer::fail(HResult::E_FAIL));
+    assert!(p.close().is_err());
+    let pctx = p.notify_context().expect("still registered");
+    fake.set_default(
+        Method::GetProcessProperties,
+        Answer::ok_with(r#"{"Exited":true,"ExitCode":2}"#),
+    );
+    assert!(fake.fire(pctx, NotificationKind::ProcessExited, 0u32, None));
+    p.wait_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(p.exit(), Some(ExitCode::Code(2)));
+    p.close().unwrap();
+    s.close().unwrap();
+    fake.assert_no_leaks();
+}
