@@ -25,6 +25,8 @@
 //! use hcs::System;
 //! use std::io::Read;
 //!
+//! # #[cfg(unix)] // the simulator's host backend runs commands on a Unix host
+//! # fn main() -> Result<(), hcs::Error> {
 //! let driver = hcs_sim::Simulator::new(hcs_sim::SimConfig::default());
 //! let system = System::create_from(driver, "demo", &ComputeSystem::process_isolated_container("me"))?;
 //! system.start()?;
@@ -41,7 +43,10 @@
 //! system.shutdown()?;
 //! system.wait()?;
 //! system.close()?;
-//! # Ok::<(), hcs::Error>(())
+//! # Ok(())
+//! # }
+//! # #[cfg(not(unix))]
+//! # fn main() {}
 //! ```
 //!
 //! # Example: testing your own code with the scripted fake (`hcs-testkit`)
