@@ -327,3 +327,18 @@ fn very_verbose_shows_the_documents_and_default_config_prints() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["Owner"], "hcsctl");
 }
+
+// 7. Containment: nothing the command started outlives it.
+
+#[test]
+fn background_children_of_the_command_do_not_outlive_the_run() {
+    let marker = format!("27.{:06}", std::process::id() % 1_000_000);
+    let o = run(&["run", "--", "sh", "-c", &format!("sleep {marker} & echo started")]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    std::thread::sleep(Duration::from_millis(200));
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("^sleep {marker}$")])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "left running: {}", text(&left.stdout));
+}
