@@ -8,10 +8,13 @@
 //!    is closed at our EOF, at once when our stdin is `/dev/null`), and its stdout and stderr to
 //!    ours, unbuffered (see [`crate::io`]: on Unix one thread handles the interrupts and every
 //!    stream). The exit is noticed through the process's wait future, without a thread.
-//! 3. While it runs: the first Ctrl-C (or SIGTERM/SIGHUP) sends the process `{"Signal":2}`
-//!    (SIGINT; a system shutdown when the driver cannot signal); a second one, or the end of the
-//!    grace period (`--grace`, default 10 s), kills it. When `--timeout` expires the process is
-//!    killed and `hcsctl` exits 124.
+//! 3. While it runs: the first interrupt is forwarded as the same signal — Ctrl-C as
+//!    `{"Signal":2}`, SIGTERM as `{"Signal":15}`, SIGHUP as `{"Signal":1}` (a Windows guest gets
+//!    0 = CtrlC for Ctrl-C and 1 = CtrlBreak otherwise; a system shutdown when the driver cannot
+//!    signal); a second one, or the end of the grace period (`--grace`, default 10 s), kills it.
+//!    When `--timeout` expires (it bounds the whole run, create and start included) the process
+//!    is killed and `hcsctl` exits 124. After a second interrupt or a SIGTERM, a driver call that
+//!    stays blocked is abandoned and `hcsctl` exits `128 + signal`.
 //! 4. After the exit the output relays are drained (bounded, in case a background descendant
 //!    keeps a pipe open), the system is shut down (terminated if it does not stop within 5 s)
 //!    and closed, and `hcsctl` exits with the command's exit code (see [`crate::exit`]). When
@@ -20,8 +23,11 @@
 //!
 //! With `--json` one JSON object is printed on stdout as the **last line**, after all of the
 //! command's relayed output: `{"system_id","pid","exit_code","exit_type","started_at",
-//! "stopped_at","duration_ms","timed_out","interrupted"}` — times in RFC 3339 (UTC),
-//! `exit_code` the full 32-bit code or `null` when unknown, `exit_type` the system's exit type.
+//! "stopped_at","duration_ms","timed_out","interrupted","error"}` — times in RFC 3339 (UTC),
+//! `exit_code` the full 32-bit code or `null` when unknown, `exit_type` the system's exit type,
+//! `error` the failure message or `null`. It is printed on every path (failures included) and
+//! always on a line of its own. When our own stdout or stderr fails, the command's end of that
+//! stream is closed (it sees `EPIPE`); see [`crate::exit`] for the resulting exit code.
 
 use crate::cmdline::join_command_line;
 use crate::config::{default_document, load_config, load_fault_plan};
