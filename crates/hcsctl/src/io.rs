@@ -57,6 +57,7 @@ impl Interrupts {
 /// `SIGINT` (Linux numbering; also what a Windows Ctrl-C stands for).
 pub(crate) const SIGINT: i32 = 2;
 /// `SIGHUP`.
+#[cfg_attr(not(unix), allow(dead_code))] // only caught on Unix
 pub(crate) const SIGHUP: i32 = 1;
 /// `SIGTERM`.
 pub(crate) const SIGTERM: i32 = 15;
