@@ -247,18 +247,24 @@ impl Reaper {
     /// returns their `(sys, proc, exit code)`, for the caller to report without this lock.
     pub(crate) fn reap(&self, sweep: &Sweep) -> Vec<(u64, u64, u32)> {
         let mut exits = Vec::new();
-        let mut try_reap = |proc: u64, c: &mut Child2| match c.child.try_wait() {
-            Ok(Some(status)) => {
-                exits.push((c.sys, proc, exit_code(status)));
-                false
-            }
-            Ok(None) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "hcs-sim: try_wait failed; treating the child as gone");
-                exits.push((c.sys, proc, 255));
-                false
-            }
+        let mut try_reap = |proc: u64, c: &mut Child2| {
+            contain_exited(&c.child);
+            try_wait_child(proc, c, &mut exits)
         };
+        fn try_wait_child(proc: u64, c: &mut Child2, exits: &mut Vec<(u64, u64, u32)>) -> bool {
+            match c.child.try_wait() {
+                Ok(Some(status)) => {
+                    exits.push((c.sys, proc, exit_code(status)));
+                    false
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "hcs-sim: try_wait failed; treating the child as gone");
+                    exits.push((c.sys, proc, 255));
+                    false
+                }
+            }
+        }
         let mut children = lock(&self.children);
         match sweep {
             Sweep::None => {}
@@ -297,6 +303,39 @@ impl Reaper {
         cache.fds.as_deref()
     }
 }
+
+/// Containment: when a host child has exited (and is not reaped yet, so its pid still names
+/// its process group), every process left in its group — the background children of a shell,
+/// a daemon it started — is killed with `SIGKILL`, as a job object kills its processes when the
+/// job ends. The zombie keeps the group id reserved, so the signal cannot reach an unrelated
+/// group. Processes that left the group (`setsid`, their own group) are not reached.
+///
+/// Only where `waitid(WNOWAIT)` exists (Linux, Android, FreeBSD); elsewhere the group is left
+/// alone (signalling it after the reap could reach a reused group id).
+#[cfg(unix)]
+fn contain_exited(child: &Child) {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+        use nix::unistd::Pid;
+        let Ok(pid) = i32::try_from(child.id()) else {
+            return;
+        };
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(Pid::from_raw(pid)), flags) {
+            Ok(WaitStatus::StillAlive) | Err(_) => {}
+            Ok(_) => {
+                let _ = signal::kill_group(child.id(), signal::SIGKILL);
+            }
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let _ = child;
+}
+
+/// No host children off Unix.
+#[cfg(not(unix))]
+fn contain_exited(_child: &Child) {}
 
 /// CPU and memory figures of one host process, from `/proc/<pid>/stat` and
 /// `/proc/<pid>/status`.

@@ -20,10 +20,60 @@ pub fn default_document() -> String {
         .expect("a ComputeSystem always serialises")
 }
 
-/// Reads a file, mapping failure to exit code 66 with a message naming the file.
+/// The most read from a configuration or fault-plan file.
+pub const MAX_INPUT: u64 = 1024 * 1024;
+
+/// Reads a configuration or fault-plan file (`-`: stdin): at most [`MAX_INPUT`] bytes, and
+/// only from a regular file or stdin (a device such as `/dev/zero` never ends). Failure to
+/// read is exit code 66; a file too large or not UTF-8 is 65 (a bad document). A leading UTF-8
+/// byte-order mark is dropped.
 pub fn read_input(path: &Path, what: &str) -> Result<String, CliError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| CliError::new(NO_INPUT, format!("cannot read {what} {}: {e}", path.display())))
+    use std::io::Read;
+    let name = path.display();
+    let cannot = |e: std::io::Error| CliError::new(NO_INPUT, format!("cannot read {what} {name}: {e}"));
+    let mut bytes = Vec::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .lock()
+            .take(MAX_INPUT + 1)
+            .read_to_end(&mut bytes)
+            .map_err(cannot)?;
+    } else {
+        let file = std::fs::File::open(path).map_err(cannot)?;
+        let meta = file.metadata().map_err(cannot)?;
+        if !meta.is_file() {
+            return Err(CliError::new(
+                NO_INPUT,
+                format!("cannot read {what} {name}: not a regular file (use - for stdin)"),
+            ));
+        }
+        file.take(MAX_INPUT + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    }
+    if bytes.len() as u64 > MAX_INPUT {
+        return Err(CliError::new(
+            DATA_ERR,
+            format!("{what} {name} is larger than the limit of 1 MiB"),
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        CliError::new(
+            DATA_ERR,
+            format!(
+                "{what} {name} is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
+}
+
+/// The default configuration, indented for people (`hcsctl run --print-default-config`).
+pub fn default_document_pretty() -> String {
+    serde_json::to_string_pretty(&ComputeSystem::process_isolated_container(DEFAULT_OWNER))
+        .expect("a ComputeSystem always serialises")
 }
 
 /// Checks a configuration document; the error message names the line and column (not JSON) or
@@ -70,6 +120,13 @@ mod tests {
         assert_eq!(v["SchemaVersion"]["Minor"], 1);
         assert_eq!(v["ShouldTerminateOnLastHandleClosed"], true);
         assert!(v["Container"].is_object());
+    }
+
+    #[test]
+    fn pretty_default_document_is_the_default_document() {
+        let a: serde_json::Value = serde_json::from_str(&default_document()).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&default_document_pretty()).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

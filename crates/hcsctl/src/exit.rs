@@ -4,14 +4,15 @@
 //! | ---- | ------- |
 //! | 0–255 | `run`: the command's own exit code (see below for codes outside 0–255) |
 //! | 2   | usage error (bad option, unknown driver, missing command) — from the argument parser |
-//! | 65  | `EX_DATAERR`: the configuration is not JSON or not a valid compute-system document, or the fault plan is invalid |
-//! | 66  | `EX_NOINPUT`: a configuration or fault-plan file cannot be read |
+//! | 1   | `run`: writing our own stdout or stderr failed (other than `EPIPE`, which ends as 141) |
+//! | 65  | `EX_DATAERR`: the configuration is not JSON, not a valid compute-system document, not UTF-8 or over 1 MiB, or the fault plan is invalid |
+//! | 66  | `EX_NOINPUT`: a configuration or fault-plan file cannot be read or is not a regular file |
 //! | 69  | `EX_UNAVAILABLE`: the requested driver is unavailable on this platform |
 //! | 124 | `run --timeout`: the command did not finish in time and was killed (as coreutils `timeout`) |
 //! | 125 | an HCS operation failed (create, start, create process, …): the error is with HCS or `hcsctl`, not the command (as `docker run`) |
 //! | 126 | the command was found but could not be started (permission denied) |
 //! | 127 | the command was not found (as shells) |
-//! | 130 | interrupted (Ctrl-C) before the command started, or the command's exit code is unknown after an interrupt |
+//! | 130 | interrupted (Ctrl-C) before the command started, or the command's exit code is unknown after an interrupt (143 after `SIGTERM`, 129 after `SIGHUP`) |
 //!
 //! A command exit code above 255 (Windows codes such as `0xC000013A`) is reduced to its low 8
 //! bits on Unix, except that a non-zero code whose low 8 bits are 0 becomes 1, so a failure never
@@ -46,14 +47,18 @@ Exit codes:
   0-255  run: the command's exit code (codes > 255 use the low 8 bits on Unix; a non-zero code
          whose low 8 bits are 0 becomes 1; an unknown code becomes 255)
   2      usage error (bad option, unknown driver, missing command)
-  65     configuration not JSON / not a valid compute-system document, or invalid fault plan
-  66     configuration or fault-plan file cannot be read
+  1      run: our standard output or error failed (e.g. disk full); the command's own code
+         otherwise, or 141 when our reader went away (EPIPE), as for a command killed by SIGPIPE
+  65     configuration not JSON / not a valid compute-system document / not UTF-8 / over 1 MiB,
+         or invalid fault plan
+  66     configuration or fault-plan file cannot be read (or is not a regular file)
   69     driver unavailable on this platform
   124    run --timeout expired; the command was killed
   125    an HCS operation failed (create, start, create process, ...)
   126    command found but not executable
   127    command not found
-  130    interrupted (Ctrl-C) before the command ran, or exit code unknown after an interrupt";
+  130    interrupted (Ctrl-C) before the command ran, or exit code unknown after an interrupt
+         (143 after SIGTERM, 129 after SIGHUP)";
 
 /// An error that ends `hcsctl` with a message on stderr and a specific exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +67,8 @@ pub struct CliError {
     pub code: i32,
     /// The message (printed as `hcsctl: <message>`).
     pub message: String,
+    /// Secondary problems met on the way out (teardown, leaks), printed after the message.
+    pub notes: Vec<String>,
 }
 
 impl CliError {
@@ -70,6 +77,7 @@ impl CliError {
         CliError {
             code,
             message: message.into(),
+            notes: Vec::new(),
         }
     }
 }

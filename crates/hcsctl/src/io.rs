@@ -11,14 +11,15 @@
 
 use hcs::{CancelToken, PipeReader, PipeWriter, Process};
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What happened while the process ran.
 pub(crate) enum Event {
-    /// The n-th interrupt (1-based).
-    Interrupt(usize),
+    /// The n-th interrupt (1-based) and the signal that caused it (`SIGINT` for Ctrl-C).
+    Interrupt(usize, i32),
     /// The process's wait future was woken: the process has probably exited.
     Exited,
 }
@@ -41,12 +42,122 @@ impl Interrupts {
         }
     }
 
-    /// Handles one interrupt.
-    fn raise(&self) {
+    /// Handles one interrupt caused by signal `sig`. A second interrupt, or a `SIGTERM`, also
+    /// arms the watchdog that abandons a driver call that does not return (see [`busy`]).
+    fn raise(&self, sig: i32) {
         let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
         self.cancel.cancel();
-        let _ = self.tx.send(Event::Interrupt(n));
+        if n >= 2 || sig == SIGTERM {
+            arm_abandon_watchdog(sig);
+        }
+        let _ = self.tx.send(Event::Interrupt(n, sig));
     }
+}
+
+/// `SIGINT` (Linux numbering; also what a Windows Ctrl-C stands for).
+pub(crate) const SIGINT: i32 = 2;
+/// `SIGHUP`.
+#[cfg_attr(not(unix), allow(dead_code))] // only caught on Unix
+pub(crate) const SIGHUP: i32 = 1;
+/// `SIGTERM`.
+pub(crate) const SIGTERM: i32 = 15;
+
+/// How long a driver call may stay blocked after the interrupt that asks to give up on it.
+const ABANDON_AFTER: Duration = Duration::from_millis(500);
+
+/// The driver call in progress on the supervisor: its generation (odd while a call runs) and
+/// its name. `hcsctl` makes every driver call from one thread, so one slot suffices.
+static BUSY: AtomicU64 = AtomicU64::new(0);
+static BUSY_WHAT: Mutex<&'static str> = Mutex::new("");
+static WATCHDOG: AtomicBool = AtomicBool::new(false);
+
+/// Runs the driver call `f` (named `what`), marked as in progress: after a second interrupt or
+/// a `SIGTERM`, a call that stays blocked for [`ABANDON_AFTER`] is abandoned and `hcsctl` exits
+/// (`128 + signal`). The library never abandons an in-flight call (design I5); the CLI, as a
+/// whole process, may.
+pub(crate) fn busy<T>(what: &'static str, f: impl FnOnce() -> T) -> T {
+    *BUSY_WHAT.lock().unwrap_or_else(|p| p.into_inner()) = what;
+    BUSY.fetch_add(1, Ordering::SeqCst);
+    let r = f();
+    BUSY.fetch_add(1, Ordering::SeqCst);
+    r
+}
+
+/// Starts (once) the thread that abandons a blocked driver call (see [`busy`]).
+fn arm_abandon_watchdog(sig: i32) {
+    if WATCHDOG.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let r = std::thread::Builder::new()
+        .name("hcsctl-watchdog".into())
+        .spawn(move || {
+            let mut seen: Option<(u64, Instant)> = None;
+            loop {
+                let gen = BUSY.load(Ordering::SeqCst);
+                if gen % 2 == 1 {
+                    match seen {
+                        Some((g, since)) if g == gen => {
+                            if since.elapsed() >= ABANDON_AFTER {
+                                let what = *BUSY_WHAT.lock().unwrap_or_else(|p| p.into_inner());
+                                let _ = std::io::stdout().flush();
+                                let _ = writeln!(
+                                    std::io::stderr(),
+                                    "hcsctl: interrupted: abandoning the blocked {what} call; the compute system may still exist"
+                                );
+                                std::process::exit(128 + sig);
+                            }
+                        }
+                        _ => seen = Some((gen, Instant::now())),
+                    }
+                } else {
+                    seen = None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "cannot start the watchdog thread");
+    }
+}
+
+/// The first failed write to our own stdout or stderr (the relays stop copying that stream
+/// and close the command's end, so the command sees `EPIPE`).
+static OUTPUT_ERROR: Mutex<Option<(&'static str, std::io::Error)>> = Mutex::new(None);
+/// Whether the last byte relayed to our stdout was not a newline.
+static STDOUT_MID_LINE: AtomicBool = AtomicBool::new(false);
+
+/// Records a failed write to our stream `name` (`"stdout"` or `"stderr"`).
+fn record_output_error(name: &'static str, e: std::io::Error) {
+    tracing::debug!(stream = name, error = %e, "writing our output failed; closing the command's stream");
+    let mut slot = OUTPUT_ERROR.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some((name, e));
+    }
+}
+
+/// Notes the bytes just written to our `name` stream (tracks whether stdout ends mid-line).
+fn note_written(name: &str, bytes: &[u8]) {
+    if name == "stdout" {
+        if let Some(&last) = bytes.last() {
+            STDOUT_MID_LINE.store(last != b'\n', Ordering::Relaxed);
+        }
+    }
+}
+
+/// The first failed write to our stdout or stderr, with the stream's name.
+pub(crate) fn take_output_error() -> Option<(&'static str, std::io::Error)> {
+    OUTPUT_ERROR.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// Whether the command's output relayed to our stdout ended without a newline.
+pub(crate) fn stdout_mid_line() -> bool {
+    STDOUT_MID_LINE.load(Ordering::Relaxed)
+}
+
+/// The error a write to a closed standard stream gets.
+#[cfg(unix)]
+fn closed_stream() -> std::io::Error {
+    std::io::Error::from_raw_os_error(9) // EBADF
 }
 
 /// The command's standard streams as handed to [`Io::attach`].
@@ -75,11 +186,13 @@ fn spawn_output_relay<W: Write + 'static>(
                 match from.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
-                            // Our own stream is gone (closed pipe); keep draining so the process
-                            // does not block on a full pipe.
-                            continue;
+                        if let Err(e) = out.write_all(&buf[..n]).and_then(|()| out.flush()) {
+                            // Our own stream is gone: stop, closing the command's end so that
+                            // it sees EPIPE (as it would writing there itself).
+                            record_output_error(name, e);
+                            break;
                         }
+                        note_written(name, &buf[..n]);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
@@ -164,7 +277,7 @@ pub(crate) struct Io;
 impl Io {
     /// Installs the Ctrl-C handler, which hands every interrupt to `interrupts`.
     pub(crate) fn start(interrupts: Interrupts) -> Io {
-        let r = ctrlc::set_handler(move || interrupts.raise());
+        let r = ctrlc::set_handler(move || interrupts.raise(SIGINT));
         if let Err(e) = r {
             tracing::warn!(error = %e, "cannot install the Ctrl-C handler");
         }
@@ -180,7 +293,10 @@ impl Io {
 
 #[cfg(unix)]
 mod unix {
-    use super::{attach_with_threads, close_stdin, Interrupts, Streams};
+    use super::{
+        attach_with_threads, close_stdin, closed_stream, note_written, record_output_error, Interrupts,
+        Streams, SIGHUP, SIGINT, SIGTERM,
+    };
     use hcs::{PipeReader, Process};
     use rustix::event::{poll, PollFd, PollFlags};
     use std::fs::File;
@@ -233,8 +349,25 @@ mod unix {
         }
     }
 
+    /// Whether `f` is `/dev/null` opened read-write: what the Rust runtime puts in place of a
+    /// standard stream that was closed when `hcsctl` started (`>&-`). A shell's `>/dev/null`
+    /// opens it write-only. Output for such a stream is reported as a write error (`EBADF`),
+    /// as the command would get writing to a closed descriptor.
+    fn is_substituted_null(f: &File) -> bool {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let (Ok(ours), Ok(null)) = (f.metadata(), std::fs::metadata("/dev/null")) else {
+            return false;
+        };
+        if !(ours.file_type().is_char_device() && ours.rdev() == null.rdev()) {
+            return false;
+        }
+        rustix::fs::fcntl_getfl(f).is_ok_and(|fl| fl & rustix::fs::OFlags::RWMODE == rustix::fs::OFlags::RDWR)
+    }
+
     /// A byte buffer being copied from a source to a destination.
     struct Copy {
+        /// The stream's name (`stdout`, `stderr`, `stdin`), for logs and write errors.
+        name: &'static str,
         src: File,
         dst: Option<File>,
         limit: usize,
@@ -244,9 +377,10 @@ mod unix {
     }
 
     impl Copy {
-        fn new(src: File, dst: Option<File>) -> Copy {
+        fn new(name: &'static str, src: File, dst: Option<File>) -> Copy {
             let limit = dst.as_ref().map_or(PIPE_CHUNK, write_limit);
             Copy {
+                name,
                 src,
                 dst,
                 limit,
@@ -260,7 +394,8 @@ mod unix {
             self.off < self.buf.len()
         }
         /// Reads once from the source (it polled readable); `false` at EOF or on an error.
-        fn fill(&mut self, what: &str) -> bool {
+        fn fill(&mut self) -> bool {
+            let what = self.name;
             self.buf.resize(CHUNK, 0);
             self.off = 0;
             loop {
@@ -272,7 +407,11 @@ mod unix {
                     Ok(n) => {
                         self.buf.truncate(n);
                         if self.dst.is_none() {
-                            self.buf.clear(); // the destination is gone: drain and discard
+                            // Our stream is closed: the data cannot be delivered. Stop, and
+                            // close the command's end (it sees EPIPE).
+                            record_output_error(self.name, closed_stream());
+                            self.buf.clear();
+                            return false;
                         }
                         return true;
                     }
@@ -285,25 +424,26 @@ mod unix {
                 }
             }
         }
-        /// Writes once to the destination (it polled writable); `false` when it is gone.
-        fn flush_some(&mut self) -> bool {
+        /// Writes once to the destination (it polled writable); the error when it is gone.
+        fn flush_some(&mut self) -> Result<(), std::io::Error> {
             let Some(dst) = self.dst.as_mut() else {
                 self.buf.clear();
                 self.off = 0;
-                return false;
+                return Err(closed_stream());
             };
             let end = self.buf.len().min(self.off.saturating_add(self.limit));
             match dst.write(&self.buf[self.off..end]) {
                 Ok(n) => {
+                    note_written(self.name, &self.buf[self.off..self.off + n]);
                     self.off += n;
-                    true
+                    Ok(())
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => true,
-                Err(_) => {
+                Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
+                Err(e) => {
                     self.dst = None;
                     self.buf.clear();
                     self.off = 0;
-                    false
+                    Err(e)
                 }
             }
         }
@@ -325,7 +465,7 @@ mod unix {
     /// What one polled descriptor stands for.
     #[derive(Clone, Copy)]
     enum Slot {
-        Signal,
+        Signal(usize),
         Control,
         OutSrc(usize),
         OutDst(usize),
@@ -347,17 +487,22 @@ mod unix {
         }
 
         fn try_start(interrupts: Interrupts) -> std::io::Result<Arc<Ctl>> {
-            let (sig_r, sig_w) = UnixStream::pair()?;
             let (ctl_r, ctl_w) = UnixStream::pair()?;
-            for s in [&sig_r, &sig_w, &ctl_r, &ctl_w] {
+            for s in [&ctl_r, &ctl_w] {
                 s.set_nonblocking(true)?;
             }
-            for sig in [
-                signal_hook::consts::SIGINT,
-                signal_hook::consts::SIGTERM,
-                signal_hook::consts::SIGHUP,
+            // One socket per signal, so the thread knows which one arrived.
+            let mut sigs = Vec::new();
+            for (ours, theirs) in [
+                (SIGINT, signal_hook::consts::SIGINT),
+                (SIGTERM, signal_hook::consts::SIGTERM),
+                (SIGHUP, signal_hook::consts::SIGHUP),
             ] {
-                signal_hook::low_level::pipe::register(sig, sig_w.try_clone()?)?;
+                let (r, w) = UnixStream::pair()?;
+                r.set_nonblocking(true)?;
+                w.set_nonblocking(true)?;
+                signal_hook::low_level::pipe::register(theirs, w)?;
+                sigs.push((ours, r));
             }
             let ctl = Arc::new(Ctl {
                 attach: Mutex::new(None),
@@ -367,7 +512,7 @@ mod unix {
             let thread_ctl = ctl.clone();
             std::thread::Builder::new()
                 .name("hcsctl-io".into())
-                .spawn(move || run(&thread_ctl, sig_r, ctl_r, &interrupts))?;
+                .spawn(move || run(&thread_ctl, &sigs, ctl_r, &interrupts))?;
             Ok(ctl)
         }
 
@@ -384,7 +529,11 @@ mod unix {
                     Ok(src) => {
                         outputs.push(Output {
                             name,
-                            copy: Copy::new(src, ours.ok().map(File::from)),
+                            copy: Copy::new(
+                                name,
+                                src,
+                                ours.ok().map(File::from).filter(|f| !is_substituted_null(f)),
+                            ),
                             done: done.clone(),
                         });
                         None
@@ -410,7 +559,7 @@ mod unix {
                 match (to.into_file(), ours) {
                     (Ok(dst), Ok(src)) => {
                         input = Some(Input {
-                            copy: Copy::new(File::from(src), Some(dst)),
+                            copy: Copy::new("stdin", File::from(src), Some(dst)),
                             process,
                         })
                     }
@@ -452,17 +601,18 @@ mod unix {
         }
     }
 
-    fn run(ctl: &Ctl, sig: UnixStream, control: UnixStream, interrupts: &Interrupts) {
+    fn run(ctl: &Ctl, sigs: &[(i32, UnixStream)], control: UnixStream, interrupts: &Interrupts) {
         let mut outputs: Vec<Output> = Vec::new();
         let mut input: Option<Input> = None;
         loop {
             if ctl.stop.load(Ordering::Acquire) {
                 return;
             }
-            let mut slots: Vec<(BorrowedFd<'_>, PollFlags, Slot)> = vec![
-                (sig.as_fd(), PollFlags::IN, Slot::Signal),
-                (control.as_fd(), PollFlags::IN, Slot::Control),
-            ];
+            let mut slots: Vec<(BorrowedFd<'_>, PollFlags, Slot)> =
+                vec![(control.as_fd(), PollFlags::IN, Slot::Control)];
+            for (i, (_, s)) in sigs.iter().enumerate() {
+                slots.push((s.as_fd(), PollFlags::IN, Slot::Signal(i)));
+            }
             for (i, o) in outputs.iter().enumerate() {
                 match (&o.copy.dst, o.copy.pending()) {
                     (Some(dst), true) => slots.push((dst.as_fd(), PollFlags::OUT, Slot::OutDst(i))),
@@ -495,9 +645,10 @@ mod unix {
             drop(slots);
             for slot in ready {
                 match slot {
-                    Slot::Signal => {
-                        for _ in 0..drain(&sig) {
-                            interrupts.raise();
+                    Slot::Signal(i) => {
+                        let (signo, sock) = &sigs[i];
+                        for _ in 0..drain(sock) {
+                            interrupts.raise(*signo);
                         }
                     }
                     Slot::Control => {
@@ -509,17 +660,23 @@ mod unix {
                     }
                     Slot::OutSrc(i) => {
                         let o = &mut outputs[i];
-                        if !o.copy.fill(o.name) {
+                        if !o.copy.fill() {
                             o.copy.eof = true;
                             let _ = o.done.send(());
                         }
                     }
                     Slot::OutDst(i) => {
-                        outputs[i].copy.flush_some();
+                        let o = &mut outputs[i];
+                        if let Err(e) = o.copy.flush_some() {
+                            // Our stream is gone: stop relaying and close the command's end.
+                            record_output_error(o.name, e);
+                            o.copy.eof = true;
+                            let _ = o.done.send(());
+                        }
                     }
                     Slot::InSrc => {
                         if let Some(inp) = &mut input {
-                            if !inp.copy.fill("stdin") {
+                            if !inp.copy.fill() {
                                 inp.copy.dst = None;
                                 close_stdin(&inp.process);
                             }
@@ -527,7 +684,7 @@ mod unix {
                     }
                     Slot::InDst => {
                         if let Some(inp) = &mut input {
-                            if !inp.copy.flush_some() {
+                            if inp.copy.flush_some().is_err() {
                                 // The command closed its stdin or exited.
                                 close_stdin(&inp.process);
                             }

@@ -13,6 +13,24 @@ use tracing::{span, Event, Level, Metadata, Subscriber};
 /// Writes error events to stderr and ignores everything else.
 pub(crate) struct ErrorsToStderr;
 
+/// Lines held back by [`defer`] until [`flush_deferred`].
+static DEFERRED: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+
+/// Holds error lines back from now on (during a teardown, so that the main error is printed
+/// first).
+pub(crate) fn defer() {
+    let mut d = DEFERRED.lock().unwrap_or_else(|p| p.into_inner());
+    d.get_or_insert_with(Vec::new);
+}
+
+/// Writes the lines held back since [`defer`] and stops holding them back.
+pub(crate) fn flush_deferred() {
+    let lines = DEFERRED.lock().unwrap_or_else(|p| p.into_inner()).take();
+    for line in lines.into_iter().flatten() {
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+}
+
 impl ErrorsToStderr {
     /// The line written for `event`, without the newline.
     fn line(event: &Event<'_>) -> String {
@@ -45,6 +63,10 @@ impl Subscriber for ErrorsToStderr {
     fn event(&self, event: &Event<'_>) {
         let mut line = Self::line(event);
         line.push('\n');
+        if let Some(held) = DEFERRED.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            held.push(line);
+            return;
+        }
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
     fn enter(&self, _: &span::Id) {}

@@ -20,7 +20,8 @@
 //!
 //! # Logging
 //!
-//! `-v` logs the library's HCS calls (debug) to stderr, `-vv` everything (trace); without `-v`,
+//! `-v` logs the library's HCS calls (debug) to stderr, `-vv` everything (trace), including the
+//! JSON documents exchanged with HCS (configuration, process parameters, signal options); without `-v`,
 //! `RUST_LOG` (a `tracing-subscriber` filter) is honoured, else only errors are logged.
 
 mod cmdline;
@@ -48,7 +49,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a command in a new compute system and exit with its exit code.
-    #[command(after_help = exit::HELP)]
+    #[command(after_help = run_help())]
     Run(run::RunOptions),
     /// List compute systems.
     List(ListArgs),
@@ -63,6 +64,11 @@ struct ListArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// The help after `hcsctl run --help`: the exit codes and the time limits.
+fn run_help() -> String {
+    format!("{}\n\n{}", exit::HELP, run::RUN_HELP)
 }
 
 fn init_tracing(verbose: u8) {
@@ -141,10 +147,15 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             let _ = std::io::stdout().flush();
-            eprintln!("hcsctl: {e}");
+            eprintln!("hcsctl: {}", run::escape(&e.message));
+            for note in &e.notes {
+                eprintln!("hcsctl: {}", run::escape(note));
+            }
+            log::flush_deferred();
             e.code
         }
     };
+    log::flush_deferred();
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     std::process::exit(code);
