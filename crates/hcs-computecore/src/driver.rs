@@ -184,6 +184,16 @@ impl PendingOp {
     }
 }
 
+/// Closes a completed operation when dropped: at the end of its completion callback, also when
+/// dispatching panicked (the panic is then contained by the trampoline).
+struct CloseOnExit(Arc<PendingOp>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// Counts a cancel call out when dropped.
 struct Using(Arc<PendingOp>);
 
@@ -227,6 +237,11 @@ pub unsafe extern "system" fn operation_completion_trampoline(
             tracing::trace!(id, "completion for an unknown operation id ignored");
             return;
         };
+        // Closed when this closure ends, within the callback, once no cancel call uses it
+        // (never concurrently with the callback from another thread); the input strings go with
+        // the entry.
+        let entry = CloseOnExit(entry);
+        let entry = &*entry.0;
         if entry.op != operation as usize {
             tracing::warn!(
                 id,
@@ -249,9 +264,6 @@ pub unsafe extern "system" fn operation_completion_trampoline(
             }
             None => {}
         }
-        // Closed here, within its callback, once no cancel call uses it (never concurrently
-        // with the callback from another thread); the input strings go with the entry.
-        entry.close();
     });
 }
 
