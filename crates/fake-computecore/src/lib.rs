@@ -10,6 +10,11 @@
 //!   synchronous outcomes with a completion callback are completed from a fresh DLL thread.
 //!   `HcsCancelOperation` returns `E_NOTIMPL` (as documented). Open operations are counted
 //!   (`FakeHcsOpenOperations`).
+//! * **Rule checks** (`FakeHcsViolations`, issue 13 items 7 and 9): a completion from a DLL
+//!   thread stays "running" for 50 ms after the client's callback returned (HCS's own work after
+//!   the callback), and closing the operation from another thread meanwhile is a violation; so is
+//!   an input string (id, configuration, options) that no longer reads as it did during the call
+//!   when the operation completes.
 //! * **Events**: `HcsSetComputeSystemCallback`/`HcsSetProcessCallback` register an
 //!   `hcs::notify::Subscription` (in this DLL's own `hcs` registry) whose closure calls the
 //!   client's `HCS_EVENT_CALLBACK` with an `HCS_EVENT` from the simulator's thread.
@@ -69,6 +74,10 @@ struct OpState {
     context: usize,
     /// Keeps the simulator's completion context alive until the operation completes.
     sub: Option<Subscription>,
+    /// The thread running the completion callback right now.
+    completing_on: Option<std::thread::ThreadId>,
+    /// The call's input strings: (pointer, units as read during the call).
+    inputs: Vec<(usize, Vec<u16>)>,
 }
 
 struct Operation {
@@ -79,9 +88,17 @@ struct Operation {
 }
 
 impl Operation {
-    /// Records the outcome and calls the completion callback on this (DLL-owned) thread.
-    fn complete(self: &Arc<Self>, hr: HRESULT, doc: Option<String>, pid: u32, stdio: Option<RawStdio>) {
-        let (ctx, sub) = {
+    /// Records the outcome and calls the completion callback on this (DLL-owned) thread; with
+    /// `linger`, the completion stays marked running for a while after the callback returned.
+    fn complete(
+        self: &Arc<Self>,
+        hr: HRESULT,
+        doc: Option<String>,
+        pid: u32,
+        stdio: Option<RawStdio>,
+        linger: bool,
+    ) {
+        let (ctx, sub, inputs) = {
             let mut st = lock(&self.state);
             if st.done {
                 return;
@@ -94,16 +111,41 @@ impl Operation {
             if st.closed {
                 return;
             }
-            (st.context, st.sub.take())
+            (st.context, st.sub.take(), std::mem::take(&mut st.inputs))
         };
         self.cv.notify_all();
         drop(sub);
         let cb = *lock(&self.callback);
         if let Some(cb) = cb {
+            for (p, units) in inputs {
+                // SAFETY: the client must keep its input strings alive until the operation
+                // completes (HCS may read them until then); a client that does not is what this
+                // check reports (the read may see freed memory).
+                let now = unsafe { std::slice::from_raw_parts(p as *const u16, units.len() + 1) };
+                if now[..units.len()] != units[..] || now[units.len()] != 0 {
+                    violation("an input string changed before its operation completed");
+                }
+            }
+            lock(&self.state).completing_on = Some(std::thread::current().id());
             // SAFETY: the client registered `cb` with this signature and context; the operation
             // handle stays valid until the client closes it.
             unsafe { cb(self.handle as HCS_OPERATION, ctx as *const c_void) };
+            if linger {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            lock(&self.state).completing_on = None;
         }
+    }
+
+    /// Remembers the input strings of the call starting this operation.
+    fn record_inputs(&self, inputs: &[PCWSTR]) {
+        let copies = inputs
+            .iter()
+            .filter(|p| !p.is_null())
+            // SAFETY: HCS contract: valid NUL-terminated strings for the call.
+            .map(|&p| (p as usize, unsafe { hcs_ffi::wide_units(p) }.to_vec()))
+            .collect();
+        lock(&self.state).inputs = copies;
     }
 
     /// Records the outcome of a call that failed: HCS never calls the completion callback of an
@@ -123,12 +165,14 @@ impl Operation {
     /// Completes a synchronous outcome: inline without a callback, else from a DLL thread.
     fn complete_now(self: &Arc<Self>, hr: HRESULT, doc: Option<String>, pid: u32, stdio: Option<RawStdio>) {
         if lock(&self.callback).is_none() {
-            self.complete(hr, doc, pid, stdio);
+            self.complete(hr, doc, pid, stdio, false);
         } else {
+            // Usually completes before the client's call returns; lingers so that a client
+            // closing the operation from the submitting thread is caught.
             let me = Arc::clone(self);
             let _ = std::thread::Builder::new()
                 .name("fake-computecore-op".into())
-                .spawn(move || me.complete(hr, doc, pid, stdio));
+                .spawn(move || me.complete(hr, doc, pid, stdio, true));
         }
     }
 
@@ -137,7 +181,7 @@ impl Operation {
         let weak = Arc::downgrade(self);
         let sub = Subscription::new(move |kind, status, data| {
             if let (true, Some(op)) = (kind.is_completion(), weak.upgrade()) {
-                op.complete(hr(status), data.map(str::to_string), 0, None);
+                op.complete(hr(status), data.map(str::to_string), 0, None, false);
             }
         });
         let ctx = sub.context();
@@ -152,6 +196,14 @@ struct Fake {
     next_op: AtomicUsize,
     /// Event registrations by handle (one per handle in V2).
     events: Mutex<HashMap<u64, Subscription>>,
+    /// Rule violations seen (`FakeHcsViolations`).
+    violations: AtomicUsize,
+}
+
+/// Counts a rule violation of the client (reported through `FakeHcsViolations`).
+fn violation(what: &str) {
+    fake().violations.fetch_add(1, Ordering::SeqCst);
+    eprintln!("fake computecore.dll: rule violation: {what}");
 }
 
 fn fake() -> &'static Fake {
@@ -229,6 +281,9 @@ pub unsafe extern "system" fn HcsCloseOperation(operation: HCS_OPERATION) {
     let (sub, stdio) = {
         let mut st = lock(&o.state);
         st.closed = true;
+        if st.completing_on.is_some_and(|t| t != std::thread::current().id()) {
+            violation("operation closed on another thread while its completion callback ran");
+        }
         (st.sub.take(), st.stdio.take())
     };
     drop(sub);
@@ -413,6 +468,7 @@ pub unsafe extern "system" fn HcsCreateComputeSystem(
         Ok(o) => o,
         Err(e) => return e,
     };
+    o.record_inputs(&[id, configuration]);
     // SAFETY: HCS contract.
     let (id, cfg) = unsafe { (s(id), s(configuration)) };
     let ctx = o.completion_context();
@@ -475,6 +531,7 @@ unsafe fn control(
         Ok(o) => o,
         Err(e) => return e,
     };
+    o.record_inputs(&[options]);
     // SAFETY: HCS contract.
     let opts = unsafe { s(options) };
     let ctx = o.completion_context();
@@ -885,6 +942,12 @@ pub unsafe extern "system" fn HcsModifyServiceSettings(settings: PCWSTR, result:
 #[no_mangle]
 pub extern "system" fn FakeHcsOpenOperations() -> i64 {
     lock(&fake().ops).len() as i64
+}
+
+/// Rule violations of the client seen so far (see the crate doc).
+#[no_mangle]
+pub extern "system" fn FakeHcsViolations() -> i64 {
+    fake().violations.load(Ordering::SeqCst) as i64
 }
 
 common::test_exports!(

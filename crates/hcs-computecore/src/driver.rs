@@ -12,7 +12,6 @@ use hcs_ffi::{
 };
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -39,9 +38,12 @@ pub const EVENT_OPTION_NONE: i32 = 0;
 ///   wait inside the driver call with `HcsWaitForOperationResult(INFINITE)`; that is the one HCS
 ///   call of the V2 driver. A failing call is reported with `HcsGetOperationResult`'s document.
 /// * **Operation handles** are owned by the driver and closed exactly once, after HCS is done
-///   with them: synchronous ones when the wait returned, asynchronous ones when their completion
-///   callback has run (closing from within the callback is documented as allowed) and no
-///   [`Driver::cancel_pending`] call is still using them.
+///   with them: synchronous ones when the wait returned; asynchronous ones by their completion
+///   callback, from within the callback (documented as allowed), once no
+///   [`Driver::cancel_pending`] call is still using them. No other thread ever closes a started
+///   asynchronous operation, so no close runs concurrently with its callback; the call's input
+///   strings live until that close. Completion callbacks hold copies of the few function
+///   pointers they need, never the table, and the DLL is never unloaded (design FFI §6).
 /// * **Notifications**: `HcsSetComputeSystemCallback`/`HcsSetProcessCallback` with an event
 ///   callback translating V2 events with [`NotificationKind::from_v2`] and passing `EventData` as
 ///   the payload (exit code and exit type live there in V2). The context handed to HCS is the
@@ -59,8 +61,42 @@ pub const EVENT_OPTION_NONE: i32 = 0;
 ///   that fails too, it closes the process and reports the original failure. It never re-queries
 ///   after a successful wait.
 pub struct ComputeCoreDriver {
-    table: Arc<ComputeCoreTable>,
+    table: Table,
     stdio: Box<dyn StdioMapper>,
+}
+
+/// The driver's table. Dropping it on a thread inside an HCS callback is counted
+/// ([`tables_dropped_in_callbacks`]): a callback must never hold the last reference.
+struct Table(ComputeCoreTable);
+
+static TABLES_DROPPED_IN_CALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        if ffi::callback::in_callback() {
+            TABLES_DROPPED_IN_CALLBACKS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl std::ops::Deref for Table {
+    type Target = ComputeCoreTable;
+    fn deref(&self) -> &ComputeCoreTable {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How many driver tables were dropped on a thread running an HCS callback (all drivers of the
+/// process). Always 0 unless something a callback runs (a lifecycle notification handler) drops
+/// the last driver: completion callbacks hold no table reference (issue 13 item 6).
+pub fn tables_dropped_in_callbacks() -> u64 {
+    TABLES_DROPPED_IN_CALLBACKS.load(Ordering::SeqCst)
 }
 
 impl std::fmt::Debug for ComputeCoreDriver {
@@ -74,21 +110,96 @@ impl std::fmt::Debug for ComputeCoreDriver {
 // ------------------------------------------------------------------------------------------
 // Pending operations (process-wide: the completion trampoline finds them by id)
 
-/// An asynchronous operation in flight. The operation handle is closed when the last reference
-/// goes (after the completion callback ran and no cancel call is using it): exactly once.
+/// The table entries a pending operation needs, copied out of the table: no pending operation
+/// (and so no completion callback) holds a table reference, so the last one is never dropped on
+/// an HCS thread. The addresses stay valid for the rest of the process because the DLL is never
+/// unloaded (design FFI §6); tables of fake functions hold plain Rust functions.
+#[derive(Clone, Copy)]
+struct OpFns {
+    get_operation_result: crate::table::GetOperationResultFn,
+    close_operation: crate::table::CloseOperationFn,
+    free_string: ffi::FreeStringFn,
+}
+
+/// How long a completion callback waits for `cancel_pending` calls still using its operation
+/// before it gives up and leaks the operation handle rather than close it under them.
+const CANCEL_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An asynchronous operation in flight.
+///
+/// Closing (issue 13 item 7): an operation whose call succeeded is closed by its completion
+/// callback only, from within the callback (which HCS documents as allowed) and never
+/// concurrently with it: the submitting thread and `cancel_pending` never close it. An
+/// operation whose call failed is never completed by HCS; the submitter closes it. Either way
+/// the close first waits until no `cancel_pending` call is using the operation ([`Self::users`]).
 struct PendingOp {
-    table: Arc<ComputeCoreTable>,
+    fns: OpFns,
     op: usize,
     target: Option<(NotifyContext, NotificationKind)>,
     name: &'static str,
+    /// The call's input strings: HCS may read them until the operation completes (item 9).
+    _inputs: Vec<WideCString>,
+    /// `cancel_pending` calls using the operation right now.
+    users: Mutex<usize>,
+    idle: Condvar,
 }
 
-impl Drop for PendingOp {
+impl PendingOp {
+    /// Counts a `cancel_pending` call in (only while the operation is in the pending map, whose
+    /// lock the caller holds, so the completion has not taken it out yet).
+    fn enter(self: &Arc<Self>) -> Arc<Self> {
+        *self.users.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.clone()
+    }
+
+    fn leave(&self) {
+        let mut u = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        *u -= 1;
+        if *u == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Closes the operation, exactly once: by its completion callback, or by the submitter when
+    /// the call failed. Waits (bounded) until no cancel call uses it; if one still does after
+    /// [`CANCEL_DRAIN_LIMIT`], the handle is leaked instead of closed under it.
+    fn close(&self) {
+        let u = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let (u, _) = self
+            .idle
+            .wait_timeout_while(u, CANCEL_DRAIN_LIMIT, |u| *u > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        if *u > 0 {
+            tracing::warn!(
+                op = self.name,
+                "operation still used by a cancel call; its handle is leaked"
+            );
+            return;
+        }
+        drop(u);
+        // SAFETY: we created this operation and close it once (see the type's doc): HCS is
+        // done with it (we are its completion callback, or the call that would have started
+        // it failed) and no cancel call is using it any more.
+        unsafe { (self.fns.close_operation)(self.op as HCS_OPERATION) };
+    }
+}
+
+/// Closes a completed operation when dropped: at the end of its completion callback, also when
+/// dispatching panicked (the panic is then contained by the trampoline).
+struct CloseOnExit(Arc<PendingOp>);
+
+impl Drop for CloseOnExit {
     fn drop(&mut self) {
-        // SAFETY: we created this operation and are its only owner; HCS is done with it (its
-        // completion ran, or the call that would have started it failed), and no other driver
-        // code holds a reference (this is the last one).
-        unsafe { (self.table.close_operation)(self.op as HCS_OPERATION) };
+        self.0.close();
+    }
+}
+
+/// Counts a cancel call out when dropped.
+struct Using(Arc<PendingOp>);
+
+impl Drop for Using {
+    fn drop(&mut self) {
+        self.0.leave();
     }
 }
 
@@ -109,7 +220,9 @@ pub fn pending_operations() -> usize {
 }
 
 /// The `HCS_OPERATION_COMPLETION` of every asynchronous operation. `context` is the internal
-/// operation id; an unknown id is a no-op.
+/// operation id; an unknown id is a no-op. Reads the result, dispatches it and closes the
+/// operation (see [`ComputeCoreDriver`]). Does not unwind: everything, including the log of a
+/// panic and the drop of its payload, runs inside [`ffi::callback::contain`].
 ///
 /// # Safety
 ///
@@ -118,21 +231,27 @@ pub unsafe extern "system" fn operation_completion_trampoline(
     operation: HCS_OPERATION,
     context: *const c_void,
 ) {
-    let r = catch_unwind(AssertUnwindSafe(|| {
+    ffi::callback::contain("computecore operation completion", || {
         let id = context as usize as u64;
         let Some(entry) = pending().remove(&id) else {
             tracing::trace!(id, "completion for an unknown operation id ignored");
             return;
         };
+        // Closed when this closure ends, within the callback, once no cancel call uses it
+        // (never concurrently with the callback from another thread); the input strings go with
+        // the entry.
+        let entry = CloseOnExit(entry);
+        let entry = &*entry.0;
         if entry.op != operation as usize {
             tracing::warn!(
                 id,
                 "completion carries a different operation handle than the one registered"
             );
         }
-        let mut doc = OutString::new(entry.table.free_string);
-        // SAFETY: the operation is ours, still open (we hold a reference), and completed.
-        let hr = unsafe { (entry.table.get_operation_result)(entry.op as HCS_OPERATION, doc.as_out()) };
+        let mut doc = OutString::new(entry.fns.free_string);
+        // SAFETY: the operation is ours, still open (only this callback closes it), and
+        // completed.
+        let hr = unsafe { (entry.fns.get_operation_result)(entry.op as HCS_OPERATION, doc.as_out()) };
         let doc = doc.take().unwrap_or_else(Some);
         let hr = HResult::from_i32(hr);
         tracing::debug!(op = entry.name, dll = DLL, hresult = %hr, "HCS operation completed");
@@ -145,11 +264,7 @@ pub unsafe extern "system" fn operation_completion_trampoline(
             }
             None => {}
         }
-        drop(entry); // closes the operation unless a cancel call still holds it
-    }));
-    if r.is_err() {
-        tracing::error!("panic in the computecore completion callback was contained");
-    }
+    });
 }
 
 // ------------------------------------------------------------------------------------------
@@ -281,14 +396,15 @@ pub fn live_registrations() -> usize {
 /// The `HCS_EVENT_CALLBACK` of every system and process registration: finds the registration
 /// by the id in `context` (an unknown or unregistered one drops the event), translates the V2
 /// event with [`NotificationKind::from_v2`] and dispatches it to the registration's
-/// [`NotifyContext`] with `EventData` as the payload. No lock is held while dispatching.
+/// [`NotifyContext`] with `EventData` as the payload. No lock is held while dispatching. Does
+/// not unwind (the body runs inside [`ffi::callback::contain`]).
 ///
 /// # Safety
 ///
 /// `event` is null or points to an `HCS_EVENT` valid for the call (HCS's guarantee), whose
 /// `EventData` is null or a valid string. `context` is never dereferenced.
 pub unsafe extern "system" fn event_trampoline(event: *const HCS_EVENT, context: *const c_void) {
-    let r = catch_unwind(AssertUnwindSafe(|| {
+    ffi::callback::contain("computecore event", || {
         if event.is_null() {
             return;
         }
@@ -313,10 +429,7 @@ pub unsafe extern "system" fn event_trampoline(event: *const HCS_EVENT, context:
             HResult::S_OK,
             payload.as_deref(),
         );
-    }));
-    if r.is_err() {
-        tracing::error!("panic in the computecore event callback was contained");
-    }
+    });
 }
 
 // ------------------------------------------------------------------------------------------
@@ -378,7 +491,7 @@ impl ComputeCoreDriver {
     /// A driver over `table` whose stdio handles are converted by `stdio`.
     pub fn with_stdio(table: ComputeCoreTable, stdio: impl StdioMapper) -> Arc<Self> {
         Arc::new(ComputeCoreDriver {
-            table: Arc::new(table),
+            table: Table(table),
             stdio: Box::new(stdio),
         })
     }
@@ -418,11 +531,14 @@ impl ComputeCoreDriver {
     }
 
     /// Starts an asynchronous operation: `call` receives the operation handle. On success the
-    /// completion is dispatched to `target` later (or only logged for `None`).
+    /// completion is dispatched to `target` later (or only logged for `None`). `inputs` are the
+    /// strings `call` passes: they stay alive until the operation completes (HCS may read them
+    /// until then), not just until `call` returns.
     fn submit(
         &self,
         op: &'static str,
         target: Option<(NotifyContext, NotificationKind)>,
+        inputs: Vec<WideCString>,
         call: impl FnOnce(HCS_OPERATION) -> HRESULT,
     ) -> Result<(), Failure> {
         let id = NEXT_OP.fetch_add(1, Ordering::Relaxed);
@@ -438,23 +554,33 @@ impl ComputeCoreDriver {
             return Err(Failure::new(HResult::E_OUTOFMEMORY));
         }
         let entry = Arc::new(PendingOp {
-            table: self.table.clone(),
+            fns: OpFns {
+                get_operation_result: self.table.get_operation_result,
+                close_operation: self.table.close_operation,
+                free_string: self.table.free_string,
+            },
             op: operation as usize,
             target,
             name: op,
+            _inputs: inputs,
+            users: Mutex::new(0),
+            idle: Condvar::new(),
         });
-        // Registered before the call: the completion may arrive before the call returns.
-        pending().insert(id, entry.clone());
+        // Registered before the call: the completion may arrive before the call returns. From
+        // here on only the completion callback closes a started operation; this thread keeps
+        // no reference to it.
+        pending().insert(id, entry);
         let start = Instant::now();
         let hr = HResult::from_i32(call(operation));
         Self::trace(op, start, hr);
         if hr.is_failure() {
-            // Never started, so HCS will not complete it: take it back and close it (through
-            // the last reference) after reading its result document.
+            // Never started, so HCS will not complete it: take it back, read its result
+            // document and close it here.
             let removed = pending().remove(&id);
             let failure = self.failed_call(op, operation, hr);
-            drop(removed);
-            drop(entry);
+            if let Some(entry) = removed {
+                entry.close();
+            }
             return Err(failure);
         }
         Ok(())
@@ -545,9 +671,12 @@ impl ComputeCoreDriver {
         target: Option<(NotifyContext, NotificationKind)>,
     ) -> DriverResult<()> {
         let options = wide_opt(options)?;
+        let ptr = opt_ptr(&options);
         // SAFETY: `system` is an open handle issued by this driver (lifecycle contract); the
-        // options string outlives the call (the operation owns no reference to it afterwards).
-        self.submit(op, target, |o| unsafe { f(sys(system), o, opt_ptr(&options)) })?;
+        // options string is kept alive by the pending operation until it completes.
+        self.submit(op, target, options.into_iter().collect(), |o| unsafe {
+            f(sys(system), o, ptr)
+        })?;
         Ok(Reply::pending(()))
     }
 
@@ -649,22 +778,19 @@ impl Driver for ComputeCoreDriver {
     ) -> DriverResult<SystemHandle> {
         let id = WideCString::new(id)?;
         let configuration = WideCString::new(configuration)?;
+        let (id_ptr, configuration_ptr) = (id.as_ptr(), configuration.as_ptr());
         let mut guard = handle_guard(self.table.close_compute_system);
         let slot = guard.slot();
         self.submit(
             "HcsCreateComputeSystem",
             Some((ctx, NotificationKind::SystemCreateCompleted)),
+            vec![id, configuration],
             |o| {
-                // SAFETY: both strings outlive the call; no security descriptor; `slot` points to
-                // the guard's handle slot, valid for the call.
+                // SAFETY: both strings are kept alive by the pending operation until it
+                // completes (moving a WideCString does not move its buffer); no security
+                // descriptor; `slot` points to the guard's handle slot, valid for the call.
                 unsafe {
-                    (self.table.create_compute_system)(
-                        id.as_ptr(),
-                        configuration.as_ptr(),
-                        o,
-                        std::ptr::null(),
-                        slot,
-                    )
+                    (self.table.create_compute_system)(id_ptr, configuration_ptr, o, std::ptr::null(), slot)
                 }
             },
         )?;
@@ -687,10 +813,12 @@ impl Driver for ComputeCoreDriver {
     }
 
     fn close_compute_system(&self, system: SystemHandle) -> Result<(), Failure> {
+        // Forgotten *before* the close (issue 13 item 8): once closed, HCS may hand the same
+        // handle value to a system another thread opens, whose registration must survive.
+        forget_registrations(Owner::System(system.raw()));
         // SAFETY: an open handle issued by this driver, closed once, with no call in flight on it
         // (lifecycle contract). In V2 this also unregisters the callback and drains it.
         unsafe { (self.table.close_compute_system)(sys(system)) };
-        forget_registrations(Owner::System(system.raw()));
         Ok(())
     }
 
@@ -876,9 +1004,10 @@ impl Driver for ComputeCoreDriver {
     }
 
     fn close_process(&self, process: ProcessHandle) -> Result<(), Failure> {
+        // Forgotten before the close, as for systems: the value may be reused once closed.
+        forget_registrations(Owner::Process(process.raw()));
         // SAFETY: open process handle issued by this driver, closed once with no call in flight.
         unsafe { (self.table.close_process)(proc_(process)) };
-        forget_registrations(Owner::Process(process.raw()));
         Ok(())
     }
 
@@ -959,16 +1088,17 @@ impl Driver for ComputeCoreDriver {
     }
 
     fn cancel_pending(&self, ctx: NotifyContext, kind: NotificationKind) -> Result<(), Failure> {
-        // Take references (the operations stay open until we drop them), then call without
-        // holding the registry lock: the completion callback takes it.
-        let ops: Vec<Arc<PendingOp>> = pending()
+        // Count ourselves in as users under the registry lock (so no completion has taken the
+        // operations out yet), then call without it: the completion callback takes it. The
+        // callback closes its operation only once we counted ourselves out; we never close one.
+        let ops: Vec<Using> = pending()
             .values()
             .filter(|e| e.target == Some((ctx, kind)))
-            .cloned()
+            .map(|e| Using(e.enter()))
             .collect();
         let mut result = Ok(());
-        for entry in ops {
-            // SAFETY: the operation is open: our reference keeps it from being closed.
+        for Using(entry) in &ops {
+            // SAFETY: the operation is open: it is closed only once no cancel call uses it.
             let hr = HResult::from_i32(unsafe { (self.table.cancel_operation)(entry.op as HCS_OPERATION) });
             tracing::debug!(op = entry.name, hresult = %hr, "HcsCancelOperation");
             let tolerated = hr.is_success()

@@ -19,7 +19,7 @@ pub mod table;
 
 pub use driver::{
     event_trampoline, live_registrations, operation_completion_trampoline, pending_operations,
-    ComputeCoreDriver,
+    tables_dropped_in_callbacks, ComputeCoreDriver,
 };
 pub use hcs_ffi as ffi;
 pub use hcs_ffi::{

@@ -138,7 +138,8 @@ impl ComputeCoreTable {
         let lookup_lib = lib.clone();
         // SAFETY: every field type is the export's signature per design FFI §3.2/§4 (the
         // security-descriptor and option parameters are passed as `*const c_void`/`i32`, which
-        // have the same ABI), and the table keeps `lib` loaded for as long as it lives.
+        // have the same ABI), and `lib` is pinned (never unloaded), so the addresses stay
+        // callable for the rest of the process.
         unsafe { Self::from_lookup(|name| lookup_lib.symbol(name), default_free(), Some(lib)) }
     }
 

@@ -10,14 +10,22 @@ use hcs_computecore::ffi::{
 };
 use hcs_computecore::table::{EventCallback, OperationCompletion, HCS_EVENT};
 use hcs_computecore::{ComputeCoreDriver, ComputeCoreTable, LoadError};
-use hcs_ffi::test_support::fake_table::{collector, lookup, wide, wide_nul, Core, FakeStdio, Global};
+use hcs_ffi::test_support::fake_table::{
+    collector, lookup, wide, wide_nul, Core, FakeStdio, Global, Latch, PoisonOnFree,
+};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
+
+/// Freed memory reads as `0xDDDD` units: a fake reading an input string the driver already
+/// freed sees garbage, not the old text.
+#[global_allocator]
+static ALLOC: PoisonOnFree = PoisonOnFree;
 
 const E_ACCESSDENIED: HRESULT = 0x8007_0005_u32 as i32;
 const E_INVALIDARG: HRESULT = 0x8007_0057_u32 as i32;
@@ -33,6 +41,9 @@ struct Script {
     doc: Option<Vec<u16>>,
     /// do not complete the operation by itself (tests trigger it)
     hold: bool,
+    /// complete the operation before the call returns, on another thread, and keep that
+    /// completion "running" (HCS's own work after the callback) until the call has returned
+    early: bool,
 }
 
 #[derive(Default)]
@@ -42,6 +53,10 @@ struct Op {
     result: Option<(HRESULT, Option<Vec<u16>>, [usize; 3])>,
     closes: usize,
     name: &'static str,
+    /// The input strings the call received: (pointer, units as read during the call).
+    inputs: Vec<(usize, Vec<u16>)>,
+    /// The thread running the operation's completion callback right now.
+    completing_on: Option<ThreadId>,
 }
 
 #[derive(Default)]
@@ -54,6 +69,13 @@ struct State {
     cancels: usize,
     /// create-process hands out a process handle even when its operation fails
     process_handle_on_failure: bool,
+    /// HcsCancelOperation completes the operation from another thread before it returns and
+    /// keeps that completion "running" until it has returned
+    complete_on_cancel: bool,
+    /// runs (outside the fake's lock) inside HcsCloseComputeSystem, after the handle is closed
+    on_close_system: Option<Box<dyn FnOnce() + Send>>,
+    /// rule violations the fake saw (checked by `assert_all_closed_and_freed`)
+    violations: Vec<String>,
 }
 
 static FAKE: Global<State> = Global::new();
@@ -89,9 +111,16 @@ unsafe extern "system" fn fake_free(p: *mut c_void) {
     with(|s| s.core.free(p))
 }
 
-/// Records an API call on `op` and applies its script. Returns the call's HRESULT.
-fn start_op(name: &'static str, op: HCS_OPERATION) -> HRESULT {
-    let (call, cb, ctx, hold) = with(|s| {
+/// Records an API call on `op` (with the input strings it received) and applies its script.
+/// Returns the call's HRESULT.
+fn start_op(name: &'static str, op: HCS_OPERATION, inputs: &[PCWSTR]) -> HRESULT {
+    let inputs: Vec<(usize, Vec<u16>)> = inputs
+        .iter()
+        .filter(|p| !p.is_null())
+        // SAFETY: the driver passes NUL-terminated strings valid for the call.
+        .map(|&p| (p as usize, unsafe { ffi::wide_units(p) }.to_vec()))
+        .collect();
+    let (call, cb, ctx, sc) = with(|s| {
         s.core.call(name);
         let sc = s.scripts.get(name).cloned().unwrap_or_default();
         let stdio = s.core.stdio;
@@ -101,22 +130,76 @@ fn start_op(name: &'static str, op: HCS_OPERATION) -> HRESULT {
             .expect("call with an unknown operation");
         assert_eq!(o.closes, 0, "{name}: operation used after close");
         o.name = name;
+        o.inputs = inputs;
         if sc.call >= 0 {
             o.result = Some((sc.result, sc.doc.clone(), stdio));
         }
-        (sc.call, o.cb, o.ctx, sc.hold)
+        (sc.call, o.cb, o.ctx, sc)
     });
-    if call >= 0 && !hold {
+    if call >= 0 && !sc.hold {
         if let Some(cb) = cb {
             let op = op as usize;
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(10));
-                // SAFETY: the driver's completion trampoline with its own context.
-                unsafe { cb(op as HCS_OPERATION, ctx as *const c_void) };
-            });
+            if sc.early {
+                // Completed before the call returns; the completion stays "running" until
+                // 100 ms after the call returned, so a close from the submitting thread in that
+                // window is seen as concurrent with the callback.
+                let returned = Latch::new();
+                let callback_returned = Latch::new();
+                let (r, cr) = (returned.clone(), callback_returned.clone());
+                std::thread::spawn(move || {
+                    run_completion(op, cb, ctx, || {
+                        cr.set();
+                        r.wait(Duration::from_secs(5));
+                        std::thread::sleep(Duration::from_millis(100));
+                    })
+                });
+                callback_returned.wait(Duration::from_secs(5));
+                returned.set();
+            } else {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(10));
+                    run_completion(op, cb, ctx, || {});
+                });
+            }
         }
     }
     call
+}
+
+/// Completes operation `op` as HCS's completion thread does: first checks that the input
+/// strings its call received are still intact (the driver must keep them alive until the
+/// completion), then marks the completion running (a close from another thread meanwhile is a
+/// violation), calls the callback, runs `after` (HCS's own work after the callback returned)
+/// and only then marks it finished.
+fn run_completion(op: usize, cb: OperationCompletion, ctx: usize, after: impl FnOnce()) {
+    let inputs = with(|s| s.ops.get(&op).map(|o| o.inputs.clone()).unwrap_or_default());
+    for (p, units) in inputs {
+        // Reading a freed string is exactly the bug this looks for; the test binary's allocator
+        // poisons freed blocks so such a read shows garbage rather than the old text.
+        // SAFETY: the driver promised (issue 13 item 9) to keep the string alive until now.
+        let now = unsafe { std::slice::from_raw_parts(p as *const u16, units.len() + 1) };
+        if now[..units.len()] != units[..] || now[units.len()] != 0 {
+            let msg = format!(
+                "input string of operation {op:#x} changed before its completion: {:?} -> {:?}",
+                String::from_utf16_lossy(&units),
+                String::from_utf16_lossy(now)
+            );
+            with(|s| s.violations.push(msg));
+        }
+    }
+    with(|s| {
+        if let Some(o) = s.ops.get_mut(&op) {
+            o.completing_on = Some(std::thread::current().id());
+        }
+    });
+    // SAFETY: the driver's completion trampoline with its own context.
+    unsafe { cb(op as HCS_OPERATION, ctx as *const c_void) };
+    after();
+    with(|s| {
+        if let Some(o) = s.ops.get_mut(&op) {
+            o.completing_on = None;
+        }
+    });
 }
 
 /// Completes a held operation now, from another thread.
@@ -129,12 +212,9 @@ fn complete_held(name: &str) {
             .expect("held op");
         (*op, o.cb.expect("callback"), o.ctx)
     });
-    std::thread::spawn(move || {
-        // SAFETY: as above.
-        unsafe { cb(op as HCS_OPERATION, ctx as *const c_void) };
-    })
-    .join()
-    .unwrap();
+    std::thread::spawn(move || run_completion(op, cb, ctx, || {}))
+        .join()
+        .unwrap();
 }
 
 fn result_of(op: HCS_OPERATION, info: *mut HCS_PROCESS_INFORMATION, doc: *mut PWSTR) -> HRESULT {
@@ -185,7 +265,18 @@ unsafe extern "system" fn create_operation(
 }
 
 unsafe extern "system" fn close_operation(op: HCS_OPERATION) {
-    with(|s| s.ops.get_mut(&(op as usize)).expect("close of unknown op").closes += 1);
+    with(|s| {
+        let o = s.ops.get_mut(&(op as usize)).expect("close of unknown op");
+        o.closes += 1;
+        let here = std::thread::current().id();
+        if o.completing_on.is_some_and(|t| t != here) {
+            let msg = format!(
+                "operation {:#x} ({}) closed on another thread while its completion callback ran",
+                op as usize, o.name
+            );
+            s.violations.push(msg);
+        }
+    });
 }
 
 unsafe extern "system" fn get_result(op: HCS_OPERATION, doc: *mut PWSTR) -> HRESULT {
@@ -216,28 +307,47 @@ unsafe extern "system" fn wait_result_info(
 }
 
 unsafe extern "system" fn cancel_operation(op: HCS_OPERATION) -> HRESULT {
-    with(|s| {
-        assert_eq!(s.ops[&(op as usize)].closes, 0, "cancel of a closed operation");
+    let complete = with(|s| {
+        let o = &s.ops[&(op as usize)];
+        assert_eq!(o.closes, 0, "cancel of a closed operation");
         s.cancels += 1;
+        (s.complete_on_cancel && o.completing_on.is_none()).then(|| (o.cb.expect("callback"), o.ctx))
     });
+    if let Some((cb, ctx)) = complete {
+        // The operation completes (on another thread) while the cancel call runs; the
+        // completion stays "running" until 100 ms after this call returned.
+        let op = op as usize;
+        let returned = Latch::new();
+        let callback_returned = Latch::new();
+        let (r, cr) = (returned.clone(), callback_returned.clone());
+        std::thread::spawn(move || {
+            run_completion(op, cb, ctx, || {
+                cr.set();
+                r.wait(Duration::from_secs(5));
+                std::thread::sleep(Duration::from_millis(100));
+            })
+        });
+        // A driver whose callback waits for this cancel call to finish never returns from it:
+        // give up waiting after a while, as HCS would not wait at all.
+        callback_returned.wait(Duration::from_millis(300));
+        returned.set();
+    }
     E_NOTIMPL
 }
 
-unsafe extern "system" fn enumerate(_q: PCWSTR, op: HCS_OPERATION) -> HRESULT {
-    start_op("enumerate", op)
+unsafe extern "system" fn enumerate(q: PCWSTR, op: HCS_OPERATION) -> HRESULT {
+    start_op("enumerate", op, &[q])
 }
 
 unsafe extern "system" fn create_system(
     id: PCWSTR,
-    _config: PCWSTR,
+    config: PCWSTR,
     op: HCS_OPERATION,
     sd: *const c_void,
     out: *mut HCS_SYSTEM,
 ) -> HRESULT {
     assert!(sd.is_null());
-    // SAFETY: NUL-terminated string from the driver.
-    let _ = unsafe { ffi::wide_units(id) };
-    let hr = start_op("create", op);
+    let hr = start_op("create", op, &[id, config]);
     if hr >= 0 {
         let h = with(|s| s.core.open_system());
         // SAFETY: valid out-slot.
@@ -255,13 +365,19 @@ unsafe extern "system" fn open_system(_id: PCWSTR, access: u32, out: *mut HCS_SY
 }
 
 unsafe extern "system" fn close_system(sys: HCS_SYSTEM) {
-    with(|s| assert!(s.core.systems.remove(&(sys as usize)), "close of unknown system"));
+    let hook = with(|s| {
+        assert!(s.core.close_system(sys as usize), "close of unknown system");
+        s.on_close_system.take()
+    });
+    if let Some(hook) = hook {
+        hook();
+    }
 }
 
 macro_rules! sys_op {
     ($name:ident, $label:literal) => {
-        unsafe extern "system" fn $name(_sys: HCS_SYSTEM, op: HCS_OPERATION, _options: PCWSTR) -> HRESULT {
-            start_op($label, op)
+        unsafe extern "system" fn $name(_sys: HCS_SYSTEM, op: HCS_OPERATION, options: PCWSTR) -> HRESULT {
+            start_op($label, op, &[options])
         }
     };
 }
@@ -277,11 +393,11 @@ sys_op!(lm_init, "lm_init");
 unsafe extern "system" fn modify(
     _sys: HCS_SYSTEM,
     op: HCS_OPERATION,
-    _c: PCWSTR,
+    c: PCWSTR,
     identity: HANDLE,
 ) -> HRESULT {
     assert!(identity.is_null());
-    start_op("modify", op)
+    start_op("modify", op, &[c])
 }
 
 unsafe extern "system" fn set_callback(
@@ -299,12 +415,12 @@ unsafe extern "system" fn set_callback(
 
 unsafe extern "system" fn create_process(
     _sys: HCS_SYSTEM,
-    _params: PCWSTR,
+    params: PCWSTR,
     op: HCS_OPERATION,
     _sd: *const c_void,
     out: *mut HCS_PROCESS,
 ) -> HRESULT {
-    let hr = start_op("create_process", op);
+    let hr = start_op("create_process", op, &[params]);
     let give = hr >= 0 || with(|s| s.process_handle_on_failure);
     if give {
         let h = with(|s| s.core.open_process());
@@ -329,15 +445,15 @@ unsafe extern "system" fn open_process(
 
 unsafe extern "system" fn close_process(p: HCS_PROCESS) {
     with(|s| {
-        assert!(s.core.processes.remove(&(p as usize)), "close of unknown process");
+        assert!(s.core.close_process(p as usize), "close of unknown process");
         s.closed_processes += 1;
     });
 }
 
 macro_rules! proc_op {
     ($name:ident, $label:literal) => {
-        unsafe extern "system" fn $name(_p: HCS_PROCESS, op: HCS_OPERATION, _o: PCWSTR) -> HRESULT {
-            start_op($label, op)
+        unsafe extern "system" fn $name(_p: HCS_PROCESS, op: HCS_OPERATION, o: PCWSTR) -> HRESULT {
+            start_op($label, op, &[o])
         }
     };
 }
@@ -347,7 +463,7 @@ proc_op!(process_properties, "process_properties");
 proc_op!(modify_process, "modify_process");
 
 unsafe extern "system" fn get_process_info(_p: HCS_PROCESS, op: HCS_OPERATION) -> HRESULT {
-    start_op("process_info", op)
+    start_op("process_info", op, &[])
 }
 
 unsafe extern "system" fn service_props(_q: PCWSTR, result: *mut PWSTR) -> HRESULT {
@@ -427,6 +543,7 @@ fn assert_all_closed_and_freed() {
             );
         }
         s.core.assert_no_leaks();
+        assert!(s.violations.is_empty(), "{:#?}", s.violations);
     });
 }
 
@@ -959,6 +1076,170 @@ fn unregister_from_inside_its_own_callback_does_not_wait_for_itself() {
     assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
     d.close_compute_system(sys).unwrap();
     drop(sub);
+}
+
+// ----------------------------------------------------------------------------- issue 13, items 6-9
+
+/// Item 6: the lifecycle drops the last driver while an operation is pending; HCS then
+/// completes it. The completion callback must not hold (and so drop) the last table reference.
+#[test]
+fn dropping_the_driver_with_an_operation_pending_never_drops_its_table_on_the_callback_thread() {
+    let _g = begin();
+    let before = hcs_computecore::tables_dropped_in_callbacks();
+    let d = ComputeCoreDriver::new(table());
+    let (sub, rx) = collector();
+    let sys = open_sys(&d);
+    script(
+        "start",
+        Script {
+            hold: true,
+            ..Script::default()
+        },
+    );
+    assert!(d.start_compute_system(sys, "", sub.context()).unwrap().pending);
+    d.close_compute_system(sys).unwrap();
+    drop(d);
+    complete_held("start");
+    let (k, st, ..) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((k, st), (NotificationKind::SystemStartCompleted, HResult::S_OK));
+    assert_all_closed_and_freed();
+    assert_eq!(
+        hcs_computecore::tables_dropped_in_callbacks(),
+        before,
+        "the completion callback dropped the last reference to the driver's table"
+    );
+}
+
+/// Item 7: the operation completes on another thread before the submitting call returns, and
+/// HCS's completion is still running when the call returns: only the callback may close it.
+#[test]
+fn an_operation_completed_before_its_call_returns_is_never_closed_during_its_callback() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let (sub, rx) = collector();
+    let sys = open_sys(&d);
+    for name in ["start", "pause", "shutdown", "create"] {
+        script(
+            name,
+            Script {
+                early: true,
+                ..Script::default()
+            },
+        );
+    }
+    assert!(d.start_compute_system(sys, "{}", sub.context()).unwrap().pending);
+    let (k, ..) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(k, NotificationKind::SystemStartCompleted);
+    assert!(d.pause_compute_system(sys, "", sub.context()).unwrap().pending);
+    assert!(d.shutdown_compute_system(sys, "").unwrap().pending);
+    let created = d.create_compute_system("early", "{}", sub.context()).unwrap();
+    assert!(created.pending);
+    assert_all_closed_and_freed();
+    d.close_compute_system(created.value).unwrap();
+    d.close_compute_system(sys).unwrap();
+    assert_eq!(hcs_computecore::pending_operations(), 0);
+}
+
+/// Item 7: the operation completes (on another thread) while `cancel_pending` is using it; the
+/// cancel call must not close it while the callback runs.
+#[test]
+fn cancel_racing_the_completion_never_closes_the_operation_during_its_callback() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let (sub, rx) = collector();
+    let sys = open_sys(&d);
+    script(
+        "start",
+        Script {
+            hold: true,
+            ..Script::default()
+        },
+    );
+    with(|s| s.complete_on_cancel = true);
+    assert!(d.start_compute_system(sys, "", sub.context()).unwrap().pending);
+    d.cancel_pending(sub.context(), NotificationKind::SystemStartCompleted)
+        .unwrap();
+    let (k, ..) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(k, NotificationKind::SystemStartCompleted);
+    assert_all_closed_and_freed();
+    assert_eq!(with(|s| s.cancels), 1);
+    d.close_compute_system(sys).unwrap();
+}
+
+/// Item 8: HCS reuses the handle value of a closed system for a system another thread opens
+/// while the close is still in progress; that system's registration must survive the close.
+#[test]
+fn a_handle_value_reused_during_close_keeps_the_new_systems_registration() {
+    let _g = begin();
+    with(|s| s.core.reuse_handles = true);
+    let d = ComputeCoreDriver::new(table());
+    let (old_sub, old_rx) = collector();
+    let (new_sub, new_rx) = collector();
+    let a = open_sys(&d);
+    d.register_compute_system_callback(a, old_sub.context()).unwrap();
+    let reopened = Arc::new(Mutex::new(None));
+    let (d2, r2, ctx2) = (d.clone(), reopened.clone(), new_sub.context());
+    with(|s| {
+        s.on_close_system = Some(Box::new(move || {
+            std::thread::spawn(move || {
+                let b = d2.open_compute_system("other").unwrap().value;
+                let cb = d2.register_compute_system_callback(b, ctx2).unwrap();
+                *r2.lock().unwrap() = Some((b, cb));
+            })
+            .join()
+            .unwrap();
+        }))
+    });
+    d.close_compute_system(a).unwrap();
+    let (b, _cb) = reopened.lock().unwrap().take().expect("the hook ran");
+    assert_eq!(b.raw(), a.raw(), "the fake reused the handle value");
+    fire_last_registration().join().unwrap();
+    let (k, ..) = new_rx
+        .recv_timeout(Duration::from_secs(1))
+        .expect("the new system's exit event is delivered");
+    assert_eq!(k, NotificationKind::SystemExited);
+    assert!(old_rx.try_recv().is_err());
+    d.close_compute_system(b).unwrap();
+    assert_eq!(hcs_computecore::live_registrations(), 0);
+}
+
+/// Item 9: HCS may read the input strings of an asynchronous call until the operation
+/// completes; the fake re-reads them from the completion thread, after the call returned.
+#[test]
+fn input_strings_of_a_pending_call_stay_alive_until_its_completion() {
+    let _g = begin();
+    let d = ComputeCoreDriver::new(table());
+    let (sub, rx) = collector();
+    let long = |tag: &str| format!(r#"{{"{tag}":"{}"}}"#, "x".repeat(200));
+    let created = d
+        .create_compute_system(&format!("vm-{}", "y".repeat(100)), &long("Config"), sub.context())
+        .unwrap();
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let sys = created.value;
+    for (name, kind) in [
+        ("start", NotificationKind::SystemStartCompleted),
+        ("pause", NotificationKind::SystemPauseCompleted),
+        ("resume", NotificationKind::SystemResumeCompleted),
+        ("save", NotificationKind::SystemSaveCompleted),
+    ] {
+        let options = long(name);
+        let r = match name {
+            "start" => d.start_compute_system(sys, &options, sub.context()),
+            "pause" => d.pause_compute_system(sys, &options, sub.context()),
+            "resume" => d.resume_compute_system(sys, &options, sub.context()),
+            _ => d.save_compute_system(sys, &options, sub.context()),
+        };
+        assert!(r.unwrap().pending);
+        let (k, ..) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(k, kind);
+    }
+    assert!(
+        d.terminate_compute_system(sys, &long("Terminate"))
+            .unwrap()
+            .pending
+    );
+    assert_all_closed_and_freed();
+    d.close_compute_system(sys).unwrap();
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! `vmcompute.dll`, `hcs-computecore` over `computecore.dll`) and by the fake DLLs their
 //! Windows-target tests load.
 //!
+//! * [`callback`]: the frame every callback HCS calls runs in ([`callback::contain`]).
 //! * [`types`]: the C types, structs and callback signatures of both APIs.
 //! * [`load`]: run-time DLL loading ([`DllSource`], [`Library`], [`LoadError`]) and the
 //!   [`fn_table!`] macro that declares a driver's function-pointer table.
@@ -17,6 +18,7 @@
 //! This is an FFI crate and may use `unsafe`; every unsafe block carries a `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
+pub mod callback;
 pub mod handles;
 pub mod load;
 pub mod stdio;

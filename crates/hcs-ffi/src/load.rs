@@ -62,12 +62,16 @@ impl LoadError {
     }
 }
 
-/// A loaded DLL. Tables hold a clone, so the DLL stays loaded while any table (and so any
-/// handle obtained through it) is alive. Off Windows no value of this type can exist.
+/// A loaded DLL, **never unloaded** (design FFI §6): [`Library::open`] leaks the module
+/// reference it takes, so no `FreeLibrary` ever runs for it. HCS calls our callbacks from its own
+/// threads and returns into its own code afterwards; if the last table were dropped on such a
+/// thread (or while one runs), unloading the DLL would make that thread return into unmapped
+/// code. Pinning makes every function pointer resolved from the DLL valid for the rest of the
+/// process. Off Windows no value of this type can exist.
 #[derive(Clone)]
 pub struct Library {
     #[cfg(windows)]
-    inner: std::sync::Arc<libloading::Library>,
+    inner: &'static libloading::Library,
     #[cfg(not(windows))]
     never: std::convert::Infallible,
     name: &'static str,
@@ -80,25 +84,34 @@ impl fmt::Debug for Library {
 }
 
 impl Library {
-    /// Loads `dll` from `source`.
+    /// Loads `dll` from `source` and pins it: the module reference taken here is never released,
+    /// so the DLL stays mapped until the process exits (loading the same DLL again only bumps the
+    /// loader's count of an already pinned module).
     pub fn open(dll: &'static str, source: &DllSource) -> Result<Self, LoadError> {
         #[cfg(windows)]
         {
             use libloading::os::windows as lw;
             let res = match source {
-                // SAFETY: loading runs the DLL's initialisers; vmcompute.dll/computecore.dll (and
-                // our fakes) have no initialisation side effects that could violate Rust's rules.
+                // SAFETY: loading runs the initialisers (`DllMain`) of the DLL that is found. With
+                // LOAD_LIBRARY_SEARCH_SYSTEM32 that can only be the system's own vmcompute.dll /
+                // computecore.dll, which we trust like any other system DLL the process uses;
+                // nothing else about them is relied on here.
                 DllSource::System32 => unsafe {
                     lw::Library::load_with_flags(dll, lw::LOAD_LIBRARY_SEARCH_SYSTEM32)
                 },
-                // SAFETY: as above.
+                // SAFETY: the default search order loads whichever `dll` comes first (application
+                // directory first) and runs its initialisers: we rely on the caller, who chose
+                // this source (tests with our fake DLLs next to the executable), to control what
+                // is found there. Production code uses `System32`.
                 DllSource::DefaultSearchOrder => unsafe { lw::Library::new(dll) },
-                // SAFETY: as above; the caller chose the path.
+                // SAFETY: as for the default search order: the caller chose the path and
+                // vouches for the DLL it names and its initialisers.
                 DllSource::Path(p) => unsafe { lw::Library::new(p) },
             };
             match res {
+                // Leaked on purpose: the pin described on `Library`.
                 Ok(lib) => Ok(Library {
-                    inner: std::sync::Arc::new(lib.into()),
+                    inner: Box::leak(Box::new(lib.into())),
                     name: dll,
                 }),
                 Err(e) => Err(LoadError::MissingDll {
@@ -125,7 +138,8 @@ impl Library {
         {
             // SAFETY: we read the export's address as a plain pointer value; nothing is called
             // and the pointer is only turned into a function pointer by a table whose field type
-            // is the export's documented signature.
+            // is the export's documented signature. The DLL is pinned, so the address stays
+            // valid for the rest of the process.
             let sym = unsafe { self.inner.get::<*mut c_void>(export.as_bytes()) };
             sym.ok().and_then(|s| NonNull::new(*s))
         }
@@ -140,6 +154,9 @@ impl Library {
 /// Defines a function-pointer table for one DLL: one field per export (required exports as plain
 /// fields, optional ones as `Option`), the string-free routine and the owning [`Library`], plus
 /// an `unsafe fn from_lookup` that fills it from any name → address lookup.
+///
+/// Every field type must be pointer-sized (a function pointer): the macro asserts it at compile
+/// time, because `from_lookup` reinterprets each address as the field's type.
 #[macro_export]
 macro_rules! fn_table {
     (
@@ -153,6 +170,17 @@ macro_rules! fn_table {
             }
         }
     ) => {
+        // `from_lookup` reinterprets an export's address as the field's type: only sound for
+        // pointer-sized types (function pointers), checked here at compile time.
+        $( const _: () = ::std::assert!(
+            ::std::mem::size_of::<$ty>() == ::std::mem::size_of::<*mut ::std::ffi::c_void>(),
+            concat!("fn_table! field for ", $export, " is not pointer-sized"),
+        ); )*
+        $( const _: () = ::std::assert!(
+            ::std::mem::size_of::<$oty>() == ::std::mem::size_of::<*mut ::std::ffi::c_void>(),
+            concat!("fn_table! field for ", $oexport, " is not pointer-sized"),
+        ); )*
+
         $(#[$m])*
         #[derive(Clone)]
         pub struct $name {
@@ -161,7 +189,8 @@ macro_rules! fn_table {
                pub $ofield: Option<$oty>, )*
             /// Frees every string the DLL returns (exactly once per string).
             pub free_string: $crate::FreeStringFn,
-            /// Keeps the DLL loaded while this table lives; `None` for tables of fake functions.
+            /// The DLL the exports come from (pinned: never unloaded); `None` for tables of
+            /// fake functions.
             pub library: Option<$crate::Library>,
         }
 
@@ -187,7 +216,7 @@ macro_rules! fn_table {
                 Ok($name {
                     $( $field: match lookup($export) {
                         // SAFETY: the caller guarantees the address has this field's signature;
-                        // a function pointer and a data pointer have the same size here.
+                        // the field type is pointer-sized (asserted at compile time above).
                         Some(p) => unsafe { ::std::mem::transmute_copy::<*mut ::std::ffi::c_void, $ty>(&p.as_ptr()) },
                         None => return Err($crate::LoadError::MissingExport { dll: $dll, export: $export }),
                     }, )*
@@ -210,4 +239,40 @@ macro_rules! fn_table {
             }
         }
     };
+}
+
+#[cfg(all(test, windows))]
+mod tests {
+    use super::*;
+    use windows_sys::Win32::System::LibraryLoader::GetModuleHandleW;
+
+    fn loaded(dll: &str) -> bool {
+        let w: Vec<u16> = dll.encode_utf16().chain([0]).collect();
+        // SAFETY: a NUL-terminated name; GetModuleHandleW takes no reference on the module.
+        !unsafe { GetModuleHandleW(w.as_ptr()) }.is_null()
+    }
+
+    /// Issue 13 item 6: dropping every `Library` (and so every table) of a DLL must not unload
+    /// it, or an HCS thread still returning from one of our callbacks would return into unmapped
+    /// code.
+    #[test]
+    fn a_library_is_never_unloaded_once_opened() {
+        // A System32 DLL the test process has not loaded yet stands in for computecore.dll.
+        let Some(dll) = ["version.dll", "hid.dll", "mpr.dll", "credui.dll"]
+            .into_iter()
+            .find(|d| !loaded(d))
+        else {
+            eprintln!("every candidate DLL is already loaded; nothing to check");
+            return;
+        };
+        let lib = Library::open(dll, &DllSource::System32).expect("a system DLL loads");
+        let clone = lib.clone();
+        assert!(loaded(dll));
+        drop(lib);
+        drop(clone);
+        assert!(
+            loaded(dll),
+            "{dll} was unloaded when its last Library was dropped"
+        );
+    }
 }

@@ -10,7 +10,6 @@ use hcs_ffi::{
     HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, NULL_HANDLE, PCWSTR,
 };
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -190,7 +189,9 @@ fn ctx_ptr(ctx: NotifyContext) -> *const c_void {
 
 /// The `HCS_NOTIFICATION_CALLBACK` every V1 registration uses. Copies `data` (owned by HCS,
 /// never freed here) and hands the notification to [`hcs::dispatch`] with the context id.
-/// Never unwinds: the body runs inside `catch_unwind`.
+/// Does not unwind: the body, the log of a panic and the drop of its payload all run inside
+/// [`ffi::callback::contain`]. It uses nothing of the table, and `vmcompute.dll` is never
+/// unloaded (design FFI §6), so HCS's thread always returns into mapped code.
 ///
 /// # Safety
 ///
@@ -202,7 +203,7 @@ pub unsafe extern "system" fn notification_trampoline(
     status: HRESULT,
     data: PCWSTR,
 ) {
-    let r = catch_unwind(AssertUnwindSafe(|| {
+    ffi::callback::contain("vmcompute notification", || {
         #[cfg(test)]
         test_hooks::maybe_panic();
         // SAFETY: the caller (HCS) guarantees `data` is null or a valid string for this call.
@@ -213,13 +214,7 @@ pub unsafe extern "system" fn notification_trampoline(
             status,
             payload.as_deref(),
         );
-    }));
-    if r.is_err() {
-        tracing::error!(
-            notification_type,
-            "panic in the vmcompute notification callback was contained"
-        );
-    }
+    });
 }
 
 #[cfg(test)]

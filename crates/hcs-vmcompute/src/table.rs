@@ -128,7 +128,8 @@ impl VmComputeTable {
         let lib = Library::open(Self::DLL, source)?;
         let lookup_lib = lib.clone();
         // SAFETY: every field type is the export's signature per design FFI §2.2 (translated
-        // from hcsshim), and the table keeps `lib` loaded for as long as it lives.
+        // from hcsshim), and `lib` is pinned (never unloaded), so the addresses stay callable
+        // for the rest of the process.
         unsafe { Self::from_lookup(|name| lookup_lib.symbol(name), default_free(), Some(lib)) }
     }
 }

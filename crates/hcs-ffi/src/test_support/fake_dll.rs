@@ -64,6 +64,7 @@ pub struct Exports {
     outstanding: CountFn,
     subscriptions: CountFn,
     operations: Option<CountFn>,
+    violations: Option<CountFn>,
     handle_counts: HandleCountsFn,
     scripted_stdin: StdinFn,
 }
@@ -88,6 +89,7 @@ impl FakeDll {
             outstanding: required(library, "FakeHcsOutstandingStrings"),
             subscriptions: required(library, "FakeHcsLiveSubscriptions"),
             operations: sym(library, "FakeHcsOpenOperations"),
+            violations: sym(library, "FakeHcsViolations"),
             handle_counts: required(library, "FakeHcsHandleCounts"),
             scripted_stdin: required(library, "FakeHcsScriptedStdin"),
         }
@@ -115,6 +117,7 @@ impl FakeDll {
                 strings: (e.outstanding)(),
                 subscriptions: (e.subscriptions)(),
                 operations: e.operations.map_or(0, |f| f()),
+                violations: e.violations.map_or(0, |f| f()),
                 systems,
                 processes,
                 callbacks,
@@ -165,6 +168,9 @@ pub struct Counters {
     pub subscriptions: i64,
     /// Open operations (V2; 0 for V1).
     pub operations: i64,
+    /// Rule violations the DLL saw (V2: an operation closed while its completion callback ran
+    /// on another thread, an input string freed before its operation completed; 0 for V1).
+    pub violations: i64,
     /// Open system handles in the simulator.
     pub systems: u64,
     /// Open process handles in the simulator.

@@ -32,6 +32,11 @@ pub struct Core {
     pub calls: HashMap<&'static str, usize>,
     /// Stdio handles returned by the process calls (stdin, stdout, stderr).
     pub stdio: [usize; 3],
+    /// Hand out closed system/process handle values again (as HCS may): a closed value goes
+    /// to [`Core::recycled`] and the next system or process opened gets it back.
+    pub reuse_handles: bool,
+    /// Closed handle values waiting to be reused (most recent last).
+    pub recycled: Vec<usize>,
 }
 
 impl Core {
@@ -79,18 +84,45 @@ impl Core {
         self.next_handle
     }
 
+    /// A handle value for a new system or process: a recycled one when [`Core::reuse_handles`]
+    /// is set and one is available, else a new one.
+    fn object_handle(&mut self) -> usize {
+        match self.recycled.pop() {
+            Some(h) if self.reuse_handles => h,
+            _ => self.handle(),
+        }
+    }
+
     /// A new system handle, recorded as open.
     pub fn open_system(&mut self) -> usize {
-        let h = self.handle();
+        let h = self.object_handle();
         self.systems.insert(h);
         h
     }
 
     /// A new process handle, recorded as open.
     pub fn open_process(&mut self) -> usize {
-        let h = self.handle();
+        let h = self.object_handle();
         self.processes.insert(h);
         h
+    }
+
+    /// Closes system handle `h` (`false` if it was not open); its value may be reused.
+    pub fn close_system(&mut self, h: usize) -> bool {
+        let open = self.systems.remove(&h);
+        if open && self.reuse_handles {
+            self.recycled.push(h);
+        }
+        open
+    }
+
+    /// Closes process handle `h` (`false` if it was not open); its value may be reused.
+    pub fn close_process(&mut self, h: usize) -> bool {
+        let open = self.processes.remove(&h);
+        if open && self.reuse_handles {
+            self.recycled.push(h);
+        }
+        open
     }
 
     /// Records a call to `name`.
@@ -235,5 +267,59 @@ pub fn lookup<'a>(
         exports
             .get(n)
             .and_then(|a| std::ptr::NonNull::new(*a as *mut c_void))
+    }
+}
+
+/// A global allocator for fake-table test binaries that overwrites every block with `0xDD`
+/// bytes before freeing it, so a fake that reads a string the driver already freed (issue 13
+/// item 9: input strings of a pending call) reads `0xDDDD` units (or whatever reused the
+/// memory) instead of, by luck, the old text. Install it with
+/// `#[global_allocator] static A: PoisonOnFree = PoisonOnFree;`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoisonOnFree;
+
+// SAFETY: every method forwards to `System` with the caller's arguments; `dealloc` only writes
+// `layout.size()` bytes into the block it is about to free, which the caller owns.
+unsafe impl std::alloc::GlobalAlloc for PoisonOnFree {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` is a live block of `layout.size()` bytes owned by the caller, who is
+        // freeing it; then forwarded with the caller's guarantees.
+        unsafe {
+            std::ptr::write_bytes(ptr, 0xDD, layout.size());
+            std::alloc::System.dealloc(ptr, layout)
+        }
+    }
+}
+
+/// A one-shot flag threads wait on (set once, waited on with a timeout).
+#[derive(Debug, Clone, Default)]
+pub struct Latch(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+impl Latch {
+    /// An unset latch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the latch and wakes every waiter.
+    pub fn set(&self) {
+        *self.0 .0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.0 .1.notify_all();
+    }
+
+    /// Waits until the latch is set or `timeout` passed; `true` when set.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let g = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        let (g, _) = self
+            .0
+             .1
+            .wait_timeout_while(g, timeout, |set| !*set)
+            .unwrap_or_else(|e| e.into_inner());
+        *g
     }
 }
