@@ -399,7 +399,7 @@ pub fn lifecycle(data: &[u8]) {
         if process_exit_sent {
             if let Err(e) = p.wait_timeout(EXIT_RESOLVES_WITHIN) {
                 assert!(
-                    !e.is_timeout(),
+                    !matches!(e.cause(), Cause::Timeout),
                     "a process sent ProcessExited has not stopped: {e}"
                 );
             }
@@ -441,7 +441,11 @@ fn query(system: &System, process: Option<&Process>) {
     }
     let _ = system.stopped_at();
     assert_eq!(
-        waited.as_ref().is_err_and(hcs::Error::is_timeout),
+        // A wait *failure* may carry HCS's own timeout code (`is_timeout()` holds for it
+        // too); only `Cause::Timeout` means that the wait itself timed out.
+        waited
+            .as_ref()
+            .is_err_and(|e| matches!(e.cause(), Cause::Timeout)),
         not_exited,
         "System::wait_timeout(0) = {waited:?} vs exit_error() = {error:?}"
     );
