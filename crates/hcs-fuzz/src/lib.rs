@@ -51,8 +51,11 @@ use hcs_schema::{
 use hcs_testkit::{Answer, FakeDriver};
 use serde_json::Value;
 
+/// The body of a fuzz target: takes the fuzzer's bytes, panics on a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (the cargo-fuzz target and corpus directory) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("compute_system", compute_system),
     ("process_documents", process_documents),
     ("result_document", result_document),

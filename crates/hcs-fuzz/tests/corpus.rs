@@ -22,7 +22,7 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Runs `target` over every corpus and regression input; returns how many ran and the failures.
-fn replay(name: &str, target: fn(&[u8])) -> (usize, Vec<String>) {
+fn replay(name: &str, target: hcs_fuzz::Target) -> (usize, Vec<String>) {
     let mut ran = 0;
     let mut failures = Vec::new();
     for kind in ["corpus", "regressions"] {
