@@ -93,13 +93,15 @@ impl std::fmt::Display for DocumentError {
 
 impl std::error::Error for DocumentError {}
 
-/// `serde_path_to_error` writes the empty path as `.`; we write it as `$`.
+/// `serde_path_to_error` writes the empty path as `.`; we write it as `$`. A path that is one
+/// member with the empty name (`{"": …}`) would render as nothing; it is written `""`.
 fn path_string(path: &serde_path_to_error::Path) -> String {
-    let s = path.to_string();
-    if s == "." {
-        "$".to_owned()
-    } else {
-        s
+    if path.iter().next().is_none() {
+        return "$".to_owned();
+    }
+    match path.to_string() {
+        s if s.is_empty() => "\"\"".to_owned(),
+        s => s,
     }
 }
 
@@ -477,5 +479,17 @@ mod tests {
         assert!(s.starts_with("invalid compute-system document at Container.Memory.SizeInMB: memory size"));
         let boxed: Box<dyn std::error::Error> = Box::new(e);
         assert!(boxed.to_string().contains("Container.Memory.SizeInMB"));
+    }
+
+    /// Found by the `compute_system` fuzz target: an error under a member with the empty name
+    /// named no path at all (`not JSON at : expected value`).
+    #[test]
+    fn error_under_the_empty_member_name_names_a_path() {
+        let e = err_of(r#"{"":}"#);
+        assert_eq!((e.kind, e.path.as_str()), (DocumentErrorKind::NotJson, r#""""#));
+        assert!(e.to_string().starts_with(r#"not JSON at "": "#), "{e}");
+        // A member named "." is a member, not the document itself.
+        assert_eq!(err_of(r#"{".":}"#).path, ".");
+        assert_eq!(err_of("[1").path, "$");
     }
 }

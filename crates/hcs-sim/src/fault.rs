@@ -622,8 +622,11 @@ impl FaultPlan {
             ));
         }
         let doc: PlanDoc = serde_path_to_error::deserialize(value).map_err(|e| {
+            // The root is `$`; a lone member with the empty name (`{"": …}`) would render as
+            // nothing and is written `""`.
             let path = match e.path().to_string() {
-                root if root == "." => "$".to_string(),
+                _ if e.path().iter().next().is_none() => "$".to_string(),
+                path if path.is_empty() => r#""""#.to_string(),
                 path => path,
             };
             PlanError::at(path, e.into_inner().to_string())
@@ -1610,5 +1613,17 @@ mod tests {
         assert!(active
             .on_call(Method::PauseComputeSystem, Some("x"), None)
             .is_empty());
+    }
+
+    /// Found by the `fault_plan` fuzz target: a member with the empty name was reported at an
+    /// empty path (`: unknown field ``, expected `rules``).
+    #[test]
+    fn error_under_the_empty_member_name_names_a_path() {
+        let err = FaultPlan::from_json(r#"{"":1}"#).unwrap_err().to_string();
+        assert!(err.starts_with(r#""": unknown field"#), "{err}");
+        let err = FaultPlan::from_json(r#"{".":1}"#).unwrap_err().to_string();
+        assert!(err.starts_with(".: unknown field"), "{err}");
+        let err = FaultPlan::from_json("[]").unwrap_err().to_string();
+        assert!(err.starts_with("$: "), "{err}");
     }
 }
