@@ -76,12 +76,24 @@ impl<'a> Target<'a> {
         call: &'static str,
         f: impl FnOnce(H) -> DriverResult<T>,
     ) -> Result<Reply<T>> {
+        self.call_raw(cell, op, call, f)?.map_err(|f| self.err(op, &f))
+    }
+
+    /// [`Target::call`] that hands back the driver's answer unconverted (for rules that read
+    /// the raw failure, like Signal's "process gone" family); only a closed handle is an error.
+    pub(crate) fn call_raw<H: Copy, T>(
+        &self,
+        cell: &HandleCell<H>,
+        op: &'static str,
+        call: &'static str,
+        f: impl FnOnce(H) -> DriverResult<T>,
+    ) -> Result<DriverResult<T>> {
         let Some(u) = cell.acquire() else {
             return Err(self.err(op, Cause::AlreadyClosed));
         };
         let r = self.traced(call, || f(u.handle()));
         drop(u);
-        r.map_err(|f| self.err(op, &f))
+        Ok(r)
     }
 
     /// [`Target::call`] for a call that completes synchronously: a pending reply is an error

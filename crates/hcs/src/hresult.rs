@@ -366,11 +366,6 @@ pub mod sets {
 
     /// Invalid handle (Win32 form).
     pub const INVALID_HANDLE: &[H] = &[H::ERROR_INVALID_HANDLE];
-
-    /// `true` if `code` is in `set`.
-    pub fn contains(set: &[H], code: H) -> bool {
-        set.contains(&code)
-    }
 }
 
 impl From<u32> for HResult {

@@ -275,23 +275,6 @@ impl ProcessInner {
         });
     }
 
-    /// A signal/terminate call through this object's handle: `Ok(Err(failure))` keeps the raw
-    /// failure for [`ProcessInner::signal_result`] (the gone family is not an error there); a
-    /// closed object is an already-closed error.
-    fn gone_call(
-        &self,
-        op: &'static str,
-        call: &'static str,
-        f: impl FnOnce(ProcessHandle) -> crate::driver::DriverResult<()>,
-    ) -> Result<std::result::Result<(), Failure>> {
-        let Some(u) = self.handle.acquire() else {
-            return Err(self.err(op, Cause::AlreadyClosed));
-        };
-        let r = self.target().traced(call, || f(u.handle())).map(|_| ());
-        drop(u);
-        Ok(r)
-    }
-
     /// Maps a Signal/terminate failure: `Ok(false)` for the gone family (scheduling the
     /// force-unblock when `force_unblock`), else an error of `op`.
     fn signal_result(
@@ -513,10 +496,13 @@ impl Process {
     /// completed after one second if no exit arrives). Any other failure is an error (I12).
     pub fn signal(&self, options: &str) -> Result<bool> {
         const OP: &str = "hcs::Process::Signal";
-        let r = self.inner.gone_call(OP, "signal_process", |h| {
-            self.inner.driver.signal_process(h, options)
-        })?;
-        self.inner.signal_result(OP, r, true)
+        let r = self
+            .inner
+            .target()
+            .call_raw(&self.inner.handle, OP, "signal_process", |h| {
+                self.inner.driver.signal_process(h, options)
+            })?;
+        self.inner.signal_result(OP, r.map(|_| ()), true)
     }
 
     /// Kills the process through a second handle to its system on the same driver (§5.6):
@@ -602,10 +588,13 @@ impl Process {
     /// Terminates the process through its own handle. The "already gone" family is success.
     pub fn terminate(&self) -> Result<()> {
         const OP: &str = "hcs::Process::Terminate";
-        let r = self.inner.gone_call(OP, "terminate_process", |h| {
-            self.inner.driver.terminate_process(h)
-        })?;
-        self.inner.signal_result(OP, r, false).map(|_| ())
+        let r = self
+            .inner
+            .target()
+            .call_raw(&self.inner.handle, OP, "terminate_process", |h| {
+                self.inner.driver.terminate_process(h)
+            })?;
+        self.inner.signal_result(OP, r.map(|_| ()), false).map(|_| ())
     }
 
     fn modify(&self, op: &'static str, req: &ProcessModifyRequest) -> Result<()> {
