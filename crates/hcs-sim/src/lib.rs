@@ -33,6 +33,38 @@
 //! # Ok::<(), hcs::Error>(())
 //! ```
 //!
+//! The host backend (the default) really runs the command on the host, here `echo hello`:
+//!
+//! ```
+//! use hcs::schema::{ComputeSystem, ProcessParameters};
+//! use hcs::System;
+//! use std::io::Read;
+//!
+//! # #[cfg(unix)] // the simulator's host backend runs commands on a Unix host
+//! # fn main() -> Result<(), hcs::Error> {
+//! let sim = hcs_sim::Simulator::new(hcs_sim::SimConfig::default());
+//! let system = System::create_from(sim.clone(), "demo", &ComputeSystem::process_isolated_container("me"))?;
+//! system.start()?;
+//! let process = system.create_process_from(&ProcessParameters {
+//!     command_line: Some("echo hello".into()),
+//!     create_std_out_pipe: Some(true),
+//!     ..Default::default()
+//! })?;
+//! let mut out = String::new();
+//! process.stdio()?.stdout.expect("requested").read_to_string(&mut out).unwrap();
+//! process.wait()?;
+//! assert_eq!((out.as_str(), process.exit_code()?), ("hello\n", 0));
+//! process.close()?;
+//! system.shutdown()?;
+//! system.wait()?;
+//! system.close()?;
+//! sim.assert_no_leaks();
+//! # Ok(())
+//! # }
+//! # #[cfg(not(unix))]
+//! # fn main() {}
+//! ```
+//!
 //! # The raw driver calls
 //!
 //! Below the lifecycle layer, the [`hcs::Driver`] methods are the HCS calls themselves: each

@@ -17,36 +17,35 @@
 //!
 //! # Example: run a command in a compute system
 //!
-//! The common path, here on the simulator (`hcs-sim`, which really runs the command on the
-//! host); on Windows the driver is `hcs_native::driver()?` and the code is the same.
+//! The same code runs on every driver; `hcs-sim`'s crate documentation runs it on the
+//! simulator (which really runs `echo hello` on the host).
 //!
 //! ```
 //! use hcs::schema::{ComputeSystem, ProcessParameters};
-//! use hcs::System;
+//! use hcs::{Driver, System};
 //! use std::io::Read;
+//! use std::sync::Arc;
 //!
-//! # #[cfg(unix)] // the simulator's host backend runs commands on a Unix host
-//! # fn main() -> Result<(), hcs::Error> {
-//! let driver = hcs_sim::Simulator::new(hcs_sim::SimConfig::default());
-//! let system = System::create_from(driver, "demo", &ComputeSystem::process_isolated_container("me"))?;
-//! system.start()?;
-//! let process = system.create_process_from(&ProcessParameters {
-//!     command_line: Some("echo hello".into()),
-//!     create_std_out_pipe: Some(true),
-//!     ..Default::default()
-//! })?;
-//! let mut out = String::new();
-//! process.stdio()?.stdout.expect("requested").read_to_string(&mut out).unwrap();
-//! process.wait()?;
-//! assert_eq!((out.as_str(), process.exit_code()?), ("hello\n", 0));
-//! process.close()?;
-//! system.shutdown()?;
-//! system.wait()?;
-//! system.close()?;
-//! # Ok(())
-//! # }
-//! # #[cfg(not(unix))]
-//! # fn main() {}
+//! fn hello(driver: Arc<dyn Driver>) -> Result<String, Box<dyn std::error::Error>> {
+//!     let system = System::create_from(driver, "demo", &ComputeSystem::process_isolated_container("me"))?;
+//!     system.start()?;
+//!     let process = system.create_process_from(&ProcessParameters {
+//!         command_line: Some("echo hello".into()),
+//!         create_std_out_pipe: Some(true),
+//!         ..Default::default()
+//!     })?;
+//!     let mut out = String::new();
+//!     if let Some(mut stdout) = process.take_stdout() {
+//!         stdout.read_to_string(&mut out)?;
+//!     }
+//!     process.wait()?;
+//!     let code = process.exit_code()?;
+//!     process.close()?;
+//!     system.shutdown()?;
+//!     system.wait()?;
+//!     system.close()?;
+//!     Ok(format!("{out} (exit code {code})"))
+//! }
 //! ```
 //!
 //! # Example: testing your own code with the scripted fake (`hcs-testkit`)
