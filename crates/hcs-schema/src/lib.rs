@@ -20,6 +20,7 @@ pub mod query;
 pub mod result;
 pub mod service;
 pub mod system;
+pub mod unknown;
 pub mod validate;
 
 pub use exit::{ExitType, SystemExitStatus};

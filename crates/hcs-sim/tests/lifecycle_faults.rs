@@ -407,7 +407,8 @@ fn failure_with_result_document_carries_the_events() {
     let e = sys
         .create_process(&params("sleep 1"))
         .expect_err("scripted create-process failure");
-    assert_eq!(e.operation(), "hcs::System::CreateProcess: sleep 1");
+    assert_eq!(e.operation(), "hcs::System::CreateProcess");
+    assert_eq!(e.detail(), Some(r#"command line "sleep 1""#));
     assert_eq!(e.events().len(), 2);
     stop(sys);
     no_leaks(&sim);

@@ -190,10 +190,19 @@ impl Error {
         self
     }
 
-    /// The same error under another operation name (keeps scope, cause and events).
-    pub(crate) fn renamed(mut self, op: impl Into<Cow<'static, str>>) -> Self {
-        self.0.op = op.into();
+    /// Adds `detail` in front of any detail already there (`detail; earlier detail`).
+    pub(crate) fn with_detail_prefix(mut self, detail: String) -> Self {
+        self.0.detail = Some(match self.0.detail.take() {
+            Some(old) => format!("{detail}; {old}"),
+            None => detail,
+        });
         self
+    }
+
+    /// The detail shown in parentheses after the cause (for a failed process creation, the
+    /// quoted command line), if any.
+    pub fn detail(&self) -> Option<&str> {
+        self.0.detail.as_deref()
     }
 
     /// Attaches events (replacing any).

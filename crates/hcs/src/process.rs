@@ -375,12 +375,12 @@ impl Process {
             Ok(r) => r,
             Err(e) if e.is_already_closed() => return Err(e),
             Err(e) => {
-                // The error names the command line that failed.
-                let op = match command_line(parameters) {
-                    Some(cl) => format!("{OP}: {cl}"),
-                    None => OP.to_owned(),
-                };
-                return Err(e.renamed(op));
+                // The error names the command line that failed, quoted, in its own field (as
+                // hcsshim's "extra info"), apart from the operation and the system id.
+                return Err(match command_line(parameters) {
+                    Some(cl) => e.with_detail_prefix(format!("command line {cl:?}")),
+                    None => e,
+                });
             }
         };
         let (handle, info) = reply.value;

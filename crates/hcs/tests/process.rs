@@ -119,14 +119,22 @@ fn failing_exit_status_and_disconnect_are_wait_errors() {
 }
 
 #[test]
-fn create_process_failure_suffixes_the_command_line() {
+fn create_process_failure_names_the_command_line_in_its_own_field() {
     let (fake, s) = system();
     fake.script(
         Method::CreateProcess,
         Answer::fail_with_document(0x8007_0002_u32, r#"{"ErrorEvents":[{"Message":"no such file"}]}"#),
     );
     let e = s.create_process(PARAMS).unwrap_err();
-    assert_eq!(e.operation(), "hcs::System::CreateProcess: cmd /c exit 3");
+    assert_eq!(e.operation(), "hcs::System::CreateProcess");
+    assert_eq!(e.detail(), Some(r#"command line "cmd /c exit 3""#));
+    assert_eq!(e.system_id(), Some("sys"));
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(r#"hcs::System::CreateProcess sys: "#)
+            && shown.contains(r#" (command line "cmd /c exit 3")"#),
+        "operation, id, cause and the quoted command line are separate fields: {shown}"
+    );
     assert_eq!(e.hresult(), Some(HResult(2)));
     assert_eq!(e.events()[0].message, "no such file");
     fake.assert_no_leaks_processes();

@@ -77,16 +77,32 @@ pub fn default_document_pretty() -> String {
 }
 
 /// Checks a configuration document; the error message names the line and column (not JSON) or
-/// the JSON path (not a valid compute-system document).
-pub fn check_config(text: &str) -> Result<(), hcs_schema::DocumentError> {
-    hcs_schema::parse_compute_system(text).map(|_| ())
+/// the JSON path (not a valid compute-system document). On success, the JSON paths of the
+/// members the schema does not model (passed to HCS unchanged, but checked by nobody here).
+pub fn check_config(text: &str) -> Result<Vec<String>, hcs_schema::DocumentError> {
+    hcs_schema::parse_compute_system(text).map(|doc| doc.unmodelled_members())
+}
+
+/// The warning for members the schema does not model (a misspelt `Memroy` lands there), or
+/// `None` when every member was recognised.
+pub fn unmodelled_warning(source: &str, members: &[String]) -> Option<String> {
+    if members.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = members.iter().map(|m| format!("{m:?}")).collect();
+    Some(format!(
+        "warning: configuration {source}: {} not modelled by hcsctl, passed to HCS unchanged \
+         (check the spelling): {}",
+        if members.len() == 1 { "member" } else { "members" },
+        list.join(", ")
+    ))
 }
 
 /// Reads and checks a configuration file (66 when unreadable, 65 when invalid); returns the text
 /// to pass to HCS.
 pub fn load_config(path: &Path) -> Result<String, CliError> {
     let text = read_input(path, "configuration")?;
-    check_config(&text).map_err(|e| {
+    let unmodelled = check_config(&text).map_err(|e| {
         let detail = match (e.is_not_json(), e.line, e.column) {
             (true, Some(line), Some(column)) => {
                 format!("not JSON at line {line}, column {column}: {}", e.message)
@@ -95,6 +111,9 @@ pub fn load_config(path: &Path) -> Result<String, CliError> {
         };
         CliError::new(DATA_ERR, format!("configuration {}: {detail}", path.display()))
     })?;
+    if let Some(w) = unmodelled_warning(&path.display().to_string(), &unmodelled) {
+        eprintln!("hcsctl: {}", crate::run::escape(&w));
+    }
     Ok(text)
 }
 
@@ -113,7 +132,11 @@ mod tests {
     #[test]
     fn default_document_is_a_terminate_on_close_container_owned_by_hcsctl() {
         let text = default_document();
-        check_config(&text).unwrap();
+        assert_eq!(
+            check_config(&text).unwrap(),
+            Vec::<String>::new(),
+            "every member is modelled"
+        );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["Owner"], "hcsctl");
         assert_eq!(v["SchemaVersion"]["Major"], 2);

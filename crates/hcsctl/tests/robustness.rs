@@ -314,6 +314,29 @@ fn a_bom_is_accepted_and_invalid_utf8_is_a_data_error() {
 }
 
 #[test]
+fn unmodelled_config_members_are_warned_about_and_still_passed_on() {
+    let f = TempFile::new(
+        "memroy.json",
+        br#"{"SchemaVersion":{"Major":2,"Minor":1},"Container":{"Memroy":{"SizeInMB":64}},"Bogus":1}"#,
+    );
+    let o = run(&["run", "--config", f.path(), "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("warning: configuration")
+            && err.contains(r#""Bogus", "Container.Memroy""#)
+            && err.contains("not modelled by hcsctl, passed to HCS unchanged"),
+        "{err}"
+    );
+    // A configuration of known members (the default one, printed and read back) warns of nothing.
+    let o = run(&["run", "--print-default-config"]);
+    let f = TempFile::new("default.json", &o.stdout);
+    let o = run(&["run", "--config", f.path(), "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("warning"), "{}", text(&o.stderr));
+}
+
+#[test]
 fn very_verbose_shows_the_documents_and_default_config_prints() {
     let o = run(&["-vv", "run", "--", "true"]);
     assert!(
