@@ -1363,6 +1363,14 @@ fn validate_rule(i: usize, rule: &Rule) -> Result<(), PlanError> {
         ));
     }
     check_bounds(&base, &rule.action)?;
+    if let Action::Fail { code, .. } = &rule.action {
+        if *code == HResult::S_OK {
+            return Err(PlanError::at(
+                format!("{base}.code"),
+                "`fail` needs an error code, not S_OK (0)",
+            ));
+        }
+    }
     if is_notification != rule.action.is_notification_action() {
         return Err(PlanError::at(
             format!("{base}.action"),

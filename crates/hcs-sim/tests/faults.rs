@@ -389,6 +389,10 @@ fn invalid_plans_are_rejected_with_the_path_of_the_bad_field() {
         e.starts_with("rules[2].op: unknown operation `StartSystem`"),
         "{e}"
     );
+    let e = plan_error(&three(
+        r#"{"op":"StartComputeSystem","action":"fail","code":"0x00000000"}"#,
+    ));
+    assert_eq!(e, "rules[2].code: `fail` needs an error code, not S_OK (0)");
     let e = plan_error(&three(r#"{"op":"StartComputeSystem","action":"explode"}"#));
     assert!(e.starts_with("rules[2].action:"), "{e}");
     let e = plan_error(&three(r#"{"op":"StartComputeSystem","action":"fail"}"#));
