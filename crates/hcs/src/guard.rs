@@ -152,4 +152,30 @@ mod tests {
         assert_eq!(cell.begin_close(), None);
         assert_eq!(user.join().unwrap(), 7);
     }
+
+    #[test]
+    fn a_forgotten_handle_is_closed_for_every_later_use_and_close() {
+        let cell = HandleCell::new(Some(9u64));
+        assert_eq!(cell.begin_close(), Some(9));
+        cell.end_close(false); // the close failed: usable again
+        cell.forget(); // the library gave up on it
+        assert!(cell.is_closed());
+        assert!(cell.acquire().is_none(), "a forgotten handle is never used again");
+        assert_eq!(cell.begin_close(), None, "nor closed again");
+    }
+
+    #[test]
+    fn forgetting_wakes_a_closer_waiting_for_a_concurrent_close() {
+        let cell = Arc::new(HandleCell::new(Some(3u64)));
+        assert_eq!(cell.begin_close(), Some(3)); // a close in progress
+        let c2 = cell.clone();
+        let second = std::thread::spawn(move || c2.begin_close());
+        std::thread::sleep(Duration::from_millis(20));
+        cell.forget();
+        assert_eq!(
+            second.join().unwrap(),
+            None,
+            "the second closer finds nothing to close"
+        );
+    }
 }

@@ -51,6 +51,30 @@ fn unreachable_object_whose_close_always_fails_leaves_no_registry_entry() {
     fake.clear_default(Method::CloseComputeSystem);
 }
 
+/// A half-built System whose close always fails is given up on exactly once: after the bounded
+/// attempts its handle is forgotten, so dropping the half-built object tries no further close.
+#[test]
+fn half_built_system_whose_close_always_fails_is_given_up_once() {
+    let fake = FakeDriver::new();
+    fake.script(Method::GetComputeSystemProperties, Answer::fail(HResult::E_FAIL));
+    fake.set_default(Method::CloseComputeSystem, Answer::fail(HResult::E_FAIL));
+    let e = System::create_with(fake.clone(), "given-up", CONFIG, Timeouts::uniform(LONG)).unwrap_err();
+    assert_eq!(e.hresult(), Some(HResult::E_FAIL));
+    assert_eq!(
+        fake.count(Method::CloseComputeSystem),
+        3,
+        "three attempts in all, none after the handle was forgotten"
+    );
+    let ctx = fake.calls_of(Method::CreateComputeSystem)[0].ctx.unwrap();
+    assert!(!hcs::dispatch(
+        ctx.raw(),
+        NotificationKind::SystemExited,
+        0u32,
+        None
+    ));
+    fake.clear_default(Method::CloseComputeSystem);
+}
+
 /// A caller-owned close that fails with an invalid handle (the service restarted and every old
 /// handle is dead) does not keep a registry entry forever: a dead handle is released.
 #[test]

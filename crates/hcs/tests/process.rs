@@ -109,6 +109,12 @@ fn failing_exit_status_and_disconnect_are_wait_errors() {
     let e = p.wait_timeout(LONG).unwrap_err();
     assert!(e.is_invalid_handle());
     assert_eq!(fake.count(Method::GetProcessProperties), 0);
+    assert_eq!(
+        p.exit(),
+        Some(hcs::ExitCode::Unknown),
+        "a failed exit has no exit code"
+    );
+    assert!(p.exit_code().unwrap_err().is_invalid_handle());
 
     let p = s.create_process(PARAMS).unwrap();
     let ctx = fake.last_process_context().unwrap();
