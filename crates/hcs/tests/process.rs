@@ -442,3 +442,15 @@ fn close_racing_the_v1_exit_resolution_keeps_the_exit_code() {
     drop(s);
     fake.assert_no_leaks();
 }
+
+/// `{:?}` of a System and a Process names what they are, for logs and panics.
+#[test]
+fn debug_output_names_the_system_and_the_process() {
+    let (_fake, s) = system();
+    let p = s.create_process(PARAMS).unwrap();
+    assert_eq!(
+        format!("{p:?}"),
+        format!(r#"Process {{ system_id: "sys", pid: {} }}"#, p.pid())
+    );
+    assert_eq!(format!("{s:?}"), r#"System { id: "sys", driver: "fake" }"#);
+}
