@@ -98,6 +98,31 @@ fn v2_exit_code_comes_from_the_payload() {
         p.wait_timeout(LONG).unwrap_err().cause(),
         Cause::Json(_)
     ));
+    assert_eq!(
+        p.exit(),
+        Some(hcs::ExitCode::Unknown),
+        "a malformed payload has no exit code"
+    );
+}
+
+/// V1: a properties query answered with an empty or malformed document after an exit is the
+/// wait error, and the exit code is unknown (never a made-up number).
+#[test]
+fn v1_empty_or_malformed_status_after_exit_is_an_error_with_unknown_exit_code() {
+    let (fake, s) = system();
+    for (doc, json_error) in [("", false), ("{garbage", true)] {
+        let p = s.create_process(PARAMS).unwrap();
+        fake.script(Method::GetProcessProperties, Answer::ok_with(doc));
+        exit_process(&fake, None);
+        let e = p.wait_timeout(LONG).unwrap_err();
+        if json_error {
+            assert!(matches!(e.cause(), Cause::Json(_)), "{doc:?}: {e}");
+        } else {
+            assert_eq!(e.cause(), &Cause::UnexpectedValue, "{doc:?}: {e}");
+        }
+        assert_eq!(p.exit(), Some(hcs::ExitCode::Unknown), "{doc:?}");
+        assert!(p.exit_code().is_err(), "{doc:?}");
+    }
 }
 
 #[test]
