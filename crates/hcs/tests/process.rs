@@ -68,6 +68,7 @@ fn v1_properties_failure_becomes_the_wait_error() {
     assert_eq!(e.operation(), "hcs::Process::waitBackground");
     assert_eq!(e.pid(), Some(p.pid()));
     assert!(p.exit_code().is_err());
+    assert_eq!(p.exit(), Some(hcs::ExitCode::Unknown), "a failed query leaves the code unknown");
 }
 
 #[test]
@@ -262,6 +263,7 @@ fn signal_to_a_gone_process_force_unblocks_the_wait_with_the_raw_code_q19() {
             p.exit_code().unwrap_err().hresult(),
             Some(HResult(code).to_win32_form())
         );
+        assert_eq!(p.exit(), Some(hcs::ExitCode::Unknown), "{code:#x}: no exit code");
     }
 }
 
