@@ -413,3 +413,76 @@ impl Notifier {
             .and_then(|a| a.result.clone())
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    const START: NotificationKind = NotificationKind::SystemStartCompleted;
+    const PAUSE: NotificationKind = NotificationKind::SystemPauseCompleted;
+
+    fn complete(n: &Notifier, kind: NotificationKind, status: u32) {
+        let f = n.on_notification(
+            NotificationKind::SystemExited,
+            kind,
+            HResult(status),
+            None,
+            &|_| None,
+        );
+        assert_eq!(f, Follow::Nothing);
+    }
+
+    #[test]
+    fn each_armed_operation_gets_its_own_sequence_number() {
+        let n = Notifier::new();
+        let (a, b) = (n.arm(START), n.arm(START));
+        assert_ne!(a, b);
+        n.disarm(a);
+        complete(&n, START, 0);
+        assert_eq!(
+            n.finish(b, false),
+            Some((HResult(0), None)),
+            "disarming one keeps the other"
+        );
+    }
+
+    #[test]
+    fn finish_returns_a_completion_that_arrived_before_it() {
+        let n = Notifier::new();
+        let seq = n.arm(START);
+        complete(&n, START, 0x8000_4005);
+        // The waiter gave up (deadline) just as the completion arrived: the completion wins.
+        assert_eq!(n.finish(seq, true), Some((HResult(0x8000_4005), None)));
+        assert_eq!(n.finish(seq, false), None, "finished once");
+    }
+
+    #[test]
+    fn a_completion_that_won_the_race_is_not_owed_and_the_next_operation_gets_its_own() {
+        let n = Notifier::new();
+        let first = n.arm(START);
+        complete(&n, START, 0);
+        assert!(n.finish(first, true).is_some());
+        let second = n.arm(START);
+        complete(&n, START, 0);
+        assert_eq!(n.finish(second, false), Some((HResult(0), None)));
+    }
+
+    #[test]
+    fn owed_completions_are_counted_per_kind() {
+        let n = Notifier::new();
+        // A start and a pause are abandoned before their completions come.
+        let s = n.arm(START);
+        assert_eq!(n.finish(s, true), None);
+        let p = n.arm(PAUSE);
+        assert_eq!(n.finish(p, true), None);
+        // The late pause completion is dropped, not given to the next pause.
+        let p2 = n.arm(PAUSE);
+        complete(&n, PAUSE, 0x8000_0001);
+        assert_eq!(n.finish(p2, false), None, "the stale pause completion is dropped");
+        // The late start completion is dropped too; the next start gets its own.
+        let s2 = n.arm(START);
+        complete(&n, START, 0x8000_0002);
+        complete(&n, START, 0);
+        assert_eq!(n.finish(s2, false), Some((HResult(0), None)));
+    }
+}

@@ -68,7 +68,11 @@ fn v1_properties_failure_becomes_the_wait_error() {
     assert_eq!(e.operation(), "hcs::Process::waitBackground");
     assert_eq!(e.pid(), Some(p.pid()));
     assert!(p.exit_code().is_err());
-    assert_eq!(p.exit(), Some(hcs::ExitCode::Unknown), "a failed query leaves the code unknown");
+    assert_eq!(
+        p.exit(),
+        Some(hcs::ExitCode::Unknown),
+        "a failed query leaves the code unknown"
+    );
 }
 
 #[test]
