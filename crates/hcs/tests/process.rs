@@ -485,3 +485,63 @@ fn debug_output_names_the_system_and_the_process() {
     );
     assert_eq!(format!("{s:?}"), r#"System { id: "sys", driver: "fake" }"#);
 }
+
+/// `stdio()` hands out the creation streams once; a later call asks HCS again. When the first
+/// call handed out any stream (here only stdout) and the driver has none to give again, the
+/// later call is a not-supported error, never a silently empty set.
+#[test]
+fn second_stdio_call_after_a_partial_hand_out_is_an_error_when_the_driver_has_none() {
+    let (fake, s) = system();
+    fake.script(
+        Method::CreateProcess,
+        Answer::ok().with_streams(false, Some(b"out".to_vec()), None),
+    );
+    let p = s.create_process(PARAMS).unwrap();
+    assert_eq!(p.system_id(), "sys");
+    let first = p.stdio().unwrap();
+    assert!(first.stdin.is_none() && first.stdout.is_some() && first.stderr.is_none());
+    fake.script(
+        Method::GetProcessInfo,
+        Answer::ok().with_streams(false, None, None),
+    );
+    let e = p.stdio().unwrap_err();
+    assert!(e.is_not_supported(), "{e}");
+    assert!(e.to_string().contains("taken by an earlier stdio() call"), "{e}");
+    // A driver that can hand them out again does.
+    fake.script(
+        Method::GetProcessInfo,
+        Answer::ok().with_streams(false, None, Some(b"err".to_vec())),
+    );
+    assert!(p.stdio().unwrap().stderr.is_some());
+}
+
+/// A process created without pipes has no streams to hand out, and asking again is no error.
+#[test]
+fn stdio_of_a_process_without_pipes_is_empty_every_time() {
+    let (fake, s) = system();
+    let p = s.create_process(PARAMS).unwrap();
+    for call in 0..2 {
+        let io = p.stdio().unwrap();
+        assert!(
+            io.stdin.is_none() && io.stdout.is_none() && io.stderr.is_none(),
+            "call {call}"
+        );
+    }
+    assert_eq!(fake.count(Method::GetProcessInfo), 1, "the second call asked HCS");
+}
+
+/// Creating a process in a closed System is the already-closed error, with no command line
+/// attached and no driver call.
+#[test]
+fn create_process_on_a_closed_system_is_the_already_closed_error_without_details() {
+    let (fake, s) = system();
+    s.close().unwrap();
+    let e = s.create_process(PARAMS).unwrap_err();
+    assert!(e.is_already_closed());
+    assert_eq!(e.detail(), None);
+    assert_eq!(
+        e.to_string(),
+        "hcs::System::CreateProcess sys: hcsshim: the handle has already been closed"
+    );
+    assert_eq!(fake.count(Method::CreateProcess), 0);
+}

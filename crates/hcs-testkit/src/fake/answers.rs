@@ -25,8 +25,9 @@ pub(super) struct Completion {
 
 #[derive(Debug)]
 pub(super) struct ScriptedStdio {
-    pub(super) stdout: Vec<u8>,
-    pub(super) stderr: Vec<u8>,
+    pub(super) stdin: bool,
+    pub(super) stdout: Option<Vec<u8>>,
+    pub(super) stderr: Option<Vec<u8>>,
 }
 
 /// One scripted answer for a driver call: what the call reports, plus optional side effects
@@ -143,8 +144,22 @@ impl Answer {
     /// Gives the process information in-memory streams; see [`Answer::ok_with_stdio`].
     pub fn with_stdio(mut self, stdout: impl Into<Vec<u8>>, stderr: impl Into<Vec<u8>>) -> Self {
         self.stdio = Some(Arc::new(ScriptedStdio {
-            stdout: stdout.into(),
-            stderr: stderr.into(),
+            stdin: true,
+            stdout: Some(stdout.into()),
+            stderr: Some(stderr.into()),
+        }));
+        self
+    }
+
+    /// Gives the process information only the streams named: a stdin writer when `stdin`, and
+    /// readers over `stdout` / `stderr` when given (as HCS hands out only the pipes the process
+    /// parameters asked for). `with_streams(false, None, None)` on `GetProcessInfo` answers with
+    /// no streams at all, as a driver that cannot hand a process's pipes out again.
+    pub fn with_streams(mut self, stdin: bool, stdout: Option<Vec<u8>>, stderr: Option<Vec<u8>>) -> Self {
+        self.stdio = Some(Arc::new(ScriptedStdio {
+            stdin,
+            stdout,
+            stderr,
         }));
         self
     }

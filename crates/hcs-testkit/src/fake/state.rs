@@ -267,12 +267,16 @@ impl State {
                 ..ProcessInfo::default()
             };
         };
-        let buffer = self.stdin.entry(pid).or_default().clone();
+        let stdin = stdio.stdin.then(|| {
+            let buffer = self.stdin.entry(pid).or_default().clone();
+            PipeWriter::new(Recorder(buffer))
+        });
+        let reader = |bytes: &Option<Vec<u8>>| bytes.clone().map(|b| PipeReader::new(Cursor::new(b)));
         ProcessInfo {
             pid,
-            stdin: Some(PipeWriter::new(Recorder(buffer))),
-            stdout: Some(PipeReader::new(Cursor::new(stdio.stdout.clone()))),
-            stderr: Some(PipeReader::new(Cursor::new(stdio.stderr.clone()))),
+            stdin,
+            stdout: reader(&stdio.stdout),
+            stderr: reader(&stdio.stderr),
         }
     }
 
