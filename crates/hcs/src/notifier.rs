@@ -485,4 +485,18 @@ mod tests {
         complete(&n, START, 0);
         assert_eq!(n.finish(s2, false), Some((HResult(0), None)));
     }
+
+    #[test]
+    fn every_abandoned_operation_owes_one_completion() {
+        let n = Notifier::new();
+        for _ in 0..2 {
+            let s = n.arm(START);
+            assert_eq!(n.finish(s, true), None);
+        }
+        let next = n.arm(START);
+        complete(&n, START, 0x8000_0001); // late, for the first abandoned start
+        complete(&n, START, 0x8000_0002); // late, for the second
+        complete(&n, START, 0); // this one's
+        assert_eq!(n.finish(next, false), Some((HResult(0), None)));
+    }
 }
