@@ -402,7 +402,10 @@ impl crate::timeouts::Wake for Notifier {
     }
 }
 
-#[cfg(all(test, loom))]
+// Two attributes rather than `all(test, loom)` so that tools that skip test-only code (e.g.
+// cargo-mutants) see `cfg(test)`.
+#[cfg(test)]
+#[cfg(loom)]
 impl Notifier {
     /// The completion recorded for an armed operation, if any (loom models only).
     pub(crate) fn completion_of(&self, seq: u64) -> Option<(HResult, Option<String>)> {

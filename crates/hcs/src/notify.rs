@@ -234,6 +234,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_id_hasher_spreads_sequential_ids_and_hashes_bytes() {
+        let hash = |f: &dyn Fn(&mut IdHasher)| {
+            let mut h = IdHasher::default();
+            f(&mut h);
+            h.finish()
+        };
+        let ids: std::collections::HashSet<u64> = (1..=1000u64).map(|i| hash(&|h| h.write_u64(i))).collect();
+        assert_eq!(ids.len(), 1000, "sequential ids get distinct hashes");
+        assert!(ids.iter().all(|&x| x > 1));
+        assert_ne!(hash(&|h| h.write(&[1])), hash(&|h| h.write(&[2])));
+        assert_ne!(hash(&|h| h.write(&[1])), 0);
+    }
+
+    #[test]
     fn v1_and_v2_numbering_decode_to_the_same_kinds() {
         assert_eq!(
             NotificationKind::from_v1(0x100_0000),

@@ -484,6 +484,11 @@ fn debug_output_names_the_system_and_the_process() {
         format!(r#"Process {{ system_id: "sys", pid: {} }}"#, p.pid())
     );
     assert_eq!(format!("{s:?}"), r#"System { id: "sys", driver: "fake" }"#);
+    assert_eq!(s.id(), "sys");
+    assert_eq!(
+        format!("{:?}", p.wait_async()),
+        format!("ProcessWait {{ pid: {} }}", p.pid())
+    );
 }
 
 /// `stdio()` hands out the creation streams once; a later call asks HCS again. When the first
