@@ -233,6 +233,26 @@ impl fmt::Debug for Subscription {
 mod tests {
     use super::*;
 
+    struct Quiet;
+    impl Sink for Quiet {
+        fn notify(&self, _: NotificationKind, _: HResult, _: Option<&str>) {}
+    }
+
+    #[test]
+    fn a_registry_holds_more_entries_than_shards_and_counts_them() {
+        let r = Registry::new();
+        let ctxs: Vec<NotifyContext> = (0..5000).map(|_| r.insert(Arc::new(Quiet))).collect();
+        assert_eq!(r.len(), 5000);
+        let last = *ctxs.last().unwrap();
+        assert!(
+            r.get(last.raw()).is_some(),
+            "an id far above the shard count is found"
+        );
+        assert!(r.remove(last));
+        assert!(r.get(last.raw()).is_none());
+        assert_eq!(r.len(), 4999);
+    }
+
     #[test]
     fn the_id_hasher_spreads_sequential_ids_and_hashes_bytes() {
         let hash = |f: &dyn Fn(&mut IdHasher)| {

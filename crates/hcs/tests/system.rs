@@ -40,6 +40,39 @@ fn create_registers_then_loads_cached_properties() {
     fake.assert_no_leaks();
 }
 
+/// A Linux container is an OCI system; a Linux VM is not.
+#[test]
+fn a_linux_container_is_oci_and_a_linux_vm_is_not() {
+    for (typ, oci) in [("Container", true), ("VirtualMachine", false)] {
+        let fake = FakeDriver::new();
+        fake.set_default(
+            Method::GetComputeSystemProperties,
+            Answer::ok_with(format!(
+                r#"{{"Id":"l","SystemType":"{typ}","RuntimeOsType":"Linux","Owner":"o"}}"#
+            )),
+        );
+        let s = System::create(fake.clone(), "l", CONFIG).unwrap();
+        assert_eq!(s.os(), "linux");
+        assert_eq!(s.is_oci(), oci, "{typ}");
+        s.close().unwrap();
+    }
+}
+
+/// `set_timeouts` replaces the completion-wait timeouts: a start that never completes ends at
+/// the new limit.
+#[test]
+fn set_timeouts_replaces_the_limits_used_by_later_waits() {
+    let (fake, s) = system();
+    let short = Timeouts::uniform(Duration::from_millis(50));
+    s.set_timeouts(short);
+    assert_eq!(s.timeouts(), short);
+    fake.script(Method::StartComputeSystem, Answer::pending());
+    let t = Instant::now();
+    let e = s.start().unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(t.elapsed() < LONG / 2, "the new 50 ms limit applied");
+}
+
 #[test]
 fn create_pending_waits_for_create_completed() {
     let fake = FakeDriver::new();
