@@ -239,6 +239,47 @@ mod tests {
     }
 
     #[test]
+    fn a_subscription_receives_its_notifications_until_dropped() {
+        use std::sync::Mutex;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let sub = Subscription::new(move |kind, status, payload| {
+            s2.lock()
+                .unwrap()
+                .push((kind, status, payload.map(str::to_owned)))
+        });
+        let other = Subscription::new(|_, _, _| {});
+        assert!(
+            live_registrations() >= 2,
+            "both subscriptions are live registrations"
+        );
+        let ctx = sub.context();
+        assert_eq!(format!("{sub:?}"), format!("Subscription {{ ctx: {ctx:?} }}"));
+        assert!(dispatch(
+            ctx.raw(),
+            NotificationKind::SystemExited,
+            5u32,
+            Some("{}")
+        ));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [(NotificationKind::SystemExited, HResult(5), Some("{}".to_owned()))]
+        );
+        drop(sub);
+        assert!(
+            !dispatch(ctx.raw(), NotificationKind::SystemExited, 0u32, None),
+            "stale after drop"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert!(dispatch(
+            other.context().raw(),
+            NotificationKind::SystemExited,
+            0u32,
+            None
+        ));
+    }
+
+    #[test]
     fn a_registry_holds_more_entries_than_shards_and_counts_them() {
         let r = Registry::new();
         let ctxs: Vec<NotifyContext> = (0..5000).map(|_| r.insert(Arc::new(Quiet))).collect();
