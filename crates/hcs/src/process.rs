@@ -651,9 +651,14 @@ impl Process {
             .expect("unbounded wait yields an outcome");
         map_process_outcome(&self.inner, &o)
     }
-    /// [`Process::wait`] bounded by `timeout` (a timeout error leaves the process untouched).
+    /// [`Process::wait`] bounded by `timeout` (a timeout error leaves the process untouched). A
+    /// timeout too large to represent as an instant (e.g. `Duration::MAX`) is no limit.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        match self.inner.notifier.wait_outcome(Some(Instant::now() + timeout)) {
+        match self
+            .inner
+            .notifier
+            .wait_outcome(Instant::now().checked_add(timeout))
+        {
             Some(o) => map_process_outcome(&self.inner, &o),
             None => Err(self.inner.err("hcs::Process::Wait", Cause::Timeout)),
         }

@@ -349,10 +349,11 @@ impl System {
         self.map_outcome(&o)
     }
     /// [`System::wait`] bounded by `timeout`; a timeout is an error for which `is_timeout()`
-    /// holds and leaves the system untouched.
+    /// holds and leaves the system untouched. A timeout too large to represent as an instant
+    /// (e.g. `Duration::MAX`) is no limit.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        match self.inner.notifier.wait_outcome(Some(deadline)) {
+        let deadline = Instant::now().checked_add(timeout);
+        match self.inner.notifier.wait_outcome(deadline) {
             Some(o) => self.map_outcome(&o),
             None => Err(Error::system("hcs::System::Wait", &self.inner.id, Cause::Timeout)),
         }

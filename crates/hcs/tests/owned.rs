@@ -42,8 +42,13 @@ fn unreachable_object_whose_close_always_fails_leaves_no_registry_entry() {
     let s = System::create_with(fake.clone(), "stuck", CONFIG, Timeouts::uniform(LONG)).unwrap();
     let ctx = s.notify_context().unwrap();
     fake.set_default(Method::CloseComputeSystem, Answer::fail(HResult::E_FAIL));
+    let t = Instant::now();
     drop(s);
     assert_eq!(fake.count(Method::CloseComputeSystem), 3, "bounded retry");
+    assert!(
+        t.elapsed() >= Duration::from_millis(30),
+        "the attempts back off 10 ms, then 20 ms"
+    );
     assert!(
         !hcs::dispatch(ctx.raw(), NotificationKind::SystemExited, 0u32, None),
         "the registry entry is gone"

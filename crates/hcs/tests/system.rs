@@ -40,6 +40,33 @@ fn create_registers_then_loads_cached_properties() {
     fake.assert_no_leaks();
 }
 
+/// `wait_timeout` waits up to its limit for an exit that comes later, and a limit too large to
+/// represent is no limit (never a panic).
+#[test]
+fn wait_timeout_sees_a_later_exit_and_accepts_any_limit() {
+    let (fake, s) = system();
+    let ctx = s.notify_context().unwrap();
+    let f2 = fake.clone();
+    let exiter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        f2.fire(ctx, NotificationKind::SystemExited, 0u32, None);
+    });
+    s.wait_timeout(LONG).unwrap();
+    exiter.join().unwrap();
+    s.wait_timeout(Duration::MAX).unwrap();
+
+    let (fake, s) = system();
+    let p = s.create_process(r#"{"CommandLine":"x"}"#).unwrap();
+    fake.fire(
+        p.notify_context().unwrap(),
+        NotificationKind::ProcessExited,
+        0u32,
+        None,
+    );
+    p.wait_timeout(Duration::MAX).unwrap();
+    assert!(p.exit().is_some());
+}
+
 /// A Linux container is an OCI system; a Linux VM is not.
 #[test]
 fn a_linux_container_is_oci_and_a_linux_vm_is_not() {
