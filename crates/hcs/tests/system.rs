@@ -67,6 +67,34 @@ fn wait_timeout_sees_a_later_exit_and_accepts_any_limit() {
     assert!(p.exit().is_some());
 }
 
+/// A failing notification status wins over the payload's `Status`; a successful one defers to
+/// the payload (V2 puts the real status there).
+#[test]
+fn exit_status_prefers_a_failing_notification_status_over_the_payload() {
+    for (status, payload_status, expect) in [
+        (0x8000_4005_u32, 0, 0x8000_4005_u32),
+        (0, -2147467259, 0x8000_4005),
+    ] {
+        let (fake, s) = system();
+        assert!(!s.is_closed());
+        let payload = format!(r#"{{"Status":{payload_status},"ExitType":"GracefulExit"}}"#);
+        fake.fire(
+            s.notify_context().unwrap(),
+            NotificationKind::SystemExited,
+            status,
+            Some(&payload),
+        );
+        let _ = s.wait_timeout(LONG);
+        assert_eq!(
+            s.exit_status().unwrap().status,
+            HResult(expect),
+            "{status:#x} / {payload_status}"
+        );
+        s.close().unwrap();
+        assert!(s.is_closed());
+    }
+}
+
 /// A Linux container is an OCI system; a Linux VM is not.
 #[test]
 fn a_linux_container_is_oci_and_a_linux_vm_is_not() {
