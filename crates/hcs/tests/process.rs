@@ -485,6 +485,7 @@ fn debug_output_names_the_system_and_the_process() {
     );
     assert_eq!(format!("{s:?}"), r#"System { id: "sys", driver: "fake" }"#);
     assert_eq!(s.id(), "sys");
+    assert_eq!(format!("{:?}", s.wait_async()), r#"SystemWait { id: "sys" }"#);
     assert_eq!(
         format!("{:?}", p.wait_async()),
         format!("ProcessWait {{ pid: {} }}", p.pid())
