@@ -224,3 +224,52 @@ fn already_exists_and_missing_program_classifiers() {
         s.close().unwrap();
     }
 }
+
+/// The service-level calls: `service_properties` returns HCS's document as it is (empty is an
+/// unexpected value), `modify_service_settings` passes the settings verbatim, and a failure is
+/// an error of the named operation carrying the result document's events.
+#[test]
+fn service_calls_return_and_pass_documents_verbatim_and_name_their_failures() {
+    let fake = FakeDriver::new();
+    fake.script(
+        Method::GetServiceProperties,
+        Answer::ok_with(r#"{"Properties":[1]}"#),
+    );
+    assert_eq!(
+        hcs::service_properties(&*fake, r#"{"PropertyTypes":["Basic"]}"#).unwrap(),
+        r#"{"Properties":[1]}"#
+    );
+    assert_eq!(
+        fake.calls_of(Method::GetServiceProperties)[0].arg,
+        r#"{"PropertyTypes":["Basic"]}"#
+    );
+    fake.script(Method::GetServiceProperties, Answer::ok_with("  "));
+    assert_eq!(
+        hcs::service_properties(&*fake, "{}").unwrap_err().cause(),
+        &hcs::Cause::UnexpectedValue
+    );
+    fake.script(
+        Method::GetServiceProperties,
+        Answer::fail_with_document(
+            HResult::E_ACCESSDENIED,
+            r#"{"ErrorEvents":[{"Message":"denied"}]}"#,
+        ),
+    );
+    let e = hcs::service_properties(&*fake, "{}").unwrap_err();
+    assert_eq!(e.operation(), "hcs::GetServiceProperties");
+    assert_eq!(e.events()[0].message, "denied");
+
+    hcs::modify_service_settings(&*fake, r#"{"PropertyType":"X"}"#).unwrap();
+    assert_eq!(
+        fake.calls_of(Method::ModifyServiceSettings)[0].arg,
+        r#"{"PropertyType":"X"}"#
+    );
+    fake.script(
+        Method::ModifyServiceSettings,
+        Answer::fail_with_document(HResult::E_FAIL, r#"{"ErrorEvents":[{"Message":"no"}]}"#),
+    );
+    let e = hcs::modify_service_settings(&*fake, "{}").unwrap_err();
+    assert_eq!(e.operation(), "hcs::ModifyServiceSettings");
+    assert_eq!(e.hresult(), Some(HResult::E_FAIL));
+    assert_eq!(e.events()[0].message, "no");
+}
