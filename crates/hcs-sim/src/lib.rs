@@ -156,9 +156,10 @@ mod sched;
 mod service;
 mod signal;
 mod simulator;
+pub mod supervisor;
 mod sync;
 
-pub use config::{Backend, Script, ScriptedProcess, SimConfig};
+pub use config::{Backend, Script, ScriptedProcess, SimConfig, SupervisorProgram};
 pub use fault::{
     Action, CallRule, FaultPlan, NotificationRule, NotifyTarget, PayloadEdit, PlanError, Release, Rule,
     Trigger,

@@ -289,6 +289,14 @@ impl Simulator {
         self.engine.reaper.running()
     }
 
+    /// The host pid of the supervisor running system `id`'s processes (see
+    /// [`crate::supervisor`]), once its first host process was created and until it stops;
+    /// `None` without a configured supervisor.
+    pub fn supervisor_pid(&self, id: &str) -> Option<u32> {
+        let sys = *self.engine.lock().by_id.get(id)?;
+        self.engine.reaper.supervisor_pid(sys)
+    }
+
     /// Ids of every system the model holds (any state), in creation order. A stopped system is
     /// forgotten once its last handle is closed.
     pub fn live_systems(&self) -> Vec<String> {
