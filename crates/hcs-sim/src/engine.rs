@@ -160,10 +160,10 @@ impl Engine {
     }
 
     /// Spawns a host process for system `sys` (through its supervisor when one is
-    /// configured); wakes the service thread for exit reports read meanwhile.
+    /// configured); wakes the service thread for exit reports read meanwhile, or a broken link.
     pub(crate) fn spawn_host(self: &Arc<Self>, sys: u64, params: &Params) -> Result<Spawned, Failure> {
         let spawned = self.reaper.spawn(sys, params);
-        if self.reaper.has_queued_exits() {
+        if self.reaper.needs_attention() {
             self.service.poke(self);
         }
         spawned

@@ -423,14 +423,15 @@ impl Reaper {
         }
     }
 
-    /// Whether exit reports read during a spawn wait for the service thread.
-    pub(crate) fn has_queued_exits(&self) -> bool {
+    /// Whether a supervisor link needs the service thread although it may not be readable
+    /// (exit reports read during a spawn, or a link a spawn found broken).
+    pub(crate) fn needs_attention(&self) -> bool {
         #[cfg(target_os = "linux")]
         {
             lock(&self.children)
                 .supervisors
                 .values()
-                .any(|s| s.has_queued_exits())
+                .any(|s| s.needs_attention())
         }
         #[cfg(not(target_os = "linux"))]
         false
@@ -598,11 +599,11 @@ impl Reaper {
                 Sweep::None => false,
                 Sweep::Only(keys) => keys.contains(&k),
             };
-            // Supervisors whose link is readable, or that queued exits during a spawn.
+            // Supervisors whose link is readable, or that a spawn left exits or a broken link to.
             let due: Vec<(u64, Arc<Supervisor>)> = children
                 .supervisors
                 .iter()
-                .filter(|(sys, s)| named(Key::Link(**sys)) || s.has_queued_exits())
+                .filter(|(sys, s)| named(Key::Link(**sys)) || s.needs_attention())
                 .map(|(sys, s)| (*sys, Arc::clone(s)))
                 .collect();
             for (sys, sup) in due {
@@ -623,6 +624,10 @@ impl Reaper {
                         pid = sup.pid,
                         "hcs-sim: a system's supervisor died; the system exits unexpectedly"
                     );
+                    // Should it still run (it sent something malformed), it kills everything;
+                    // what is left in its session is killed here in any case.
+                    sup.kill_all();
+                    sup.kill_session();
                     children.supervisors.remove(&sys);
                     let lost: Vec<u64> = children
                         .map

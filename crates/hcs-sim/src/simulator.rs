@@ -400,12 +400,14 @@ impl Simulator {
     pub fn assert_no_leaks(&self) {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
+            // Settling first, then the leaks: a stop that completes in between must not leave a
+            // stale list with "not settling".
+            let settling = self.engine.reaper.running() > 0
+                || self.engine.lock().systems.values().any(|s| s.stopping.is_some());
             let leaks = self.leaks();
             if leaks.is_empty() {
                 return;
             }
-            let settling = self.engine.reaper.running() > 0
-                || self.engine.lock().systems.values().any(|s| s.stopping.is_some());
             if !settling || Instant::now() >= deadline {
                 panic!("hcs-sim: {} leak(s):\n  {}", leaks.len(), leaks.join("\n  "));
             }

@@ -464,7 +464,7 @@ mod imp {
 pub(crate) mod client {
     //! The simulator's side of a link: starting a supervisor, spawning through it, signals,
     //! exits.
-    use super::{decode, encode, FailKind, Reply, Request, MAX_MESSAGE};
+    use super::{decode, encode, session_members, FailKind, Reply, Request, MAX_MESSAGE};
     use crate::config::SupervisorProgram;
     use crate::sync::lock;
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -656,9 +656,11 @@ pub(crate) mod client {
             (std::mem::take(&mut io.exits), io.broken)
         }
 
-        /// Whether exit reports are waiting in memory (read during a spawn).
-        pub(crate) fn has_queued_exits(&self) -> bool {
-            !lock(&self.io).exits.is_empty()
+        /// Whether the service thread must look at this link although it may not be readable:
+        /// exit reports read during a spawn wait in memory, or a spawn found the link broken.
+        pub(crate) fn needs_attention(&self) -> bool {
+            let io = lock(&self.io);
+            !io.exits.is_empty() || io.broken
         }
 
         /// Sends `signal` to the process group of spawned process `pid` (without waiting; a
@@ -691,20 +693,42 @@ pub(crate) mod client {
             }
         }
 
-        /// Waits up to `limit` for the supervisor to exit, then kills it; reaps it.
+        /// Waits up to `limit` for the supervisor to exit, then kills it and what is left in its
+        /// session; reaps it.
         pub(crate) fn reap_within(&self, limit: Duration) {
             let deadline = Instant::now() + limit;
             while !self.try_reap() {
                 if Instant::now() >= deadline {
+                    tracing::warn!(pid = self.pid, "hcs-sim: a supervisor did not exit; killing it");
                     let mut child = lock(&self.child);
                     if let Some(c) = child.as_mut() {
                         let _ = c.kill();
                         let _ = c.wait();
                     }
                     *child = None;
+                    drop(child);
+                    self.kill_session();
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        /// The second line of defence when a supervisor died or misbehaved: `SIGKILL` to every
+        /// process still in the session it created (the session id is its pid). No other
+        /// session can have that id while one of its members lives, so this reaches nothing
+        /// else; descendants that started sessions of their own are out of reach (the
+        /// supervisor is the one that kills those).
+        pub(crate) fn kill_session(&self) {
+            use nix::sys::signal::{kill, Signal};
+            for _ in 0..5 {
+                let members = session_members(self.pid);
+                if members.is_empty() {
+                    return;
+                }
+                for pid in members {
+                    let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                }
             }
         }
 
@@ -714,6 +738,27 @@ pub(crate) mod client {
             rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
         }
     }
+}
+
+/// The processes (zombies aside) whose session id is `sid`, other than `sid` itself, from
+/// `/proc`.
+#[cfg(target_os = "linux")]
+fn session_members(sid: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            p as u32 != sid
+                && std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                        return false;
+                    };
+                    let f: Vec<&str> = rest.split_whitespace().collect();
+                    f.first() != Some(&"Z") && f.get(3).and_then(|s| s.parse::<u32>().ok()) == Some(sid)
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
