@@ -324,6 +324,9 @@ struct Children {
     /// Supervisors told to kill everything and exit, not reaped yet.
     #[cfg(target_os = "linux")]
     retired: Vec<Arc<Supervisor>>,
+    /// A supervisor started ahead of need ([`Reaper::prepare`]), for the next system.
+    #[cfg(target_os = "linux")]
+    spare: Option<Arc<Supervisor>>,
     /// Changes whenever a child or supervisor is added or removed (so pidfd duplicates can be
     /// refreshed).
     generation: u64,
@@ -389,13 +392,44 @@ impl Reaper {
         spawn(params)
     }
 
-    /// The running supervisor of system `sys`, started if it has none.
+    /// Starts a supervisor ahead of need (when one is configured and none is spare), so
+    /// that its start-up overlaps the caller's work until the first process is created; the
+    /// next system that needs a supervisor takes it.
+    pub(crate) fn prepare(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some(program) = &self.program {
+            if lock(&self.children).spare.is_some() {
+                return;
+            }
+            match Supervisor::start(program) {
+                Ok(sup) => {
+                    let mut children = lock(&self.children);
+                    if let Some(old) = children.spare.replace(Arc::new(sup)) {
+                        old.kill_all();
+                        children.retired.push(old);
+                        children.generation += 1;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "hcs-sim: cannot start a spare supervisor"),
+            }
+        }
+    }
+
+    /// The running supervisor of system `sys`: the spare, or started if it has none.
     #[cfg(target_os = "linux")]
     fn supervisor_for(&self, sys: u64, program: &SupervisorProgram) -> std::io::Result<Arc<Supervisor>> {
-        if let Some(sup) = lock(&self.children).supervisors.get(&sys) {
-            return Ok(Arc::clone(sup));
-        }
-        let started = Arc::new(Supervisor::start(program)?);
+        let spare = {
+            let mut children = lock(&self.children);
+            if let Some(sup) = children.supervisors.get(&sys) {
+                return Ok(Arc::clone(sup));
+            }
+            children.spare.take()
+        };
+        let started = match spare {
+            // A spare that died meanwhile is replaced.
+            Some(spare) if !spare.try_reap() => spare,
+            _ => Arc::new(Supervisor::start(program)?),
+        };
         tracing::debug!(sys, pid = started.pid, "hcs-sim: supervisor started");
         let mut children = lock(&self.children);
         if let Some(sup) = children.supervisors.get(&sys).cloned() {
@@ -537,6 +571,8 @@ impl Reaper {
             let mut sups: Vec<Arc<Supervisor>> = children.supervisors.drain().map(|(_, s)| s).collect();
             #[cfg(target_os = "linux")]
             sups.append(&mut children.retired);
+            #[cfg(target_os = "linux")]
+            sups.extend(children.spare.take());
             #[cfg(not(target_os = "linux"))]
             let sups: Vec<()> = Vec::new();
             (map, sups)

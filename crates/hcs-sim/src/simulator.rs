@@ -289,6 +289,17 @@ impl Simulator {
         self.engine.reaper.running()
     }
 
+    /// Starts a supervisor ([`crate::supervisor`]) ahead of need, when one is configured and
+    /// none is waiting yet: the next system whose first host process is created takes it, so
+    /// that the supervisor's start-up overlaps the caller's own work instead of delaying that
+    /// first process. Without it, a system's supervisor starts with its first host process.
+    /// A spare that is never used goes with the simulator.
+    pub fn prepare_supervisor(&self) {
+        if matches!(self.engine.backend, crate::Backend::Host) {
+            self.engine.reaper.prepare();
+        }
+    }
+
     /// The host pid of the supervisor running system `id`'s processes (see
     /// [`crate::supervisor`]), once its first host process was created and until it stops;
     /// `None` without a configured supervisor.

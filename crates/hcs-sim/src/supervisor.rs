@@ -193,6 +193,8 @@ mod imp {
         term: Arc<AtomicBool>,
         /// Spawned processes not reaped yet (each the leader of its process group).
         commands: HashSet<u32>,
+        /// The receive buffer (one message, plus a byte to see truncation).
+        buf: Vec<u8>,
     }
 
     impl Sup {
@@ -219,6 +221,7 @@ mod imp {
                 wake,
                 term,
                 commands: HashSet::new(),
+                buf: vec![0u8; MAX_MESSAGE + 1],
             })
         }
 
@@ -256,12 +259,11 @@ mod imp {
 
         /// Reads and handles one request; `Some` when the supervisor must end.
         fn receive(&mut self) -> Result<Option<End>, String> {
-            let mut buf = vec![0u8; MAX_MESSAGE + 1];
             let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let msg = match rustix::net::recvmsg(
                 &self.link,
-                &mut [IoSliceMut::new(&mut buf)],
+                &mut [IoSliceMut::new(&mut self.buf)],
                 &mut control,
                 RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
             ) {
@@ -284,7 +286,7 @@ mod imp {
             {
                 return Err("a message too large (or with too many descriptors)".into());
             }
-            let request: Request = decode(&buf[..msg.bytes]).map_err(|e: Malformed| e.to_string())?;
+            let request: Request = decode(&self.buf[..msg.bytes]).map_err(|e: Malformed| e.to_string())?;
             match request {
                 Request::Spawn {
                     argv,
@@ -497,6 +499,8 @@ pub(crate) mod client {
         exits: Vec<(u32, u32)>,
         /// The link closed or broke (the supervisor is gone or misbehaved).
         broken: bool,
+        /// The receive buffer (one message, plus a byte to see truncation), made once.
+        buf: Vec<u8>,
     }
 
     /// One running supervisor, seen from the simulator.
@@ -529,6 +533,7 @@ pub(crate) mod client {
                 io: Mutex::new(Io {
                     exits: Vec::new(),
                     broken: false,
+                    buf: Vec::new(),
                 }),
                 child: Mutex::new(Some(child)),
             })
@@ -613,16 +618,21 @@ pub(crate) mod client {
                     }
                 }
             }
-            let mut buf = vec![0u8; MAX_MESSAGE + 1];
-            let (n, len) =
-                match rustix::net::recv(&self.link, &mut buf, RecvFlags::DONTWAIT | RecvFlags::TRUNC) {
-                    Ok((n, len)) => (n, len),
-                    Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return Ok(None),
-                    Err(e) => {
-                        io.broken = true;
-                        return Err(format!("cannot read from the supervisor: {e}"));
-                    }
-                };
+            if io.buf.is_empty() {
+                io.buf = vec![0u8; MAX_MESSAGE + 1];
+            }
+            let (n, len) = match rustix::net::recv(
+                &self.link,
+                &mut io.buf[..],
+                RecvFlags::DONTWAIT | RecvFlags::TRUNC,
+            ) {
+                Ok((n, len)) => (n, len),
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return Ok(None),
+                Err(e) => {
+                    io.broken = true;
+                    return Err(format!("cannot read from the supervisor: {e}"));
+                }
+            };
             if len == 0 {
                 io.broken = true;
                 return Err("the supervisor exited".into());
@@ -631,7 +641,7 @@ pub(crate) mod client {
                 true => Err(format!(
                     "a message of {len} bytes from the supervisor (at most {MAX_MESSAGE})"
                 )),
-                false => decode::<Reply>(&buf[..n]).map_err(|e| e.to_string()),
+                false => decode::<Reply>(&io.buf[..n]).map_err(|e| e.to_string()),
             };
             decoded.map(Some).inspect_err(|_| io.broken = true)
         }

@@ -503,3 +503,43 @@ fn raw_link_malformed_messages_are_errors_that_kill_everything() {
         assert!(gone(&m), "{}", String::from_utf8_lossy(bad));
     }
 }
+
+/// `/proc/<pid>/stat` field 22: the start time in clock ticks after boot.
+fn start_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    s[s.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_prepared_supervisor_is_taken_by_the_first_system_that_needs_one() {
+    let sim = Simulator::new(supervised());
+    sim.prepare_supervisor();
+    std::thread::sleep(Duration::from_millis(150));
+    let rec = Recorder::new();
+    let sys = sim
+        .create_compute_system("sup-prepared", &container("sup"), rec.ctx())
+        .unwrap()
+        .value;
+    sim.start_compute_system(sys, "", rec.ctx()).unwrap();
+    let m = marker();
+    let (h, info) = sim
+        .create_process(sys, &params(&format!("sleep {m}"), false, false, false))
+        .unwrap()
+        .value;
+    let sup = sim.supervisor_pid("sup-prepared").unwrap();
+    assert_eq!(stat(info.pid).map(|s| s.1), Some(sup));
+    assert!(
+        start_ticks(info.pid) >= start_ticks(sup) + 5,
+        "the supervisor was started ahead, 150 ms before the process"
+    );
+    sim.terminate_compute_system(sys, "").unwrap();
+    assert!(gone(&m));
+    sim.close_process(h).unwrap();
+    sim.close_compute_system(sys).unwrap();
+    sim.assert_no_leaks();
+}
