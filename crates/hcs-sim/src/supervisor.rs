@@ -707,6 +707,8 @@ pub(crate) mod client {
         /// session; reaps it.
         pub(crate) fn reap_within(&self, limit: Duration) {
             let deadline = Instant::now() + limit;
+            // Sleeps on the pidfd (readable at the exit), not on a timer.
+            let pidfd = self.pidfd();
             while !self.try_reap() {
                 if Instant::now() >= deadline {
                     tracing::warn!(pid = self.pid, "hcs-sim: a supervisor did not exit; killing it");
@@ -720,7 +722,18 @@ pub(crate) mod client {
                     self.kill_session();
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(1));
+                let left = deadline.saturating_duration_since(Instant::now());
+                match &pidfd {
+                    Some(fd) => {
+                        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+                        let t = Timespec {
+                            tv_sec: left.as_secs() as i64,
+                            tv_nsec: i64::from(left.subsec_nanos()),
+                        };
+                        let _ = poll(&mut fds, Some(&t));
+                    }
+                    None => std::thread::sleep(left.min(Duration::from_millis(1))),
+                }
             }
         }
 
