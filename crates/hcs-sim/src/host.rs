@@ -306,6 +306,11 @@ pub(crate) enum Sweep {
     Only(Vec<Key>),
 }
 
+/// A supervisor link read by a sweep: system, supervisor, `(pid, exit code)` reports, and
+/// whether the link is broken.
+#[cfg(target_os = "linux")]
+type Drained = (u64, Arc<Supervisor>, Vec<(u32, u32)>, bool);
+
 /// What a sweep found.
 #[derive(Debug, Default)]
 pub(crate) struct Reaped {
@@ -602,6 +607,29 @@ impl Reaper {
     /// and the systems whose supervisor died, for the caller to report without this lock.
     pub(crate) fn reap(&self, sweep: &Sweep) -> Reaped {
         let mut out = Reaped::default();
+        // Supervisor links first, without the children's lock: a spawn in progress holds a
+        // link, and the engine (which signals under its own lock) must not wait on that.
+        #[cfg(target_os = "linux")]
+        let named = |k: Key| match sweep {
+            Sweep::All => true,
+            Sweep::None => false,
+            Sweep::Only(keys) => keys.contains(&k),
+        };
+        #[cfg(target_os = "linux")]
+        let drained: Vec<Drained> = {
+            let sups: Vec<(u64, Arc<Supervisor>)> = lock(&self.children)
+                .supervisors
+                .iter()
+                .map(|(sys, s)| (*sys, Arc::clone(s)))
+                .collect();
+            sups.into_iter()
+                .filter(|(sys, s)| named(Key::Link(*sys)) || s.needs_attention())
+                .map(|(sys, s)| {
+                    let (exits, broken) = s.drain();
+                    (sys, s, exits, broken)
+                })
+                .collect()
+        };
         let mut children = lock(&self.children);
         let before = out.exits.len();
         match sweep {
@@ -630,20 +658,8 @@ impl Reaper {
         }
         #[cfg(target_os = "linux")]
         {
-            let named = |k: Key| match sweep {
-                Sweep::All => true,
-                Sweep::None => false,
-                Sweep::Only(keys) => keys.contains(&k),
-            };
-            // Supervisors whose link is readable, or that a spawn left exits or a broken link to.
-            let due: Vec<(u64, Arc<Supervisor>)> = children
-                .supervisors
-                .iter()
-                .filter(|(sys, s)| named(Key::Link(**sys)) || s.needs_attention())
-                .map(|(sys, s)| (*sys, Arc::clone(s)))
-                .collect();
-            for (sys, sup) in due {
-                let (exits, broken) = sup.drain();
+            // Supervisors whose link was readable, or that a spawn left exits or a broken link to.
+            for (sys, sup, exits, broken) in drained {
                 for (pid, code) in exits {
                     let found = children.map.iter().find_map(|(proc, c)| match &c.host {
                         Host::Supervised { pid: p, .. } if c.sys == sys && *p == pid => Some(*proc),
@@ -654,7 +670,12 @@ impl Reaper {
                         out.exits.push((sys, proc, code));
                     }
                 }
-                if broken {
+                // A supervisor retired meanwhile is no longer this system's.
+                let current = children
+                    .supervisors
+                    .get(&sys)
+                    .is_some_and(|s| Arc::ptr_eq(s, &sup));
+                if broken && current {
                     tracing::warn!(
                         sys,
                         pid = sup.pid,
@@ -680,7 +701,7 @@ impl Reaper {
                     out.lost.push(sys);
                 }
             }
-            if named(Key::Retired) || !children.retired.is_empty() && matches!(sweep, Sweep::All) {
+            if named(Key::Retired) || (!children.retired.is_empty() && matches!(sweep, Sweep::All)) {
                 let n = children.retired.len();
                 children.retired.retain(|s| !s.try_reap());
                 if children.retired.len() != n {

@@ -481,6 +481,15 @@ pub(crate) mod client {
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
+    /// The mutex's guard unless another thread holds it (a poisoned mutex is taken anyway).
+    fn try_lock<T>(m: &Mutex<T>) -> Option<std::sync::MutexGuard<'_, T>> {
+        match m.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// How long a spawn waits for the supervisor's answer.
     const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
@@ -525,7 +534,6 @@ pub(crate) mod client {
                 .args(&program.args)
                 .stdin(Stdio::from(theirs))
                 .stdout(Stdio::null())
-                .env_remove("RUST_LOG")
                 .spawn()?;
             Ok(Supervisor {
                 pid: child.id(),
@@ -648,8 +656,12 @@ pub(crate) mod client {
 
         /// Reads every exit report available without waiting. Returns them and whether the
         /// link is broken (the supervisor died, or sent something malformed).
+        /// A spawn in progress holds the link: nothing is read then (the spawner keeps what it
+        /// reads, and the engine wakes the service thread after the spawn if needed).
         pub(crate) fn drain(&self) -> (Vec<(u32, u32)>, bool) {
-            let mut io = lock(&self.io);
+            let Some(mut io) = try_lock(&self.io) else {
+                return (Vec::new(), false);
+            };
             loop {
                 match self.receive(&mut io, None) {
                     Ok(Some(Reply::Exited { pid, code })) => io.exits.push((pid, code)),
@@ -668,9 +680,9 @@ pub(crate) mod client {
 
         /// Whether the service thread must look at this link although it may not be readable:
         /// exit reports read during a spawn wait in memory, or a spawn found the link broken.
+        /// `false` while a spawn holds the link (see [`Supervisor::drain`]).
         pub(crate) fn needs_attention(&self) -> bool {
-            let io = lock(&self.io);
-            !io.exits.is_empty() || io.broken
+            try_lock(&self.io).is_some_and(|io| !io.exits.is_empty() || io.broken)
         }
 
         /// Sends `signal` to the process group of spawned process `pid` (without waiting; a
