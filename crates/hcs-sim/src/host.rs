@@ -572,12 +572,17 @@ impl Reaper {
             let mut children = lock(&self.children);
             children.generation += 1;
             let map: Vec<Child2> = children.map.drain().map(|(_, c)| c).collect();
+            // Running supervisors and the spare are told to kill everything; retired ones were.
             #[cfg(target_os = "linux")]
             let mut sups: Vec<Arc<Supervisor>> = children.supervisors.drain().map(|(_, s)| s).collect();
             #[cfg(target_os = "linux")]
-            sups.append(&mut children.retired);
-            #[cfg(target_os = "linux")]
             sups.extend(children.spare.take());
+            #[cfg(target_os = "linux")]
+            for s in &sups {
+                s.kill_all();
+            }
+            #[cfg(target_os = "linux")]
+            sups.append(&mut children.retired);
             #[cfg(not(target_os = "linux"))]
             let sups: Vec<()> = Vec::new();
             (map, sups)
@@ -590,13 +595,8 @@ impl Reaper {
             }
         }
         #[cfg(target_os = "linux")]
-        {
-            for s in &sups {
-                s.kill_all();
-            }
-            for s in &sups {
-                s.reap_within(std::time::Duration::from_secs(2));
-            }
+        for s in &sups {
+            s.reap_within(std::time::Duration::from_secs(2));
         }
         #[cfg(not(target_os = "linux"))]
         drop(sups);
