@@ -594,9 +594,31 @@ impl Reaper {
                 let _ = child.wait();
             }
         }
+        // A supervisor with something below it is waited for: when this returns, its tree is
+        // dead. An idle one has nothing to kill; it is reaped on a thread of its own if it
+        // has not exited yet, instead of holding up the caller.
         #[cfg(target_os = "linux")]
-        for s in &sups {
-            s.reap_within(std::time::Duration::from_secs(2));
+        {
+            let (idle, busy): (Vec<_>, Vec<_>) = sups.into_iter().partition(|s| s.is_idle());
+            for s in &busy {
+                s.reap_within(std::time::Duration::from_secs(2));
+            }
+            let idle: Arc<Vec<Arc<Supervisor>>> =
+                Arc::new(idle.into_iter().filter(|s| !s.try_reap()).collect());
+            if !idle.is_empty() {
+                fn reap(sups: &[Arc<Supervisor>]) {
+                    for s in sups {
+                        s.reap_within(std::time::Duration::from_secs(2));
+                    }
+                }
+                let theirs = Arc::clone(&idle);
+                let spawned = std::thread::Builder::new()
+                    .name("hcs-sim-reap".into())
+                    .spawn(move || reap(&theirs));
+                if spawned.is_err() {
+                    reap(&idle);
+                }
+            }
         }
         #[cfg(not(target_os = "linux"))]
         drop(sups);

@@ -24,7 +24,8 @@
 //! `{"op":"Signal","pid":n,"signal":n}` and `{"op":"KillAll"}`; the supervisor answers a spawn
 //! with `{"op":"Spawned","pid":n}` or `{"op":"SpawnFailed","kind":"NotFound"|"PermissionDenied"|
 //! "Other","message":".."}`, and reports each exit of a spawned process with
-//! `{"op":"Exited","pid":n,"code":n}` (`128 + signal` for a process killed by a signal). A
+//! `{"op":"Exited","pid":n,"code":n,"idle":b}` (`128 + signal` for a process killed by a
+//! signal; `idle`: the supervisor has no child left at all, so nothing below it to kill). A
 //! malformed or oversized message is an error on either side: the supervisor kills everything
 //! and exits with status 2; the simulator fails the call and treats the link as broken.
 
@@ -74,8 +75,9 @@ pub(crate) enum Reply {
     Spawned { pid: u32 },
     /// The process could not be spawned.
     SpawnFailed { kind: FailKind, message: String },
-    /// A spawned process exited with `code`.
-    Exited { pid: u32, code: u32 },
+    /// A spawned process exited with `code`; `idle`: no child of the supervisor is left (no
+    /// process at all below it).
+    Exited { pid: u32, code: u32, idle: bool },
 }
 
 /// A malformed message on the link.
@@ -398,7 +400,9 @@ mod imp {
                 }
                 let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
                 if command {
-                    self.send(&Reply::Exited { pid: raw, code })?;
+                    // No child left (not even a zombie): nothing below the supervisor at all.
+                    let idle = matches!(waitid(Id::All, flags), Err(Errno::ECHILD));
+                    self.send(&Reply::Exited { pid: raw, code, idle })?;
                 }
             }
         }
@@ -478,6 +482,7 @@ pub(crate) mod client {
     use std::mem::MaybeUninit;
     use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
     use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
@@ -519,6 +524,9 @@ pub(crate) mod client {
         link: OwnedFd,
         io: Mutex<Io>,
         child: Mutex<Option<Child>>,
+        /// Nothing runs below it, as far as its reports tell: no process spawned yet, or the
+        /// last exit report said no child was left.
+        idle: AtomicBool,
     }
 
     impl Supervisor {
@@ -544,6 +552,7 @@ pub(crate) mod client {
                     buf: Vec::new(),
                 }),
                 child: Mutex::new(Some(child)),
+                idle: AtomicBool::new(true),
             })
         }
 
@@ -598,9 +607,15 @@ pub(crate) mod client {
                     Err(e) => return Err(SpawnError::Link(e)),
                 };
                 match reply {
-                    Reply::Spawned { pid } => return Ok(pid),
+                    Reply::Spawned { pid } => {
+                        self.idle.store(false, Ordering::Relaxed);
+                        return Ok(pid);
+                    }
                     Reply::SpawnFailed { kind, message } => return Err(SpawnError::Refused(kind, message)),
-                    Reply::Exited { pid, code } => io.exits.push((pid, code)),
+                    Reply::Exited { pid, code, idle } => {
+                        io.exits.push((pid, code));
+                        self.idle.store(idle, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -664,7 +679,10 @@ pub(crate) mod client {
             };
             loop {
                 match self.receive(&mut io, None) {
-                    Ok(Some(Reply::Exited { pid, code })) => io.exits.push((pid, code)),
+                    Ok(Some(Reply::Exited { pid, code, idle })) => {
+                        io.exits.push((pid, code));
+                        self.idle.store(idle, Ordering::Relaxed);
+                    }
                     Ok(Some(other)) => {
                         tracing::warn!(?other, "hcs-sim: unexpected message from a supervisor");
                     }
@@ -701,6 +719,12 @@ pub(crate) mod client {
             if let Err(e) = rustix::net::send(&self.link, &bytes, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
                 tracing::warn!(pid = self.pid, ?request, error = %e, "hcs-sim: cannot write to a supervisor");
             }
+        }
+
+        /// Whether nothing runs below the supervisor (see [`Reply::Exited`]): then a `KillAll`
+        /// has nothing to kill, and nobody needs to wait for it to be done.
+        pub(crate) fn is_idle(&self) -> bool {
+            self.idle.load(Ordering::Relaxed) && !self.needs_attention()
         }
 
         /// Reaps the supervisor process if it has exited; `true` once reaped.
@@ -813,7 +837,11 @@ mod tests {
         assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
         for r in [
             Reply::Spawned { pid: 7 },
-            Reply::Exited { pid: 7, code: 137 },
+            Reply::Exited {
+                pid: 7,
+                code: 137,
+                idle: true,
+            },
             Reply::SpawnFailed {
                 kind: FailKind::NotFound,
                 message: "no".into(),
@@ -831,8 +859,9 @@ mod tests {
             b"{",
             b"null",
             br#"{"op":"Exited"}"#,
-            br#"{"op":"Exited","pid":-1,"code":0}"#,
-            br#"{"op":"Exited","pid":1,"code":0,"extra":1}"#,
+            br#"{"op":"Exited","pid":1,"code":0}"#,
+            br#"{"op":"Exited","pid":-1,"code":0,"idle":true}"#,
+            br#"{"op":"Exited","pid":1,"code":0,"idle":true,"extra":1}"#,
             br#"{"op":"Launch","pid":1}"#,
             br#"{"op":"SpawnFailed","kind":"Weird","message":""}"#,
         ] {

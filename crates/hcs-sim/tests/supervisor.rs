@@ -298,7 +298,13 @@ fn escapees_die_however_the_system_stops() {
                 env.sim.close_compute_system(env.sys).unwrap();
                 env.sim.assert_no_leaks();
             }
-            Stop::DropSimulator => drop(env),
+            Stop::DropSimulator => {
+                drop(env);
+                // Not "eventually": when the drop returns, the tree is dead.
+                for m in [&setsid, &double_fork, &main] {
+                    assert!(sleeping(m).is_empty(), "sleep {m} survived the drop");
+                }
+            }
         }
         for m in [&setsid, &double_fork, &main] {
             assert!(gone(m), "{how:?}: sleep {m} survived");
@@ -447,13 +453,26 @@ impl Raw {
 fn raw_link_reports_exits_and_forwards_signals() {
     let raw = raw();
     let pid = raw.spawn(&["sh", "-c", "exit 5"]);
-    assert_eq!(raw.recv(), serde_json::json!({"op":"Exited","pid":pid,"code":5}));
+    assert_eq!(
+        raw.recv(),
+        serde_json::json!({"op":"Exited","pid":pid,"code":5,"idle":true})
+    );
     let pid = raw.spawn(&["sleep", "30"]);
     raw.send(format!(r#"{{"op":"Signal","pid":{pid},"signal":15}}"#).as_bytes());
     assert_eq!(
         raw.recv(),
-        serde_json::json!({"op":"Exited","pid":pid,"code":143})
+        serde_json::json!({"op":"Exited","pid":pid,"code":143,"idle":true})
     );
+    // Not idle while an escapee lives below the supervisor (it came to the subreaper).
+    let m = marker();
+    let script =
+        format!("setsid sleep {m} & until [ $(cut -d' ' -f6 /proc/$!/stat) = $! ]; do sleep 0.01; done");
+    let pid = raw.spawn(&["sh", "-c", &script]);
+    assert_eq!(
+        raw.recv(),
+        serde_json::json!({"op":"Exited","pid":pid,"code":0,"idle":false})
+    );
+    one_sleeping(&m);
     let v = {
         raw.send(br#"{"op":"Spawn","argv":["no-such-program-hcs-sim"],"cwd":null,"env":[],"stdin":false,"stdout":false,"stderr":false}"#);
         raw.recv()
@@ -465,6 +484,10 @@ fn raw_link_reports_exits_and_forwards_signals() {
     );
     raw.send(br#"{"op":"KillAll"}"#);
     assert_eq!(raw.end().0, Some(0));
+    assert!(
+        sleeping(&m).is_empty(),
+        "KillAll killed the escapee before the supervisor exited"
+    );
 }
 
 #[test]
