@@ -542,6 +542,11 @@ pub(crate) mod client {
                 .args(&program.args)
                 .stdin(Stdio::from(theirs))
                 .stdout(Stdio::null())
+                // Not the caller's stderr: the supervisor may outlive the caller by a moment
+                // (reaping, killing), and must not hold the caller's output open meanwhile
+                // (`out=$(hcsctl run … 2>&1)` waits for the end of that pipe). Its failures
+                // reach the caller through the link (a broken link is a clear error).
+                .stderr(Stdio::null())
                 .spawn()?;
             Ok(Supervisor {
                 pid: child.id(),
