@@ -39,6 +39,7 @@ pub(crate) struct Params {
 /// A spawned host process, until the reaper adopts it.
 pub(crate) enum HostChild {
     /// Spawned by the simulator itself (no supervisor configured, or it could not start).
+    #[cfg_attr(not(unix), allow(dead_code))] // no host spawn off Unix
     Direct(Child),
     /// Spawned by its system's supervisor, which reaps it and reports its exit.
     #[cfg(target_os = "linux")]
@@ -86,6 +87,7 @@ fn pipe_or_null(wanted: bool) -> Stdio {
     }
 }
 
+#[cfg(unix)]
 /// The checks every host spawn makes first: a command line, and a working directory that
 /// exists (`ERROR_DIRECTORY` otherwise, as HRESULT with a result document).
 fn check_params(params: &Params) -> Result<(), Failure> {
@@ -567,6 +569,7 @@ impl Reaper {
 
     /// Kills (SIGKILL to the group) and reaps every direct child, and has every supervisor
     /// kill its system's whole tree and exit (reaping it), without reporting the exits.
+    #[cfg_attr(not(target_os = "linux"), allow(irrefutable_let_patterns))] // only `Direct` there
     pub(crate) fn kill_all(&self) {
         let (children, sups) = {
             let mut children = lock(&self.children);
@@ -627,6 +630,7 @@ impl Reaper {
     /// Checks the children `sweep` names (with `try_wait`, or by reading their supervisor's
     /// exit reports), forgets those that exited and returns their `(sys, proc, exit code)`,
     /// and the systems whose supervisor died, for the caller to report without this lock.
+    #[cfg_attr(not(target_os = "linux"), allow(irrefutable_let_patterns))] // only `Direct` there
     pub(crate) fn reap(&self, sweep: &Sweep) -> Reaped {
         let mut out = Reaped::default();
         // Supervisor links first, without the children's lock: a spawn in progress holds a
