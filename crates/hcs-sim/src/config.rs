@@ -4,7 +4,36 @@
 use crate::fault::FaultPlan;
 use hcs::{ApiGeneration, Method};
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// The program that runs a compute system's supervisor (see [`crate::supervisor`]): a binary
+/// whose `main` calls [`crate::supervisor::main`] when started with these arguments, e.g. this
+/// crate's `hcs-sim-supervisor`, or `/proc/self/exe` with [`crate::supervisor::HCSCTL_ARG`] in
+/// `hcsctl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisorProgram {
+    /// The executable.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+}
+
+impl SupervisorProgram {
+    /// The executable `program`, without arguments.
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        SupervisorProgram {
+            program: program.into(),
+            args: Vec::new(),
+        }
+    }
+    /// Adds an argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+}
 
 /// What runs the processes created in simulated systems.
 #[derive(Debug, Clone, Default)]
@@ -127,6 +156,15 @@ pub struct SimConfig {
     pub reap_interval: Duration,
     /// Faults injected from the start (replace later with [`crate::Simulator::set_fault_plan`]).
     pub faults: FaultPlan,
+    /// The program of the per-system supervisor of host processes ([`crate::supervisor`];
+    /// Linux only). `None` (the default): commands are spawned directly by the simulator, each
+    /// the leader of a process group of its own, and only that group is contained (what it
+    /// leaves in the group is killed when it exits; `setsid` or double-forked escapees survive,
+    /// and the commands share the caller's session and terminal). With a supervisor, each
+    /// system's whole process tree is contained in a session of its own and dies with the
+    /// system, with the simulator, and with the process that owns the simulator. If the
+    /// supervisor cannot be started, the simulator warns and falls back to direct spawns.
+    pub supervisor: Option<SupervisorProgram>,
 }
 
 impl Default for SimConfig {
@@ -150,6 +188,7 @@ impl Default for SimConfig {
             shutdown_grace: Duration::from_secs(3),
             reap_interval: Duration::from_millis(2),
             faults: FaultPlan::default(),
+            supervisor: None,
         }
     }
 }
@@ -195,6 +234,12 @@ impl SimConfig {
     /// Sets the initial fault plan.
     pub fn faults(mut self, plan: FaultPlan) -> Self {
         self.faults = plan;
+        self
+    }
+    /// Runs each system's host processes under a supervisor started from `program` (see the
+    /// `supervisor` field).
+    pub fn supervisor(mut self, program: SupervisorProgram) -> Self {
+        self.supervisor = Some(program);
         self
     }
 }

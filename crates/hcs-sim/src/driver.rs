@@ -518,20 +518,18 @@ impl Driver for Model {
                 .map_err(|e| transition_failure(e, sh.generation))?;
             Ok(sys)
         };
-        check(&sh.lock())?;
+        let checked = check(&sh.lock())?;
         let image = image_name(&params.argv[0]);
         let (mut st, sys, proc, kind, pid, info) = match &sh.backend {
             Backend::Host => {
                 // Spawn outside the lock, then re-check the system.
-                let mut spawned = host::spawn(&params)?;
+                let mut spawned = sh.spawn_host(checked, &params)?;
                 let mut st = sh.lock();
                 let sys = match check(&st) {
                     Ok(sys) => sys,
                     Err(e) => {
                         drop(st);
-                        let _ = signal::kill_group(spawned.child.id(), signal::SIGKILL);
-                        let _ = spawned.child.kill();
-                        let _ = spawned.child.wait();
+                        spawned.child.discard();
                         return Err(e);
                     }
                 };

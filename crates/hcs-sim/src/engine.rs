@@ -7,7 +7,7 @@
 use crate::codes::{self, ForGeneration};
 use crate::config::{Backend, SimConfig};
 use crate::fault::{Action, ActivePlan, NotifyTarget, Release};
-use crate::host::Reaper;
+use crate::host::{HostChild, Params, Reaper, Spawned};
 use crate::model::{CbTarget, HeldSignal, ProcKind, SignalQueue, State, StopKind, SystemState};
 use crate::record::{Event, Recorder, SignalEvent};
 use crate::sched::{Delivery, Scheduler, Target, Task};
@@ -20,7 +20,6 @@ use hcs::{
 use hcs_schema::{ProcessStatus, SystemExitStatus};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -140,7 +139,7 @@ impl Engine {
             gates: Mutex::new(HashMap::new()),
             gate_cv: Condvar::new(),
             sched: Scheduler::default(),
-            reaper: Reaper::default(),
+            reaper: Reaper::new(config.supervisor),
             service: Service::default(),
             shutdown: AtomicBool::new(false),
             recorder: Recorder::new(),
@@ -155,9 +154,19 @@ impl Engine {
 
     /// Hands a spawned host child of process `proc` of system `sys` to the reaper (starting or
     /// waking the service thread, which reports its exit).
-    pub(crate) fn adopt(self: &Arc<Self>, sys: u64, proc: u64, child: Child) {
+    pub(crate) fn adopt(self: &Arc<Self>, sys: u64, proc: u64, child: HostChild) {
         self.reaper.adopt(sys, proc, child);
         self.service.poke(self);
+    }
+
+    /// Spawns a host process for system `sys` (through its supervisor when one is
+    /// configured); wakes the service thread for exit reports read meanwhile, or a broken link.
+    pub(crate) fn spawn_host(self: &Arc<Self>, sys: u64, params: &Params) -> Result<Spawned, Failure> {
+        let spawned = self.reaper.spawn(sys, params);
+        if self.reaper.needs_attention() {
+            self.service.poke(self);
+        }
+        spawned
     }
 
     /// Stops the service thread and every host child, and releases blocked calls (the
@@ -963,6 +972,10 @@ impl Engine {
         s.stopping = None;
         s.state = SystemState::Stopped;
         s.exit = Some(kind);
+        // Whatever is left of its process tree dies with it (its supervisor kills it).
+        if self.reaper.retire(sys) {
+            self.service.wake();
+        }
         let id = s.id.clone();
         let callbacks = s.callbacks.clone();
         tracing::debug!(system = %id, ?kind, "hcs-sim: system stopped");
@@ -985,6 +998,9 @@ impl Engine {
         let Some(s) = st.systems.get(&sys) else { return };
         if s.state != SystemState::Stopped || !s.handles.is_empty() || s.has_process_handles() {
             return;
+        }
+        if self.reaper.retire(sys) {
+            self.service.wake();
         }
         if let Some(s) = st.systems.remove(&sys) {
             if st.by_id.get(&s.id) == Some(&sys) {
@@ -1227,6 +1243,10 @@ impl Work for Engine {
     fn host_exited(self: &Arc<Self>, sys: u64, proc: u64, code: u32) {
         let mut st = self.lock();
         self.process_exit(&mut st, sys, proc, code);
+    }
+    fn system_lost(self: &Arc<Self>, sys: u64) {
+        let mut st = self.lock();
+        self.begin_stop(&mut st, sys, StopKind::Unexpected);
     }
     fn shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)

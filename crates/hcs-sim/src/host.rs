@@ -1,8 +1,13 @@
-//! The host process backend: spawning commands, the children awaiting their exit (reaped by
-//! the service thread), signals and statistics from `/proc`.
+//! The host process backend: spawning commands (through the system's supervisor, see
+//! [`crate::supervisor`], or directly), the children awaiting their exit (reaped by the
+//! service thread, or by their supervisor, which reports the exit), signals and statistics
+//! from `/proc`.
 
 use crate::codes;
+use crate::config::SupervisorProgram;
 use crate::signal;
+#[cfg(target_os = "linux")]
+use crate::supervisor::{client, Supervisor};
 use crate::sync::lock;
 use hcs::{Failure, HResult};
 use std::collections::HashMap;
@@ -14,6 +19,8 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ExitStatus};
 #[cfg(unix)]
 use std::process::{Command, Stdio};
+#[cfg(target_os = "linux")]
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// What `create_process` asked for (from `ProcessParameters`).
@@ -29,9 +36,43 @@ pub(crate) struct Params {
     pub(crate) stderr: bool,
 }
 
+/// A spawned host process, until the reaper adopts it.
+pub(crate) enum HostChild {
+    /// Spawned by the simulator itself (no supervisor configured, or it could not start).
+    #[cfg_attr(not(unix), allow(dead_code))] // no host spawn off Unix
+    Direct(Child),
+    /// Spawned by its system's supervisor, which reaps it and reports its exit.
+    #[cfg(target_os = "linux")]
+    Supervised { pid: u32, sup: Arc<Supervisor> },
+}
+
+impl HostChild {
+    /// Its host pid.
+    pub(crate) fn id(&self) -> u32 {
+        match self {
+            HostChild::Direct(c) => c.id(),
+            #[cfg(target_os = "linux")]
+            HostChild::Supervised { pid, .. } => *pid,
+        }
+    }
+
+    /// Kills a child that will not be adopted (its process group; a direct child is reaped).
+    pub(crate) fn discard(self) {
+        match self {
+            HostChild::Direct(mut c) => {
+                let _ = signal::kill_group(c.id(), signal::SIGKILL);
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            #[cfg(target_os = "linux")]
+            HostChild::Supervised { pid, sup } => sup.signal(pid, signal::SIGKILL),
+        }
+    }
+}
+
 /// A spawned child and the caller's ends of its pipes.
 pub(crate) struct Spawned {
-    pub(crate) child: Child,
+    pub(crate) child: HostChild,
     pub(crate) stdin: Option<File>,
     pub(crate) stdout: Option<File>,
     pub(crate) stderr: Option<File>,
@@ -46,23 +87,16 @@ fn pipe_or_null(wanted: bool) -> Stdio {
     }
 }
 
-/// Spawns the command as the leader of a new process group. A missing program (or working
-/// directory) fails with `ERROR_FILE_NOT_FOUND` as HRESULT `0x80070002`, as HCS reports a
-/// missing image, with a result document.
 #[cfg(unix)]
-pub(crate) fn spawn(params: &Params) -> Result<Spawned, Failure> {
-    let Some((program, args)) = params.argv.split_first() else {
+/// The checks every host spawn makes first: a command line, and a working directory that
+/// exists (`ERROR_DIRECTORY` otherwise, as HRESULT with a result document).
+fn check_params(params: &Params) -> Result<(), Failure> {
+    if params.argv.is_empty() {
         return Err(Failure::with_document(
             codes::INVALID_ARG,
             codes::result_document(codes::INVALID_ARG, "the command line is empty"),
         ));
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(pipe_or_null(params.stdin))
-        .stdout(pipe_or_null(params.stdout))
-        .stderr(pipe_or_null(params.stderr))
-        .process_group(0);
+    }
     if let Some(dir) = &params.working_directory {
         if !std::path::Path::new(dir).is_dir() {
             let code = codes::DIRECTORY_INVALID;
@@ -72,26 +106,112 @@ pub(crate) fn spawn(params: &Params) -> Result<Spawned, Failure> {
                 codes::result_document(code, &message),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The failure of a spawn that the operating system refused, as HCS reports a missing image:
+/// `ERROR_FILE_NOT_FOUND` as HRESULT `0x80070002`, `E_ACCESSDENIED`, else `E_FAIL`; with a
+/// result document.
+#[cfg(unix)]
+fn spawn_failure(kind: std::io::ErrorKind, params: &Params, why: &dyn std::fmt::Display) -> Failure {
+    let code = match kind {
+        std::io::ErrorKind::NotFound => codes::FILE_NOT_FOUND,
+        std::io::ErrorKind::PermissionDenied => HResult::E_ACCESSDENIED,
+        _ => HResult::E_FAIL,
+    };
+    let message = format!(
+        "failed to create process for command line `{}`: {why}",
+        params.command_line
+    );
+    Failure::with_document(code, codes::result_document(code, &message))
+}
+
+/// Spawns the command directly, as the leader of a new process group (the fallback when no
+/// supervisor runs the system's processes). A missing program (or working directory) fails
+/// with `ERROR_FILE_NOT_FOUND` as HRESULT `0x80070002`, as HCS reports a missing image, with a
+/// result document.
+#[cfg(unix)]
+pub(crate) fn spawn(params: &Params) -> Result<Spawned, Failure> {
+    check_params(params)?;
+    let Some((program, args)) = params.argv.split_first() else {
+        return Err(Failure::new(codes::INVALID_ARG));
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(pipe_or_null(params.stdin))
+        .stdout(pipe_or_null(params.stdout))
+        .stderr(pipe_or_null(params.stderr))
+        .process_group(0);
+    if let Some(dir) = &params.working_directory {
         cmd.current_dir(dir);
     }
     cmd.envs(params.environment.iter().map(|(k, v)| (k, v)));
-    let mut child = cmd.spawn().map_err(|e| {
-        let code = match e.kind() {
-            std::io::ErrorKind::NotFound => codes::FILE_NOT_FOUND,
-            std::io::ErrorKind::PermissionDenied => HResult::E_ACCESSDENIED,
-            _ => HResult::E_FAIL,
-        };
-        let message = format!(
-            "failed to create process for command line `{}`: {e}",
-            params.command_line
-        );
-        Failure::with_document(code, codes::result_document(code, &message))
-    })?;
+    let mut child = cmd.spawn().map_err(|e| spawn_failure(e.kind(), params, &e))?;
     let stdin = child.stdin.take().map(|p| File::from(OwnedFd::from(p)));
     let stdout = child.stdout.take().map(|p| File::from(OwnedFd::from(p)));
     let stderr = child.stderr.take().map(|p| File::from(OwnedFd::from(p)));
     Ok(Spawned {
-        child,
+        child: HostChild::Direct(child),
+        stdin,
+        stdout,
+        stderr,
+    })
+}
+
+/// Spawns the command through the system's supervisor: the pipes are made here, the child's
+/// ends handed over with the request.
+#[cfg(target_os = "linux")]
+fn spawn_supervised(sup: &Arc<Supervisor>, params: &Params) -> Result<Spawned, Failure> {
+    use crate::supervisor::{FailKind, Request};
+    use client::SpawnError;
+    use rustix::pipe::{pipe_with, PipeFlags};
+    let os = |e: rustix::io::Errno| spawn_failure(std::io::ErrorKind::Other, params, &e);
+    let mut theirs = Vec::new();
+    let mut ours: [Option<File>; 3] = [None, None, None];
+    for (i, wanted) in [params.stdin, params.stdout, params.stderr]
+        .into_iter()
+        .enumerate()
+    {
+        if wanted {
+            let (r, w) = pipe_with(PipeFlags::CLOEXEC).map_err(os)?;
+            let (child_end, our_end) = if i == 0 { (r, w) } else { (w, r) };
+            theirs.push(child_end);
+            ours[i] = Some(File::from(our_end));
+        }
+    }
+    let request = Request::Spawn {
+        argv: params.argv.clone(),
+        cwd: params.working_directory.clone(),
+        env: params.environment.clone(),
+        stdin: params.stdin,
+        stdout: params.stdout,
+        stderr: params.stderr,
+    };
+    let pid = sup.spawn(&request, &theirs).map_err(|e| match e {
+        SpawnError::Refused(kind, message) => {
+            let kind = match kind {
+                FailKind::NotFound => std::io::ErrorKind::NotFound,
+                FailKind::PermissionDenied => std::io::ErrorKind::PermissionDenied,
+                FailKind::Other => std::io::ErrorKind::Other,
+            };
+            spawn_failure(kind, params, &message)
+        }
+        SpawnError::Link(why) => {
+            let message = format!(
+                "the compute system's supervisor (pid {}) failed while creating `{}`: {why}",
+                sup.pid, params.command_line
+            );
+            Failure::with_document(HResult::E_FAIL, codes::result_document(HResult::E_FAIL, &message))
+        }
+    })?;
+    drop(theirs);
+    let [stdin, stdout, stderr] = ours;
+    Ok(Spawned {
+        child: HostChild::Supervised {
+            pid,
+            sup: Arc::clone(sup),
+        },
         stdin,
         stdout,
         stderr,
@@ -131,71 +251,283 @@ pub(crate) fn exit_code(status: ExitStatus) -> u32 {
     status.code().map_or(255, |c| c as u32)
 }
 
-struct Child2 {
-    sys: u64,
-    child: Child,
-    /// A pidfd of the child (Linux), readable once it has exited.
+/// The exit code reported for the processes of a system whose supervisor died: killed.
+#[cfg(target_os = "linux")]
+const LOST_EXIT_CODE: u32 = 128 + 9;
+
+enum Host {
+    Direct {
+        child: Child,
+        /// A pidfd of the child (Linux), readable once it has exited.
+        #[cfg(target_os = "linux")]
+        pidfd: Option<OwnedFd>,
+    },
+    /// Reaped by the supervisor, which reports the exit on its link.
     #[cfg(target_os = "linux")]
-    pidfd: Option<OwnedFd>,
+    Supervised { pid: u32, sup: Arc<Supervisor> },
 }
 
-/// Which host children the service thread checks with `try_wait`.
+struct Child2 {
+    sys: u64,
+    host: Host,
+}
+
+impl Child2 {
+    fn id(&self) -> u32 {
+        match &self.host {
+            Host::Direct { child, .. } => child.id(),
+            #[cfg(target_os = "linux")]
+            Host::Supervised { pid, .. } => *pid,
+        }
+    }
+}
+
+/// What the service thread may wait on, and sweeps when it is readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key {
+    /// The pidfd of a direct child (its process key).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Proc(u64),
+    /// The link of a system's supervisor (the system key): an exit report, or its end.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Link(u64),
+    /// The pidfd of a supervisor whose system stopped, to reap it.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Retired,
+}
+
+/// Which host children the service thread checks.
 #[derive(Debug)]
 pub(crate) enum Sweep {
-    /// None of them.
+    /// None of them (exit reports already read from a supervisor link are still handled).
     None,
-    /// Every child.
+    /// Every child and every supervisor.
     All,
-    /// The children of these process keys (their pidfds are readable).
+    /// These (their descriptors are readable).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only `poll` names children
-    Only(Vec<u64>),
+    Only(Vec<Key>),
+}
+
+/// A supervisor link read by a sweep: system, supervisor, `(pid, exit code)` reports, and
+/// whether the link is broken.
+#[cfg(target_os = "linux")]
+type Drained = (u64, Arc<Supervisor>, Vec<(u32, u32)>, bool);
+
+/// What a sweep found.
+#[derive(Debug, Default)]
+pub(crate) struct Reaped {
+    /// `(sys, proc, exit code)` of every process that exited.
+    pub(crate) exits: Vec<(u64, u64, u32)>,
+    /// Systems whose supervisor died (their processes are among `exits`, as killed).
+    pub(crate) lost: Vec<u64>,
 }
 
 #[derive(Default)]
 struct Children {
     map: HashMap<u64, Child2>,
-    /// Changes whenever a child is added or removed (so pidfd duplicates can be refreshed).
+    /// The running supervisor of each system that has one.
+    #[cfg(target_os = "linux")]
+    supervisors: HashMap<u64, Arc<Supervisor>>,
+    /// Supervisors told to kill everything and exit, not reaped yet.
+    #[cfg(target_os = "linux")]
+    retired: Vec<Arc<Supervisor>>,
+    /// A supervisor started ahead of need ([`Reaper::prepare`]), for the next system.
+    #[cfg(target_os = "linux")]
+    spare: Option<Arc<Supervisor>>,
+    /// Changes whenever a child or supervisor is added or removed (so pidfd duplicates can be
+    /// refreshed).
     generation: u64,
 }
 
-/// The host children: owns every unreaped [`Child`], so a pid it signals cannot have been
-/// reused. The service thread (see [`crate::service`]) sweeps them with `try_wait` and reports
-/// the exits to the model; on Linux it learns of an exit from the child's pidfd at once,
-/// elsewhere (or for a child without a pidfd) it sweeps every `reap_interval`.
+/// The host children: owns every unreaped direct [`Child`], so a pid it signals cannot have
+/// been reused, and the per-system supervisors ([`crate::supervisor`]) with the processes they
+/// run. The service thread (see [`crate::service`]) sweeps them and reports the exits to the
+/// model; on Linux it learns of an exit from the child's pidfd or the supervisor's link at
+/// once, elsewhere (or for a child without a pidfd) it sweeps every `reap_interval`.
 #[derive(Default)]
 pub(crate) struct Reaper {
     children: Mutex<Children>,
+    /// The supervisor program, if one is configured.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    program: Option<SupervisorProgram>,
 }
 
-/// The service thread's duplicates of the children's pidfds, to `poll` on: duplicates, so that
-/// a child reaped meanwhile cannot turn its number into an unrelated descriptor; made again
-/// only when the children change.
+/// The service thread's duplicates of the descriptors to wait on: duplicates, so that a child
+/// reaped meanwhile cannot turn its number into an unrelated descriptor; made again only when
+/// the children change.
 #[cfg(target_os = "linux")]
 #[derive(Default)]
 pub(crate) struct Pidfds {
     generation: Option<u64>,
-    /// Process key and pidfd of every child; `None` when some child has no pidfd (or a `dup`
-    /// failed).
-    fds: Option<Vec<(u64, OwnedFd)>>,
+    /// What each descriptor is; `None` when some child has no pidfd (or a `dup` failed).
+    fds: Option<Vec<(Key, OwnedFd)>>,
 }
 
 impl Reaper {
-    /// Takes ownership of a child of process `proc` in system `sys`. The caller wakes the
-    /// service thread, which reaps it.
-    pub(crate) fn adopt(&self, sys: u64, proc: u64, child: Child) {
+    /// A reaper whose systems' processes run under `program`'s supervisors (`None`: spawned
+    /// directly).
+    pub(crate) fn new(program: Option<SupervisorProgram>) -> Reaper {
+        Reaper {
+            children: Mutex::default(),
+            program,
+        }
+    }
+
+    /// Spawns a host process for system `sys`: through its supervisor (started on first need)
+    /// when one is configured, else directly.
+    #[cfg(unix)]
+    pub(crate) fn spawn(&self, sys: u64, params: &Params) -> Result<Spawned, Failure> {
         #[cfg(target_os = "linux")]
-        let pidfd = rustix::process::Pid::from_raw(child.id() as i32)
-            .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok());
+        if let Some(program) = &self.program {
+            check_params(params)?;
+            match self.supervisor_for(sys, program) {
+                Ok(sup) => return spawn_supervised(&sup, params),
+                Err(e) => tracing::warn!(
+                    program = %program.program.display(), error = %e,
+                    "hcs-sim: cannot start the system's supervisor; spawning directly (no containment)"
+                ),
+            }
+        }
+        let _ = sys;
+        spawn(params)
+    }
+
+    /// Off Unix there is no host backend.
+    #[cfg(not(unix))]
+    pub(crate) fn spawn(&self, sys: u64, params: &Params) -> Result<Spawned, Failure> {
+        let _ = sys;
+        spawn(params)
+    }
+
+    /// Starts a supervisor ahead of need (when one is configured and none is spare), so
+    /// that its start-up overlaps the caller's work until the first process is created; the
+    /// next system that needs a supervisor takes it.
+    pub(crate) fn prepare(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some(program) = &self.program {
+            if lock(&self.children).spare.is_some() {
+                return;
+            }
+            match Supervisor::start(program) {
+                Ok(sup) => {
+                    let mut children = lock(&self.children);
+                    if let Some(old) = children.spare.replace(Arc::new(sup)) {
+                        old.kill_all();
+                        children.retired.push(old);
+                        children.generation += 1;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "hcs-sim: cannot start a spare supervisor"),
+            }
+        }
+    }
+
+    /// The running supervisor of system `sys`: the spare, or started if it has none.
+    #[cfg(target_os = "linux")]
+    fn supervisor_for(&self, sys: u64, program: &SupervisorProgram) -> std::io::Result<Arc<Supervisor>> {
+        let spare = {
+            let mut children = lock(&self.children);
+            if let Some(sup) = children.supervisors.get(&sys) {
+                return Ok(Arc::clone(sup));
+            }
+            children.spare.take()
+        };
+        let started = match spare {
+            // A spare that died meanwhile is replaced.
+            Some(spare) if !spare.try_reap() => spare,
+            _ => Arc::new(Supervisor::start(program)?),
+        };
+        tracing::debug!(sys, pid = started.pid, "hcs-sim: supervisor started");
         let mut children = lock(&self.children);
-        children.map.insert(
-            proc,
-            Child2 {
+        if let Some(sup) = children.supervisors.get(&sys).cloned() {
+            // Another spawn of the same system won the race: retire ours.
+            started.kill_all();
+            children.retired.push(started);
+            children.generation += 1;
+            return Ok(sup);
+        }
+        children.supervisors.insert(sys, Arc::clone(&started));
+        children.generation += 1;
+        Ok(started)
+    }
+
+    /// The pid of system `sys`'s supervisor, if one runs.
+    pub(crate) fn supervisor_pid(&self, sys: u64) -> Option<u32> {
+        #[cfg(target_os = "linux")]
+        {
+            lock(&self.children).supervisors.get(&sys).map(|s| s.pid)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = sys;
+            None
+        }
+    }
+
+    /// Whether a supervisor link needs the service thread although it may not be readable
+    /// (exit reports read during a spawn, or a link a spawn found broken).
+    pub(crate) fn needs_attention(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            lock(&self.children)
+                .supervisors
+                .values()
+                .any(|s| s.needs_attention())
+        }
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+
+    /// System `sys` stopped: its supervisor (if any) kills what is left of its process tree
+    /// and exits. Returns `true` if there was one (the service thread should refresh what it
+    /// waits on, and will reap it).
+    pub(crate) fn retire(&self, sys: u64) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            let mut children = lock(&self.children);
+            let Some(sup) = children.supervisors.remove(&sys) else {
+                return false;
+            };
+            tracing::debug!(
                 sys,
-                child,
+                pid = sup.pid,
+                "hcs-sim: system stopped; its supervisor kills what is left"
+            );
+            sup.kill_all();
+            children
+                .map
+                .retain(|_, c| !(c.sys == sys && matches!(c.host, Host::Supervised { .. })));
+            children.retired.push(sup);
+            children.generation += 1;
+            true
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = sys;
+            false
+        }
+    }
+
+    /// Takes ownership of a child of process `proc` in system `sys`. The caller wakes the
+    /// service thread, which reaps it (or reads its exit from its supervisor).
+    pub(crate) fn adopt(&self, sys: u64, proc: u64, child: HostChild) {
+        let host = match child {
+            HostChild::Direct(child) => {
                 #[cfg(target_os = "linux")]
-                pidfd,
-            },
-        );
+                let pidfd = rustix::process::Pid::from_raw(child.id() as i32).and_then(|pid| {
+                    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+                });
+                Host::Direct {
+                    child,
+                    #[cfg(target_os = "linux")]
+                    pidfd,
+                }
+            }
+            #[cfg(target_os = "linux")]
+            HostChild::Supervised { pid, sup } => Host::Supervised { pid, sup },
+        };
+        let mut children = lock(&self.children);
+        children.map.insert(proc, Child2 { sys, host });
         children.generation += 1;
     }
 
@@ -205,8 +537,14 @@ impl Reaper {
         let children = lock(&self.children);
         match children.map.get(&proc) {
             Some(c) => {
-                if let Err(e) = signal::kill_group(c.child.id(), sig) {
-                    tracing::debug!(pid = c.child.id(), sig, error = %e, "hcs-sim: kill failed");
+                match &c.host {
+                    Host::Direct { child, .. } => {
+                        if let Err(e) = signal::kill_group(child.id(), sig) {
+                            tracing::debug!(pid = child.id(), sig, error = %e, "hcs-sim: kill failed");
+                        }
+                    }
+                    #[cfg(target_os = "linux")]
+                    Host::Supervised { pid, sup } => sup.signal(*pid, sig),
                 }
                 true
             }
@@ -216,7 +554,7 @@ impl Reaper {
 
     /// The pid of an unreaped child.
     pub(crate) fn pid(&self, proc: u64) -> Option<u32> {
-        lock(&self.children).map.get(&proc).map(|c| c.child.id())
+        lock(&self.children).map.get(&proc).map(Child2::id)
     }
 
     /// Number of unreaped children.
@@ -226,81 +564,227 @@ impl Reaper {
 
     /// Pids of unreaped children.
     pub(crate) fn pids(&self) -> Vec<u32> {
-        lock(&self.children).map.values().map(|c| c.child.id()).collect()
+        lock(&self.children).map.values().map(Child2::id).collect()
     }
 
-    /// Kills (SIGKILL to the group) and reaps every child, without reporting the exits.
+    /// Kills (SIGKILL to the group) and reaps every direct child, and has every supervisor
+    /// kill its system's whole tree and exit (reaping it), without reporting the exits.
+    #[cfg_attr(not(target_os = "linux"), allow(irrefutable_let_patterns))] // only `Direct` there
     pub(crate) fn kill_all(&self) {
-        let children: Vec<Child2> = {
+        let (children, sups) = {
             let mut children = lock(&self.children);
             children.generation += 1;
-            children.map.drain().map(|(_, c)| c).collect()
+            let map: Vec<Child2> = children.map.drain().map(|(_, c)| c).collect();
+            // Running supervisors and the spare are told to kill everything; retired ones were.
+            #[cfg(target_os = "linux")]
+            let mut sups: Vec<Arc<Supervisor>> = children.supervisors.drain().map(|(_, s)| s).collect();
+            #[cfg(target_os = "linux")]
+            sups.extend(children.spare.take());
+            #[cfg(target_os = "linux")]
+            for s in &sups {
+                s.kill_all();
+            }
+            #[cfg(target_os = "linux")]
+            sups.append(&mut children.retired);
+            #[cfg(not(target_os = "linux"))]
+            let sups: Vec<()> = Vec::new();
+            (map, sups)
         };
-        for mut c in children {
-            let _ = signal::kill_group(c.child.id(), signal::SIGKILL);
-            let _ = c.child.kill();
-            let _ = c.child.wait();
+        for c in children {
+            if let Host::Direct { mut child, .. } = c.host {
+                let _ = signal::kill_group(child.id(), signal::SIGKILL);
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
-    }
-
-    /// Checks the children `sweep` names with `try_wait`, forgets those that exited and
-    /// returns their `(sys, proc, exit code)`, for the caller to report without this lock.
-    pub(crate) fn reap(&self, sweep: &Sweep) -> Vec<(u64, u64, u32)> {
-        let mut exits = Vec::new();
-        let mut try_reap = |proc: u64, c: &mut Child2| {
-            contain_exited(&c.child);
-            try_wait_child(proc, c, &mut exits)
-        };
-        fn try_wait_child(proc: u64, c: &mut Child2, exits: &mut Vec<(u64, u64, u32)>) -> bool {
-            match c.child.try_wait() {
-                Ok(Some(status)) => {
-                    exits.push((c.sys, proc, exit_code(status)));
-                    false
+        // A supervisor with something below it is waited for: when this returns, its tree is
+        // dead. An idle one has nothing to kill; it is reaped on a thread of its own if it
+        // has not exited yet, instead of holding up the caller.
+        #[cfg(target_os = "linux")]
+        {
+            let (idle, busy): (Vec<_>, Vec<_>) = sups.into_iter().partition(|s| s.is_idle());
+            for s in &busy {
+                s.reap_within(std::time::Duration::from_secs(2));
+            }
+            let idle: Arc<Vec<Arc<Supervisor>>> =
+                Arc::new(idle.into_iter().filter(|s| !s.try_reap()).collect());
+            if !idle.is_empty() {
+                fn reap(sups: &[Arc<Supervisor>]) {
+                    for s in sups {
+                        s.reap_within(std::time::Duration::from_secs(2));
+                    }
                 }
-                Ok(None) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "hcs-sim: try_wait failed; treating the child as gone");
-                    exits.push((c.sys, proc, 255));
-                    false
+                let theirs = Arc::clone(&idle);
+                let spawned = std::thread::Builder::new()
+                    .name("hcs-sim-reap".into())
+                    .spawn(move || reap(&theirs));
+                if spawned.is_err() {
+                    reap(&idle);
                 }
             }
         }
+        #[cfg(not(target_os = "linux"))]
+        drop(sups);
+    }
+
+    /// Checks the children `sweep` names (with `try_wait`, or by reading their supervisor's
+    /// exit reports), forgets those that exited and returns their `(sys, proc, exit code)`,
+    /// and the systems whose supervisor died, for the caller to report without this lock.
+    #[cfg_attr(not(target_os = "linux"), allow(irrefutable_let_patterns))] // only `Direct` there
+    pub(crate) fn reap(&self, sweep: &Sweep) -> Reaped {
+        let mut out = Reaped::default();
+        // Supervisor links first, without the children's lock: a spawn in progress holds a
+        // link, and the engine (which signals under its own lock) must not wait on that.
+        #[cfg(target_os = "linux")]
+        let named = |k: Key| match sweep {
+            Sweep::All => true,
+            Sweep::None => false,
+            Sweep::Only(keys) => keys.contains(&k),
+        };
+        #[cfg(target_os = "linux")]
+        let drained: Vec<Drained> = {
+            let sups: Vec<(u64, Arc<Supervisor>)> = lock(&self.children)
+                .supervisors
+                .iter()
+                .map(|(sys, s)| (*sys, Arc::clone(s)))
+                .collect();
+            sups.into_iter()
+                .filter(|(sys, s)| named(Key::Link(*sys)) || s.needs_attention())
+                .map(|(sys, s)| {
+                    let (exits, broken) = s.drain();
+                    (sys, s, exits, broken)
+                })
+                .collect()
+        };
         let mut children = lock(&self.children);
+        let before = out.exits.len();
         match sweep {
             Sweep::None => {}
-            Sweep::All => children.map.retain(|&proc, c| try_reap(proc, c)),
-            Sweep::Only(procs) => {
-                for proc in procs {
-                    if let Some(c) = children.map.get_mut(proc) {
-                        if !try_reap(*proc, c) {
-                            children.map.remove(proc);
+            Sweep::All => {
+                children.map.retain(|&proc, c| match &mut c.host {
+                    Host::Direct { child, .. } => try_reap_direct(c.sys, proc, child, &mut out.exits),
+                    #[cfg(target_os = "linux")]
+                    Host::Supervised { .. } => true,
+                });
+            }
+            Sweep::Only(keys) => {
+                for key in keys {
+                    if let Key::Proc(proc) = key {
+                        if let Some(c) = children.map.get_mut(proc) {
+                            let sys = c.sys;
+                            if let Host::Direct { child, .. } = &mut c.host {
+                                if !try_reap_direct(sys, *proc, child, &mut out.exits) {
+                                    children.map.remove(proc);
+                                }
+                            }
                         }
                     }
                 }
             }
         }
-        if !exits.is_empty() {
+        #[cfg(target_os = "linux")]
+        {
+            // Supervisors whose link was readable, or that a spawn left exits or a broken link to.
+            for (sys, sup, exits, broken) in drained {
+                for (pid, code) in exits {
+                    let found = children.map.iter().find_map(|(proc, c)| match &c.host {
+                        Host::Supervised { pid: p, .. } if c.sys == sys && *p == pid => Some(*proc),
+                        _ => None,
+                    });
+                    if let Some(proc) = found {
+                        children.map.remove(&proc);
+                        out.exits.push((sys, proc, code));
+                    }
+                }
+                // A supervisor retired meanwhile is no longer this system's.
+                let current = children
+                    .supervisors
+                    .get(&sys)
+                    .is_some_and(|s| Arc::ptr_eq(s, &sup));
+                if broken && current {
+                    tracing::warn!(
+                        sys,
+                        pid = sup.pid,
+                        "hcs-sim: a system's supervisor died; the system exits unexpectedly"
+                    );
+                    // Should it still run (it sent something malformed), it kills everything;
+                    // what is left in its session is killed here in any case.
+                    sup.kill_all();
+                    sup.kill_session();
+                    children.supervisors.remove(&sys);
+                    let lost: Vec<u64> = children
+                        .map
+                        .iter()
+                        .filter(|(_, c)| c.sys == sys && matches!(c.host, Host::Supervised { .. }))
+                        .map(|(proc, _)| *proc)
+                        .collect();
+                    for proc in lost {
+                        children.map.remove(&proc);
+                        out.exits.push((sys, proc, LOST_EXIT_CODE));
+                    }
+                    children.retired.push(sup);
+                    children.generation += 1;
+                    out.lost.push(sys);
+                }
+            }
+            if named(Key::Retired) || (!children.retired.is_empty() && matches!(sweep, Sweep::All)) {
+                let n = children.retired.len();
+                children.retired.retain(|s| !s.try_reap());
+                if children.retired.len() != n {
+                    children.generation += 1;
+                }
+            }
+        }
+        if out.exits.len() != before {
             children.generation += 1;
         }
-        exits
+        out
     }
 
-    /// Brings `cache` up to date with the children and returns its pidfd duplicates with
-    /// their process keys: empty without children, `None` when some child has no pidfd (or a
-    /// `dup` failed).
+    /// Brings `cache` up to date with the children and supervisors and returns its
+    /// descriptor duplicates with what each is: empty when there is nothing to wait for,
+    /// `None` when some child has no pidfd (or a `dup` failed).
     #[cfg(target_os = "linux")]
-    pub(crate) fn pidfds<'a>(&self, cache: &'a mut Pidfds) -> Option<&'a [(u64, OwnedFd)]> {
+    pub(crate) fn pidfds<'a>(&self, cache: &'a mut Pidfds) -> Option<&'a [(Key, OwnedFd)]> {
         let children = lock(&self.children);
         if cache.generation != Some(children.generation) {
             cache.fds = None; // close the stale duplicates first
-            cache.fds = children
-                .map
+            let direct = children.map.iter().filter_map(|(&proc, c)| match &c.host {
+                Host::Direct { pidfd, .. } => {
+                    Some(Some((Key::Proc(proc), pidfd.as_ref()?.try_clone().ok()?)))
+                }
+                Host::Supervised { .. } => None,
+            });
+            let links = children
+                .supervisors
                 .iter()
-                .map(|(&proc, c)| Some((proc, c.pidfd.as_ref()?.try_clone().ok()?)))
-                .collect();
+                .map(|(&sys, s)| Some((Key::Link(sys), s.link().try_clone_to_owned().ok()?)));
+            let retired = children
+                .retired
+                .iter()
+                .filter_map(|s| s.pidfd().map(|fd| Some((Key::Retired, fd))));
+            cache.fds = direct.chain(links).chain(retired).collect();
             cache.generation = Some(children.generation);
         }
         cache.fds.as_deref()
+    }
+}
+
+/// `try_wait` of one direct child (after containing its group); `false` once it has exited
+/// (its exit pushed to `exits`).
+fn try_reap_direct(sys: u64, proc: u64, child: &mut Child, exits: &mut Vec<(u64, u64, u32)>) -> bool {
+    contain_exited(child);
+    match child.try_wait() {
+        Ok(Some(status)) => {
+            exits.push((sys, proc, exit_code(status)));
+            false
+        }
+        Ok(None) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "hcs-sim: try_wait failed; treating the child as gone");
+            exits.push((sys, proc, 255));
+            false
+        }
     }
 }
 

@@ -160,6 +160,14 @@
 //!   dies (`E_HANDLE`). [`Simulator::reboot`] forgets everything instead.
 //! * **Signals** sent through one process handle take effect in order: a signal a `hold` rule
 //!   holds delays every later signal or terminate through that handle, not through others.
+//! * **Containment** (host backend): with a supervisor configured
+//!   ([`SimConfig::supervisor`], Linux; see [`supervisor`]) each system's processes run under
+//!   one supervisor process, in a session of their own without a controlling terminal; what a
+//!   process leaves in its process group dies when it exits, and the whole tree (`setsid` and
+//!   double-fork escapees included) dies when the system stops, when the simulator is dropped
+//!   and when the process that owns it dies; the supervisor's death is the system's unexpected
+//!   exit. Without one, commands are spawned directly and only their process group is
+//!   contained. `docs/design.md` §13 has the rules.
 //! * **Statistics** come from `/proc/<pid>/stat` and `/proc/<pid>/status` of live host
 //!   processes (CPU in 100 ns units with `USER_HZ` = 100; working set from `RssAnon`/`VmRSS`);
 //!   scripted processes report zeros.
@@ -170,7 +178,8 @@
 //! `impl Driver for Simulator`) sit on the engine (`engine.rs`: shared state, model
 //! transitions, notifications), which uses the state table (`model.rs`), the timer queue
 //! (`sched.rs`), the host backend (`host.rs`) and the service thread (`service.rs`, reached
-//! only through its `Work` trait). Documents are parsed in `documents.rs`, HRESULT choices are
+//! only through its `Work` trait), and the per-system supervisor process with its link
+//! ([`supervisor`]). Documents are parsed in `documents.rs`, HRESULT choices are
 //! in `codes.rs`, configuration in `config.rs` and fault plans in [`fault`].
 
 mod calls;
@@ -188,9 +197,10 @@ mod sched;
 mod service;
 mod signal;
 mod simulator;
+pub mod supervisor;
 mod sync;
 
-pub use config::{Backend, Script, ScriptedProcess, SimConfig};
+pub use config::{Backend, Script, ScriptedProcess, SimConfig, SupervisorProgram};
 pub use fault::{
     Action, CallRule, FaultPlan, NotificationRule, NotifyTarget, PayloadEdit, PlanError, Release, Rule,
     Trigger,

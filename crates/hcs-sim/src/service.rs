@@ -13,7 +13,7 @@
 //! state. A daemon can run the same thread over the same engine.
 
 #[cfg(target_os = "linux")]
-use crate::host::Pidfds;
+use crate::host::{Key, Pidfds};
 use crate::host::{Reaper, Sweep};
 use crate::sync::lock;
 #[cfg(target_os = "linux")]
@@ -36,6 +36,9 @@ pub(crate) trait Work: Send + Sync + 'static {
     fn run_due(self: &Arc<Self>, now: Instant) -> bool;
     /// Reports that host child `proc` of system `sys` exited with `code`.
     fn host_exited(self: &Arc<Self>, sys: u64, proc: u64, code: u32);
+    /// Reports that the supervisor of system `sys` died (after the exits of its processes):
+    /// the system's unexpected exit.
+    fn system_lost(self: &Arc<Self>, sys: u64);
     /// `true` once the owner shuts down: the thread ends.
     fn shutting_down(&self) -> bool;
     /// How often to sweep host children that cannot be waited for (see `SimConfig`).
@@ -156,7 +159,7 @@ impl Service {
     fn poll(
         &self,
         eventfd: &OwnedFd,
-        pidfds: &[(u64, OwnedFd)],
+        pidfds: &[(Key, OwnedFd)],
         next: Option<Duration>,
         interval: Duration,
     ) -> Sweep {
@@ -197,7 +200,7 @@ impl Service {
                     .iter()
                     .zip(pidfds)
                     .filter(|(p, _)| !p.revents().is_empty())
-                    .map(|(_, (proc, _))| *proc)
+                    .map(|(_, (key, _))| *key)
                     .collect(),
             ),
             Err(rustix::io::Errno::INTR) => Sweep::None,
@@ -275,10 +278,13 @@ fn run<W: Work>(work: Arc<W>) {
                 break;
             }
         }
-        let exits = work.reaper().reap(&std::mem::replace(&mut sweep, Sweep::None));
-        if !exits.is_empty() {
-            for (sys, proc, code) in exits {
+        let reaped = work.reaper().reap(&std::mem::replace(&mut sweep, Sweep::None));
+        if !reaped.exits.is_empty() || !reaped.lost.is_empty() {
+            for (sys, proc, code) in reaped.exits {
                 work.host_exited(sys, proc, code);
+            }
+            for sys in reaped.lost {
+                work.system_lost(sys);
             }
             continue; // deliver what the exits queued (zero latency: now) before sleeping
         }

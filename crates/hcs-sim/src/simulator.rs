@@ -289,6 +289,25 @@ impl Simulator {
         self.engine.reaper.running()
     }
 
+    /// Starts a supervisor ([`crate::supervisor`]) ahead of need, when one is configured and
+    /// none is waiting yet: the next system whose first host process is created takes it, so
+    /// that the supervisor's start-up overlaps the caller's own work instead of delaying that
+    /// first process. Without it, a system's supervisor starts with its first host process.
+    /// A spare that is never used goes with the simulator.
+    pub fn prepare_supervisor(&self) {
+        if matches!(self.engine.backend, crate::Backend::Host) {
+            self.engine.reaper.prepare();
+        }
+    }
+
+    /// The host pid of the supervisor running system `id`'s processes (see
+    /// [`crate::supervisor`]), once its first host process was created and until it stops;
+    /// `None` without a configured supervisor.
+    pub fn supervisor_pid(&self, id: &str) -> Option<u32> {
+        let sys = *self.engine.lock().by_id.get(id)?;
+        self.engine.reaper.supervisor_pid(sys)
+    }
+
     /// Ids of every system the model holds (any state), in creation order. A stopped system is
     /// forgotten once its last handle is closed.
     pub fn live_systems(&self) -> Vec<String> {
@@ -392,12 +411,14 @@ impl Simulator {
     pub fn assert_no_leaks(&self) {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
+            // Settling first, then the leaks: a stop that completes in between must not leave a
+            // stale list with "not settling".
+            let settling = self.engine.reaper.running() > 0
+                || self.engine.lock().systems.values().any(|s| s.stopping.is_some());
             let leaks = self.leaks();
             if leaks.is_empty() {
                 return;
             }
-            let settling = self.engine.reaper.running() > 0
-                || self.engine.lock().systems.values().any(|s| s.stopping.is_some());
             if !settling || Instant::now() >= deadline {
                 panic!("hcs-sim: {} leak(s):\n  {}", leaks.len(), leaks.join("\n  "));
             }

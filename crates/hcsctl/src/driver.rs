@@ -117,6 +117,15 @@ pub fn select(choice: DriverChoice, faults: Option<hcs_sim::FaultPlan>) -> Resul
     if let Some(plan) = faults {
         config = config.faults(plan);
     }
+    // Containment (Linux): each compute system's processes run under a supervisor, this very
+    // executable re-executed with the hidden first argument (`/proc/self/exe` names this
+    // binary even if its file was replaced since). The whole process tree of the system, in a
+    // session of its own without a terminal, dies when the system stops and when hcsctl dies.
+    if cfg!(target_os = "linux") {
+        config = config.supervisor(
+            hcs_sim::SupervisorProgram::new("/proc/self/exe").arg(hcs_sim::supervisor::HCSCTL_ARG),
+        );
+    }
     let sim = hcs_sim::Simulator::try_new(config)
         .map_err(|e| CliError::new(crate::exit::DATA_ERR, format!("invalid fault plan: {e}")))?;
     tracing::debug!(driver = "sim", "driver selected");

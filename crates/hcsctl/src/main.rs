@@ -136,6 +136,14 @@ fn version() -> i32 {
 }
 
 fn main() {
+    // The hidden entry of the per-system supervisor of the simulator's processes (hcsctl
+    // re-executes itself as it, see `driver`): checked before anything else is set up.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == hcs_sim::supervisor::HCSCTL_ARG)
+    {
+        std::process::exit(hcs_sim::supervisor::main());
+    }
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let result = match cli.command {

@@ -213,6 +213,11 @@ fn run_checked(
     };
     let faults = opts.faults.as_deref().map(load_fault_plan).transpose()?;
     let selected = driver::select(opts.driver.driver, faults)?;
+    if let Some(sim) = &selected.sim {
+        // The system's supervisor starts now, alongside our own set-up (signals, I/O thread,
+        // create, start), rather than when the process is created.
+        sim.prepare_supervisor();
+    }
     let deadline = opts
         .timeout
         .and_then(|l| l.0)

@@ -365,3 +365,124 @@ fn background_children_of_the_command_do_not_outlive_the_run() {
         .unwrap();
     assert!(left.stdout.is_empty(), "left running: {}", text(&left.stdout));
 }
+
+/// A `sleep` argument unique to this test process (so its processes can be found again).
+fn marker(seconds: u32) -> String {
+    format!("{seconds}.{:06}", std::process::id() % 1_000_000)
+}
+
+/// Live (not zombie) processes whose command line is `sleep <marker>`.
+fn sleeping(marker: &str) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("^sleep {marker}$")])
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                s.rfind(')')
+                    .is_some_and(|i| !s[i + 1..].trim_start().starts_with('Z'))
+            })
+        })
+        .collect()
+}
+
+/// Asserts that no `sleep <marker>` runs (after up to `within`); kills what it finds first, so
+/// that a failure leaves nothing behind either.
+fn assert_none_left(markers: &[String], within: Duration, what: &str) {
+    let t0 = Instant::now();
+    let mut left: Vec<(String, Vec<u32>)>;
+    loop {
+        left = markers
+            .iter()
+            .map(|m| (m.clone(), sleeping(m)))
+            .filter(|(_, p)| !p.is_empty())
+            .collect();
+        if left.is_empty() || t0.elapsed() >= within {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in left.iter().flat_map(|(_, p)| p) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    assert!(
+        left.is_empty(),
+        "{what}: still running after {within:?}: {left:?}"
+    );
+}
+
+// 7. Containment of escapees: a session of their own, or a double fork, does not get them out.
+
+#[test]
+fn setsid_and_double_forked_children_of_the_command_do_not_outlive_the_run() {
+    let (escaped, double_forked) = (marker(28), marker(29));
+    // The command waits until the setsid'd sleep leads a session of its own (so that it has
+    // escaped before the command ends), and double-forks the other.
+    let script = format!(
+        "setsid sleep {escaped} & until [ \"$(cut -d' ' -f6 /proc/$!/stat)\" = \"$!\" ]; do sleep 0.01; done; \
+         (sleep {double_forked} &); echo started"
+    );
+    let o = run(&["run", "--", "sh", "-c", &script]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "started\n");
+    // Not "soon after": when hcsctl has exited, they are gone.
+    assert_none_left(&[escaped, double_forked], Duration::ZERO, "after hcsctl exited");
+}
+
+// 8. The command has a session of its own: no controlling terminal to be stopped on.
+
+#[test]
+fn a_command_that_opens_the_terminal_gets_an_error_instead_of_hanging() {
+    // Under a pseudo-terminal (`script` from util-linux), so that hcsctl really has a
+    // controlling terminal the command could share.
+    let bin = bin().into_string().unwrap();
+    assert!(!bin.contains('\''), "{bin}");
+    let cmd = format!("'{bin}' run -- sh -c 'read x </dev/tty; echo rc=$?'");
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("HCSCTL", &bin)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs the command under a pseudo-terminal");
+    let code = wait_limited(&mut child, Duration::from_secs(15));
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(code, Some(0), "hung on the terminal (stopped by SIGTTIN?): {out}");
+    assert!(out.contains("rc=") && !out.contains("rc=0"), "{out}");
+    assert!(out.contains("/dev/tty"), "the open fails with a message: {out}");
+}
+
+// 9. `kill -9` of hcsctl takes everything it started with it.
+
+#[test]
+fn kill_9_of_hcsctl_leaves_nothing_it_started_running() {
+    let markers = [marker(36), marker(37), marker(38), marker(39)];
+    let [grouped, escaped, double_forked, main] = &markers;
+    let script =
+        format!("sleep {grouped} & setsid sleep {escaped} & (sleep {double_forked} &); exec sleep {main}");
+    let mut child = hcsctl()
+        .args(["run", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while markers.iter().any(|m| sleeping(m).is_empty()) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started: Vec<_> = markers.iter().map(|m| sleeping(m)).collect();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        started.iter().all(|p| p.len() == 1),
+        "not all started: {started:?}"
+    );
+    assert_none_left(&markers, Duration::from_secs(1), "after kill -9 of hcsctl");
+}
