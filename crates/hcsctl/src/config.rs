@@ -99,8 +99,8 @@ pub fn unmodelled_warning(source: &str, members: &[String]) -> Option<String> {
 }
 
 /// Reads and checks a configuration file (66 when unreadable, 65 when invalid); returns the text
-/// to pass to HCS.
-pub fn load_config(path: &Path) -> Result<String, CliError> {
+/// to pass to HCS and the warning about members hcsctl does not model, if any.
+pub fn load_config(path: &Path) -> Result<(String, Option<String>), CliError> {
     let text = read_input(path, "configuration")?;
     let unmodelled = check_config(&text).map_err(|e| {
         let detail = match (e.is_not_json(), e.line, e.column) {
@@ -111,10 +111,8 @@ pub fn load_config(path: &Path) -> Result<String, CliError> {
         };
         CliError::new(DATA_ERR, format!("configuration {}: {detail}", path.display()))
     })?;
-    if let Some(w) = unmodelled_warning(&path.display().to_string(), &unmodelled) {
-        eprintln!("hcsctl: {}", crate::run::escape(&w));
-    }
-    Ok(text)
+    let warning = unmodelled_warning(&path.display().to_string(), &unmodelled);
+    Ok((text, warning))
 }
 
 /// Reads and parses a fault-plan file: 66 when unreadable, 65 (naming the bad field) when

@@ -208,7 +208,13 @@ fn run_checked(
 ) -> Result<i32, CliError> {
     let command_line = join_command_line(&opts.command).map_err(|e| CliError::new(2, e.to_string()))?;
     let config = match &opts.config {
-        Some(path) => load_config(path)?,
+        Some(path) => {
+            let (text, warning) = load_config(path)?;
+            if let Some(w) = warning {
+                eprintln!("hcsctl: {}", escape(&w));
+            }
+            text
+        }
         None => default_document(),
     };
     let faults = opts.faults.as_deref().map(load_fault_plan).transpose()?;
