@@ -2,8 +2,8 @@
 
 use crate::table::{ComputeCoreTable, SystemOperationFn, HCS_EVENT};
 use hcs::{
-    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, MigrationStep, NotificationKind,
-    NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
+    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, NotificationKind, NotifyContext,
+    ProcessHandle, ProcessInfo, Reply, SystemHandle,
 };
 use hcs_ffi::{
     self as ffi, invalid_utf16, opt_ptr, wide_opt, HandleGuard, OutString, StdioMapper, SystemStdio,
@@ -1111,29 +1111,53 @@ impl Driver for ComputeCoreDriver {
         result
     }
 
-    fn live_migration_step(
+    fn initialize_live_migration_on_source(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.migration_call(
+            "HcsInitializeLiveMigrationOnSource",
+            self.table.initialize_live_migration_on_source,
+            system,
+            options,
+        )
+    }
+
+    fn start_live_migration_transfer(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.migration_call(
+            "HcsStartLiveMigrationTransfer",
+            self.table.start_live_migration_transfer,
+            system,
+            options,
+        )
+    }
+
+    fn finalize_live_migration(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.migration_call(
+            "HcsFinalizeLiveMigration",
+            self.table.finalize_live_migration,
+            system,
+            options,
+        )
+    }
+
+    fn cancel_live_migration(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.migration_call(
+            "HcsCancelLiveMigration",
+            self.table.cancel_live_migration,
+            system,
+            options,
+        )
+    }
+}
+
+impl ComputeCoreDriver {
+    /// One live-migration export `(system, operation, options)`, waited for: unsupported when
+    /// the host lacks the export.
+    fn migration_call(
         &self,
+        name: &'static str,
+        f: Option<SystemOperationFn>,
         system: SystemHandle,
-        step: MigrationStep,
         options: &str,
-        _ctx: NotifyContext,
     ) -> DriverResult<()> {
-        let (name, f) = match step {
-            MigrationStep::InitializeOnSource => (
-                "HcsInitializeLiveMigrationOnSource",
-                self.table.initialize_live_migration_on_source,
-            ),
-            MigrationStep::StartOnSource => (
-                "HcsStartLiveMigrationOnSource",
-                self.table.start_live_migration_on_source,
-            ),
-            MigrationStep::StartTransfer => (
-                "HcsStartLiveMigrationTransfer",
-                self.table.start_live_migration_transfer,
-            ),
-            MigrationStep::Finalize => ("HcsFinalizeLiveMigration", self.table.finalize_live_migration),
-            MigrationStep::Cancel => ("HcsCancelLiveMigration", self.table.cancel_live_migration),
-        };
         let Some(f) = f else {
             tracing::debug!(export = name, "live-migration export not present on this host");
             return Err(Failure::unsupported());

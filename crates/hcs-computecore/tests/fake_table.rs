@@ -4,7 +4,7 @@
 #![allow(unsafe_code)]
 
 use hcs::notify::Subscription;
-use hcs::{Driver, Failure, HResult, MigrationStep, NotificationKind, NotifyContext};
+use hcs::{Driver, Failure, HResult, NotificationKind, NotifyContext};
 use hcs_computecore::ffi::{
     self, HANDLE, HCS_OPERATION, HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, PCWSTR, PWSTR,
 };
@@ -782,18 +782,15 @@ fn missing_live_migration_exports_are_unsupported_and_present_ones_are_waited_on
     let _g = begin();
     let d = ComputeCoreDriver::new(table());
     let sys = open_sys(&d);
-    let ctx = NotifyContext::new(1).unwrap();
-    for step in [
-        MigrationStep::InitializeOnSource,
-        MigrationStep::StartOnSource,
-        MigrationStep::StartTransfer,
-        MigrationStep::Finalize,
-        MigrationStep::Cancel,
-    ] {
-        assert_eq!(
-            d.live_migration_step(sys, step, "{}", ctx).unwrap_err(),
-            Failure::unsupported()
-        );
+    type Step = fn(&ComputeCoreDriver, hcs::SystemHandle) -> hcs::DriverResult<()>;
+    let steps: [Step; 4] = [
+        |d, s| d.initialize_live_migration_on_source(s, "{}"),
+        |d, s| d.start_live_migration_transfer(s, "{}"),
+        |d, s| d.finalize_live_migration(s, "{}"),
+        |d, s| d.cancel_live_migration(s, "{}"),
+    ];
+    for step in steps {
+        assert_eq!(step(&d, sys).unwrap_err(), Failure::unsupported());
     }
     let mut t = table();
     t.initialize_live_migration_on_source = Some(lm_init);
@@ -806,14 +803,11 @@ fn missing_live_migration_exports_are_unsupported_and_present_ones_are_waited_on
         },
     );
     assert_eq!(
-        d2.live_migration_step(sys, MigrationStep::InitializeOnSource, "", ctx)
-            .unwrap_err()
-            .code,
+        d2.initialize_live_migration_on_source(sys, "").unwrap_err().code,
         HResult::E_ACCESSDENIED
     );
     assert_eq!(
-        d2.live_migration_step(sys, MigrationStep::Finalize, "", ctx)
-            .unwrap_err(),
+        d2.finalize_live_migration(sys, "").unwrap_err(),
         Failure::unsupported()
     );
     d.close_compute_system(sys).unwrap();

@@ -112,7 +112,7 @@ mod worker;
 pub use driver::NotificationKind;
 pub use driver::{
     ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, FailureSource, HandleCounts, Method,
-    MigrationStep, NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
+    MigrationTransport, NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
 };
 pub use error::{classify, Cause, Error, Result, Scope};
 pub use hresult::HResult;
