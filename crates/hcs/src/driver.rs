@@ -374,7 +374,7 @@ pub struct HandleCounts {
 /// the source-start and destination-start calls (design §10).
 ///
 /// Opaque to the lifecycle. On Windows the driver attaches the underlying `SOCKET`
-/// ([`MigrationTransport::raw_socket`]) to the HCS operation with
+/// (`MigrationTransport::raw_socket`, Windows only) to the HCS operation with
 /// `HcsAddResourceToOperation(op, 4 /*Socket*/, "hcs:/VirtualMachine/LiveMigrationSocket", s)`;
 /// on Unix (the simulator) the driver duplicates the stream ([`MigrationTransport::try_clone`]).
 /// The caller keeps ownership: it closes its stream when the session ends, whatever the driver

@@ -92,6 +92,8 @@ mod guard;
 pub mod hresult;
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(not(loom))]
+pub mod migration;
 mod notifier;
 pub mod notify;
 #[cfg(not(loom))]
@@ -116,6 +118,11 @@ pub use driver::{
 };
 pub use error::{classify, Cause, Error, Result, Scope};
 pub use hresult::HResult;
+#[cfg(not(loom))]
+pub use migration::{
+    CancelPath, FinalOperation, Migration, MigrationError, MigrationEvents, MigrationNotification,
+    MigrationState,
+};
 #[cfg(not(loom))]
 pub use notify::{dispatch, live_registrations};
 #[cfg(not(loom))]
