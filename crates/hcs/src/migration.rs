@@ -89,7 +89,7 @@ impl MigrationError {
     fn from_call(e: Error) -> Self {
         if e.is_already_closed() {
             MigrationError::Closed
-        } else if e.hresult().is_some_and(|c| c == HResult::E_NOTIMPL) {
+        } else if e.hresult().is_some_and(|c| c == HResult::E_NOTIMPL) || e.is_not_supported() {
             MigrationError::NotSupported(e.to_string())
         } else {
             MigrationError::Hcs(e)
