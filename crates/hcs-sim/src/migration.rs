@@ -19,8 +19,8 @@
 //! * **Pre-copy**: round 0 sends all memory, each later round the pages dirtied meanwhile, until
 //!   the dirty set is at most [`MigrationConfig::blackout_threshold_pages`] or
 //!   [`MigrationConfig::max_rounds`] rounds ran; then the blackout: the guest stops dirtying, the
-//!   last dirty pages and a checksum of the whole image are sent, the destination verifies its
-//!   image against it and acknowledges. The blackout time runs from `BlackoutStarted` to the
+//!   last dirty pages are sent and, with `ChecksumVerification` in the initialize options, a
+//!   checksum of the whole image the destination verifies; the destination acknowledges. The blackout time runs from `BlackoutStarted` to the
 //!   verified image on the destination.
 //! * **Events (the order is an assumption: HCS documents none).** Source: `SetupDone` (at start)
 //!   → `TransferInProgress` (per round, details `{Round, BytesTransferred, DirtyPages}`) →
@@ -252,6 +252,9 @@ struct Session {
     /// Held while a frame is written (so a cancel's `Abort` frame never splits one).
     writer: Mutex<()>,
     cancelled: AtomicBool,
+    /// `ChecksumVerification` of the initialize options (source): the image's checksum is sent
+    /// at the end of the blackout and verified by the destination.
+    verify: AtomicBool,
 }
 
 impl Session {
@@ -353,7 +356,8 @@ impl MigrationHost {
         self.hold_cv.notify_all();
     }
 
-    fn wait_release(&self, s: &Session) {
+    /// Holds a source transfer until released, cancelled, or the peer closed the connection.
+    fn wait_release(&self, s: &Session, stream: &TcpStream) {
         let mut h = lock(&self.hold);
         h.held = true;
         self.hold_cv.notify_all();
@@ -362,6 +366,9 @@ impl MigrationHost {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
+            if peer_closed(stream) {
+                break;
+            }
         }
         h.held = false;
         h.released = false;
@@ -507,7 +514,11 @@ impl MigrationHost {
         options: &str,
     ) -> Result<(), Failure> {
         let info = self.begin(engine, Method::InitializeLiveMigrationOnSource, h)?;
-        crate::documents::parse_json(options, engine.generation, "migration initialize options")?;
+        let doc = crate::documents::parse_json(options, engine.generation, "migration initialize options")?;
+        let verify = doc
+            .get("ChecksumVerification")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         if !info.vm {
             return Err(codes::failure(
                 NOT_SUPPORTED,
@@ -526,7 +537,9 @@ impl MigrationHost {
         lock(&self.guests)
             .entry(info.key)
             .or_insert_with(|| Arc::new(Mutex::new(Guest::new(bytes, seed, true))));
-        lock(&self.sessions).insert(info.key, new_session(&info.id, true, Phase::Initialized));
+        let session = new_session(&info.id, true, Phase::Initialized);
+        session.verify.store(verify, Ordering::SeqCst);
+        lock(&self.sessions).insert(info.key, session);
         Ok(())
     }
 
@@ -720,7 +733,7 @@ impl MigrationHost {
                 ));
             }
             Some(MigrationFault::HoldAtRound(r)) if r == round && session.source => {
-                self.wait_release(session)
+                self.wait_release(session, stream)
             }
             _ => {}
         }
@@ -829,7 +842,12 @@ impl MigrationHost {
         self.write_frame(session, &mut stream, &frame, &[])
             .map_err(broken)?;
         report.bytes += self.send_pages(engine, info, session, guest, &mut stream, &pages, cfg, broken)?;
-        let sum = lock(guest).checksum();
+        // With ChecksumVerification the destination verifies the image; 0 means "not sent".
+        let sum = if session.verify.load(Ordering::SeqCst) {
+            lock(guest).checksum().max(1)
+        } else {
+            0
+        };
         report.checksum = sum;
         let mut frame = vec![TAG_END];
         frame.extend_from_slice(&sum.to_le_bytes());
@@ -990,7 +1008,11 @@ impl MigrationHost {
                     let mut t = [0u8; 8];
                     checked(stream.read_exact(&mut t), self)?;
                     let expected = u64::from_le_bytes(t);
-                    let sum = lock(guest).checksum();
+                    let sum = if expected == 0 {
+                        0
+                    } else {
+                        lock(guest).checksum().max(1)
+                    };
                     report.checksum = sum;
                     let ok = sum == expected;
                     let mut ack = [0u8; 9];
@@ -1210,7 +1232,18 @@ fn new_session(id: &str, source: bool, phase: Phase) -> Arc<Session> {
         stream: Mutex::new(None),
         writer: Mutex::new(()),
         cancelled: AtomicBool::new(false),
+        verify: AtomicBool::new(false),
     })
+}
+
+/// `true` when the peer has closed its side (a source reads nothing from the destination until
+/// the acknowledgement, so anything readable before it is the end of the connection).
+fn peer_closed(stream: &TcpStream) -> bool {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(1)));
+    let mut b = [0u8; 1];
+    let closed = matches!(stream.peek(&mut b), Ok(0));
+    let _ = stream.set_read_timeout(None);
+    closed
 }
 
 fn crash(engine: &Arc<Engine>, key: u64) {

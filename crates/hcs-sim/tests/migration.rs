@@ -24,6 +24,14 @@ fn sim() -> Arc<Simulator> {
     Simulator::new(SimConfig::default().all_sync().generation(ApiGeneration::V2))
 }
 
+/// Initialize options with `ChecksumVerification`: the destination verifies the image.
+fn verified() -> MigrationInitializeOptions {
+    MigrationInitializeOptions {
+        checksum_verification: Some(true),
+        ..MigrationInitializeOptions::default()
+    }
+}
+
 fn pair_of_streams() -> (MigrationTransport, MigrationTransport) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -49,7 +57,7 @@ fn prepare(src_sim: Arc<Simulator>, dst_sim: Arc<Simulator>, id: &str) -> Hosts 
     let src = System::create_with(src_sim.clone(), id, VM, Timeouts::uniform(LONG)).unwrap();
     src.start().unwrap();
     let m_src = src.migration_source().unwrap();
-    m_src.initialize(&MigrationInitializeOptions::default()).unwrap();
+    m_src.initialize(&verified()).unwrap();
     let compat = m_src.compatibility_info().unwrap();
     assert!(compat.data.is_some());
     let (dst, m_dst) =
@@ -212,7 +220,7 @@ fn a_vm_migrates_there_and_back() {
     src.close().unwrap();
     // Back: the destination is now the source; its guest memory is the migrated image.
     let m_back = dst.migration_source().unwrap();
-    m_back.initialize(&MigrationInitializeOptions::default()).unwrap();
+    m_back.initialize(&verified()).unwrap();
     assert_eq!(b.guest_checksum("round-trip"), Some(sum));
     let compat = m_back.compatibility_info().unwrap();
     let (home, m_home) =
