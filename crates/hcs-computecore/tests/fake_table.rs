@@ -844,7 +844,10 @@ fn transport() -> (hcs::MigrationTransport, std::net::TcpStream) {
 fn migration_starts_attach_the_socket_to_their_operation_and_need_add_resource() {
     let _g = begin();
     let (t, _peer) = transport();
+    #[cfg(unix)]
     let fd = std::os::fd::AsRawFd::as_raw_fd(t.stream()) as usize;
+    #[cfg(windows)]
+    let fd = t.raw_socket() as usize;
     // Without HcsAddResourceToOperation (or the export) neither start can attach the socket.
     let mut partial = table();
     partial.start_live_migration_on_source = Some(lm_start);
