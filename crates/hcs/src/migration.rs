@@ -550,9 +550,13 @@ impl Migration {
         r.map_err(MigrationError::from_call)
     }
 
-    /// Moves `from` → `to` if the state is one of `from`; else an invalid-state error.
+    /// Moves `from` → `to` if the state is one of `from`; a cancelled session is
+    /// [`MigrationError::Cancelled`], any other state an invalid-state error.
     fn enter(&self, step: &'static str, from: &[MigrationState], to: MigrationState) -> MigrationResultT<()> {
         let mut s = lock(&self.session);
+        if matches!(s.state, MigrationState::Cancelling | MigrationState::Cancelled) {
+            return Err(MigrationError::Cancelled);
+        }
         if !from.contains(&s.state) {
             return Err(MigrationError::InvalidState { step, state: s.state });
         }
@@ -782,6 +786,19 @@ impl Migration {
                 };
                 Err(e)
             }
+        }
+    }
+}
+
+impl Drop for Migration {
+    /// A session dropped before it was finalized leaves the migration to HCS as it is (cancel and
+    /// finalize are owed on both sides, as in hcsshim): logged, nothing is called.
+    fn drop(&mut self) {
+        let state = lock(&self.session).state;
+        if !matches!(state, MigrationState::Idle | MigrationState::Finalized(_))
+            && !self.inner.handle.is_closed()
+        {
+            tracing::warn!(id = %self.inner.id, ?state, "live-migration session dropped before finalize");
         }
     }
 }
