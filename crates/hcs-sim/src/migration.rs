@@ -35,6 +35,11 @@
 //!   (`DestinationMigrationFailed` on the source, `SourceMigrationFailed` on the destination;
 //!   assumed: neither can tell a dead peer from a dead link). Events reach a system's
 //!   registrations only after `enable_live_migration_events`.
+//! * **Processes**: the VM's synthetic (scripted-backend) processes move with it: their pids,
+//!   command lines, behaviour and remaining runtime are sent at the end of the blackout and the
+//!   processes are created in the destination VM when it resumes (without handles: open them by
+//!   pid). Host-backend processes are host processes and do not move (they end with the source
+//!   VM).
 //! * **Codes**: a cancelled transfer fails with Win32 `ERROR_CANCELLED` in HRESULT form, a broken
 //!   connection with `HCS_E_CONNECTION_CLOSED`, a crashed VM with `HCS_E_UNEXPECTED_EXIT`, a bad
 //!   peer (session id, memory size, checksum, protocol) with `HCS_E_PROTOCOL_ERROR`, a step in the
@@ -48,7 +53,7 @@
 use crate::codes;
 use crate::documents::rfc3339;
 use crate::engine::Engine;
-use crate::model::{StopKind, SystemState};
+use crate::model::{ProcKind, StopKind, SystemState};
 use crate::sync::lock;
 use hcs::{ApiGeneration, Failure, HResult, Method, MigrationTransport, NotificationKind, SystemHandle};
 use serde_json::{json, Value};
@@ -67,6 +72,7 @@ const TAG_ROUND_END: u8 = 2;
 const TAG_BLACKOUT: u8 = 3;
 const TAG_END: u8 = 4;
 const TAG_ABORT: u8 = 5;
+const TAG_PROCESSES: u8 = 6;
 const ABORT_CANCEL: u8 = 1;
 const ABORT_GUEST: u8 = 2;
 /// Win32 `ERROR_CANCELLED` in HRESULT form.
@@ -284,6 +290,54 @@ pub(crate) struct MigrationHost {
     reports: Mutex<Vec<MigrationReport>>,
     hold: Mutex<Hold>,
     hold_cv: Condvar,
+    /// Synthetic processes received by a destination, created at finalize `Resume`.
+    moved: Mutex<HashMap<u64, Vec<MovedProcess>>>,
+}
+
+/// A scripted (synthetic) process of a migrating VM, as it travels.
+#[derive(Debug, Clone)]
+struct MovedProcess {
+    pid: u32,
+    command_line: String,
+    image: String,
+    behaviour: crate::config::ScriptedProcess,
+    remaining: Option<Duration>,
+}
+
+impl MovedProcess {
+    fn to_json(&self) -> Value {
+        json!({
+            "Pid": self.pid, "CommandLine": self.command_line, "Image": self.image,
+            "ExitCode": self.behaviour.exit_code, "Stdout": self.behaviour.stdout,
+            "Stderr": self.behaviour.stderr, "IgnoreSignals": self.behaviour.ignore_signals,
+            "RemainingNanos": self.remaining.map(|d| d.as_nanos() as u64),
+        })
+    }
+    fn from_json(v: &Value) -> Option<MovedProcess> {
+        let bytes = |k: &str| -> Option<Vec<u8>> {
+            v.get(k)?
+                .as_array()?
+                .iter()
+                .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect()
+        };
+        Some(MovedProcess {
+            pid: u32::try_from(v.get("Pid")?.as_u64()?).ok()?,
+            command_line: v.get("CommandLine")?.as_str()?.to_string(),
+            image: v.get("Image")?.as_str()?.to_string(),
+            behaviour: crate::config::ScriptedProcess {
+                exit_code: u32::try_from(v.get("ExitCode")?.as_u64()?).ok()?,
+                stdout: bytes("Stdout")?,
+                stderr: bytes("Stderr")?,
+                runtime: None,
+                ignore_signals: v.get("IgnoreSignals")?.as_bool()?,
+            },
+            remaining: v
+                .get("RemainingNanos")
+                .and_then(Value::as_u64)
+                .map(Duration::from_nanos),
+        })
+    }
 }
 
 /// Why a transfer ended badly.
@@ -383,6 +437,7 @@ impl MigrationHost {
         let alive = |k: &u64| live.get(k).is_some_and(|s| *s != SystemState::Stopped);
         lock(&self.sessions).retain(|k, _| alive(k));
         lock(&self.guests).retain(|k, _| alive(k));
+        lock(&self.moved).retain(|k, _| alive(k));
         lock(&self.events).retain(|k| live.contains_key(k));
     }
 
@@ -842,6 +897,16 @@ impl MigrationHost {
         self.write_frame(session, &mut stream, &frame, &[])
             .map_err(broken)?;
         report.bytes += self.send_pages(engine, info, session, guest, &mut stream, &pages, cfg, broken)?;
+        // The VM's synthetic processes travel with it (their state as of the blackout).
+        let procs: Vec<Value> = synthetic_processes(engine, info.key)
+            .iter()
+            .map(MovedProcess::to_json)
+            .collect();
+        let body = Value::Array(procs).to_string().into_bytes();
+        let mut frame = vec![TAG_PROCESSES];
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        self.write_frame(session, &mut stream, &frame, &body)
+            .map_err(broken)?;
         // With ChecksumVerification the destination verifies the image; 0 means "not sent".
         let sum = if session.verify.load(Ordering::SeqCst) {
             lock(guest).checksum().max(1)
@@ -1048,6 +1113,27 @@ impl MigrationHost {
                     self.emit(engine, info.key, false, "MigrationDone", Some("Success"), None);
                     return Ok(());
                 }
+                TAG_PROCESSES => {
+                    let mut n = [0u8; 4];
+                    checked(stream.read_exact(&mut n), self)?;
+                    let len = u32::from_le_bytes(n) as usize;
+                    if len > 16 << 20 {
+                        return Err(protocol("the process list is too large"));
+                    }
+                    let mut body = vec![0u8; len];
+                    checked(stream.read_exact(&mut body), self)?;
+                    let list: Option<Vec<MovedProcess>> = serde_json::from_slice::<Value>(&body)
+                        .ok()
+                        .and_then(|v| {
+                            v.as_array()
+                                .map(|a| a.iter().map(MovedProcess::from_json).collect())
+                        })
+                        .flatten();
+                    let Some(list) = list else {
+                        return Err(protocol("the process list is malformed"));
+                    };
+                    lock(&self.moved).insert(info.key, list);
+                }
                 TAG_ABORT => {
                     let mut why = [0u8; 1];
                     let _ = stream.read_exact(&mut why);
@@ -1096,6 +1182,7 @@ impl MigrationHost {
         session.shutdown();
         session.close_stream();
         lock(&self.sessions).remove(&info.key);
+        let moved = lock(&self.moved).remove(&info.key).unwrap_or_default();
         let mut st = engine.lock();
         match (session.source, resume) {
             (true, false) => {
@@ -1111,6 +1198,7 @@ impl MigrationHost {
                     s.state = SystemState::Running;
                     s.started = Some((Instant::now(), SystemTime::now()));
                 }
+                adopt_processes(engine, &mut st, info.key, moved);
             }
             (true, true) => {}
         }
@@ -1234,6 +1322,76 @@ fn new_session(id: &str, source: bool, phase: Phase) -> Arc<Session> {
         cancelled: AtomicBool::new(false),
         verify: AtomicBool::new(false),
     })
+}
+
+/// The live synthetic (scripted-backend) processes of a system, with the runtime they have left.
+/// Host-backend processes are host processes and do not move.
+fn synthetic_processes(engine: &Engine, key: u64) -> Vec<MovedProcess> {
+    let st = engine.lock();
+    let Some(s) = st.systems.get(&key) else {
+        return Vec::new();
+    };
+    s.live_processes()
+        .filter_map(|(_, p)| match &p.kind {
+            ProcKind::Scripted(run) => Some(MovedProcess {
+                pid: p.pid,
+                command_line: p.command_line.clone(),
+                image: p.image.clone(),
+                behaviour: run.behaviour.clone(),
+                remaining: run.remaining.map(|r| {
+                    if run.frozen {
+                        r
+                    } else {
+                        r.saturating_sub(run.resumed_at.elapsed())
+                    }
+                }),
+            }),
+            ProcKind::Host => None,
+        })
+        .collect()
+}
+
+/// Creates the moved processes in the resumed destination VM, with their pids and the runtime
+/// they had left.
+fn adopt_processes(engine: &Arc<Engine>, st: &mut crate::model::State, sys: u64, moved: Vec<MovedProcess>) {
+    for m in moved {
+        let proc = st.key();
+        st.next_scripted_pid = st.next_scripted_pid.max(m.pid.wrapping_add(4));
+        if let Some(r) = m.remaining {
+            engine.schedule(
+                r,
+                crate::sched::Task::ScriptedExit {
+                    sys,
+                    proc,
+                    generation: 0,
+                },
+            );
+        }
+        let run = crate::model::ScriptedRun {
+            remaining: m.remaining,
+            behaviour: m.behaviour,
+            generation: 0,
+            resumed_at: Instant::now(),
+            frozen: false,
+            stdin: Arc::new(Mutex::new(Vec::new())),
+        };
+        if let Some(s) = st.systems.get_mut(&sys) {
+            s.processes.insert(
+                proc,
+                crate::model::ProcRec {
+                    pid: m.pid,
+                    command_line: m.command_line,
+                    image: m.image,
+                    handles: HashSet::new(),
+                    callbacks: Vec::new(),
+                    exit_code: None,
+                    kind: ProcKind::Scripted(run),
+                    modify_requests: Vec::new(),
+                    created: SystemTime::now(),
+                },
+            );
+        }
+    }
 }
 
 /// `true` when the peer has closed its side (a source reads nothing from the destination until

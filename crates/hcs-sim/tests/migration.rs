@@ -599,3 +599,67 @@ fn fault_plan_failures_reach_every_migration_step() {
         close_and_check(h);
     }
 }
+
+#[test]
+fn the_vms_synthetic_processes_move_with_it() {
+    use hcs_sim::{Script, ScriptedProcess};
+    let scripted = || {
+        let script = Script::new()
+            .on("worker", ScriptedProcess::forever())
+            .on("batch", ScriptedProcess::exits(7).runtime(Duration::from_secs(2)));
+        Simulator::new(
+            SimConfig::default()
+                .all_sync()
+                .generation(ApiGeneration::V2)
+                .scripted(script),
+        )
+    };
+    let (a, b) = (scripted(), scripted());
+    let src = System::create_with(a.clone(), "procs", VM, Timeouts::uniform(LONG)).unwrap();
+    src.start().unwrap();
+    let worker = src.create_process(r#"{"CommandLine":"worker"}"#).unwrap();
+    let batch = src.create_process(r#"{"CommandLine":"batch"}"#).unwrap();
+    let (worker_pid, batch_pid) = (worker.pid(), batch.pid());
+    worker.close().unwrap();
+    batch.close().unwrap();
+    let m_src = src.migration_source().unwrap();
+    m_src.initialize(&verified()).unwrap();
+    let compat = m_src.compatibility_info().unwrap();
+    let (dst, m_dst) =
+        Migration::create_destination(b.clone(), "procs", VM, compat, Timeouts::uniform(LONG)).unwrap();
+    let h = Hosts {
+        src_sim: a,
+        dst_sim: b.clone(),
+        src,
+        dst,
+        m_src: Arc::new(m_src),
+        m_dst: Arc::new(m_dst),
+    };
+    start(&h);
+    let (x, y) = transfer(&h);
+    x.unwrap();
+    y.unwrap();
+    h.m_src.finalize(FinalOperation::Stop).unwrap();
+    h.m_dst.finalize(FinalOperation::Resume).unwrap();
+    h.src.wait_timeout(LONG).unwrap();
+    let procs = b.system_info("procs").unwrap().processes;
+    let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    assert!(
+        pids.contains(&worker_pid) && pids.contains(&batch_pid),
+        "{procs:?}"
+    );
+    // They run on the destination: the worker until killed, the batch job (2 s from its start
+    // on the source, the rest of its runtime carried over) to its exit code.
+    let w = h.dst.open_process(worker_pid).unwrap();
+    let bj = h.dst.open_process(batch_pid).unwrap();
+    bj.wait_timeout(LONG).unwrap();
+    assert_eq!(bj.exit_code().unwrap(), 7);
+    assert!(
+        w.wait_timeout(Duration::from_millis(50)).is_err(),
+        "the worker still runs"
+    );
+    w.close().unwrap();
+    bj.close().unwrap();
+    h.src.close().unwrap();
+    close_and_check(h);
+}
