@@ -18,6 +18,11 @@
 //! * **Events**: `HcsSetComputeSystemCallback`/`HcsSetProcessCallback` register an
 //!   `hcs::notify::Subscription` (in this DLL's own `hcs` registry) whose closure calls the
 //!   client's `HCS_EVENT_CALLBACK` with an `HCS_EVENT` from the simulator's thread.
+//! * **Live migration**: `HcsAddResourceToOperation` (type 4, the migration socket URI) keeps
+//!   the socket on the operation; the migration exports and a destination's
+//!   `HcsStartComputeSystem` (an operation with a socket) forward to the simulator's migration
+//!   (design §10.3) with a duplicate of the socket; option 4 of `HcsSetComputeSystemCallback`
+//!   enables the migration events.
 //! * **Result strings** are `LocalAlloc`'d (the V2 driver frees with `LocalFree`) and counted.
 //! * **Stdio** handles are real anonymous pipes fed by DLL relay threads.
 #![allow(unsafe_code)]
@@ -78,6 +83,8 @@ struct OpState {
     completing_on: Option<std::thread::ThreadId>,
     /// The call's input strings: (pointer, units as read during the call).
     inputs: Vec<(usize, Vec<u16>)>,
+    /// The live-migration socket attached with `HcsAddResourceToOperation`.
+    socket: Option<usize>,
 }
 
 struct Operation {
@@ -566,8 +573,163 @@ pub unsafe extern "system" fn HcsStartComputeSystem(
     operation: HCS_OPERATION,
     options: PCWSTR,
 ) -> HRESULT {
+    // A socket on the operation makes it a migration destination's start.
+    if op(operation).is_some_and(|o| lock(&o.state).socket.is_some()) {
+        // SAFETY: forwarded HCS contract.
+        return unsafe { with_socket(cs, operation, options, true) };
+    }
     // SAFETY: forwarded HCS contract.
     unsafe { control(cs, operation, options, start, true) }
+}
+
+// ------------------------------------------------------------------------------------------
+// Live migration (design §10): the exports forward to the simulator; the socket comes from
+// `HcsAddResourceToOperation`.
+
+/// `HcsResourceTypeSocket`.
+const RESOURCE_TYPE_SOCKET: i32 = 4;
+const LIVE_MIGRATION_SOCKET_URI: &str = "hcs:/VirtualMachine/LiveMigrationSocket";
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsAddResourceToOperation(
+    operation: HCS_OPERATION,
+    resource_type: i32,
+    uri: PCWSTR,
+    handle: HANDLE,
+) -> HRESULT {
+    let Some(o) = op(operation) else {
+        return common::E_HANDLE;
+    };
+    // SAFETY: HCS contract.
+    let uri = unsafe { s(uri) };
+    if resource_type != RESOURCE_TYPE_SOCKET || uri != LIVE_MIGRATION_SOCKET_URI || handle.is_null() {
+        return E_INVALIDARG;
+    }
+    lock(&o.state).socket = Some(handle as usize);
+    0
+}
+
+/// A duplicate of the client's socket, as a transport (the client keeps its own).
+fn transport_of(raw: usize) -> std::io::Result<hcs::MigrationTransport> {
+    #[cfg(windows)]
+    let stream = {
+        use std::os::windows::io::FromRawSocket;
+        // SAFETY: the client's open socket, borrowed for the call: wrapped without taking
+        // ownership (ManuallyDrop) and duplicated.
+        let borrowed =
+            std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_socket(raw as u64) });
+        borrowed.try_clone()?
+    };
+    #[cfg(unix)]
+    let stream = {
+        use std::os::fd::FromRawFd;
+        // SAFETY: as above, a descriptor.
+        let borrowed = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(raw as i32) });
+        borrowed.try_clone()?
+    };
+    #[cfg(not(any(windows, unix)))]
+    let stream: std::net::TcpStream = {
+        let _ = raw;
+        return Err(std::io::ErrorKind::Unsupported.into());
+    };
+    hcs::MigrationTransport::new(stream)
+}
+
+/// Source start or destination start: the operation's socket handed to the simulator.
+unsafe fn with_socket(cs: HANDLE, operation: HCS_OPERATION, options: PCWSTR, destination: bool) -> HRESULT {
+    let Some(h) = sys(cs) else {
+        return common::E_HANDLE;
+    };
+    let o = match begin(operation) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    o.record_inputs(&[options]);
+    // SAFETY: HCS contract.
+    let opts = unsafe { s(options) };
+    let socket = lock(&o.state).socket;
+    let r = match socket.map(transport_of) {
+        None => Err(Failure::new(E_INVALIDARG)),
+        Some(Err(_)) => Err(Failure::new(HResult::HCS_E_CONNECTION_CLOSED)),
+        Some(Ok(t)) if destination => sim().start_compute_system_as_migration_destination(h, &opts, &t),
+        Some(Ok(t)) => sim().start_live_migration_on_source(h, &opts, &t),
+    };
+    finish(&o, r, |_| (None, 0, None), false)
+}
+
+type Migrate = fn(&Simulator, SystemHandle, &str) -> hcs::DriverResult<()>;
+
+/// A migration step without a socket, completed when the simulator's call returns.
+unsafe fn migrate(cs: HANDLE, operation: HCS_OPERATION, options: PCWSTR, f: Migrate) -> HRESULT {
+    let Some(h) = sys(cs) else {
+        return common::E_HANDLE;
+    };
+    let o = match begin(operation) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    o.record_inputs(&[options]);
+    // SAFETY: HCS contract.
+    let opts = unsafe { s(options) };
+    finish(&o, f(sim(), h, &opts), |_| (None, 0, None), false)
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsInitializeLiveMigrationOnSource(
+    cs: HANDLE,
+    operation: HCS_OPERATION,
+    options: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe {
+        migrate(cs, operation, options, |s, h, o| {
+            s.initialize_live_migration_on_source(h, o)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsStartLiveMigrationOnSource(
+    cs: HANDLE,
+    operation: HCS_OPERATION,
+    options: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe { with_socket(cs, operation, options, false) }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsStartLiveMigrationTransfer(
+    cs: HANDLE,
+    operation: HCS_OPERATION,
+    options: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe {
+        migrate(cs, operation, options, |s, h, o| {
+            s.start_live_migration_transfer(h, o)
+        })
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsFinalizeLiveMigration(
+    cs: HANDLE,
+    operation: HCS_OPERATION,
+    options: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe { migrate(cs, operation, options, |s, h, o| s.finalize_live_migration(h, o)) }
+}
+
+#[no_mangle]
+pub unsafe extern "system" fn HcsCancelLiveMigration(
+    cs: HANDLE,
+    operation: HCS_OPERATION,
+    options: PCWSTR,
+) -> HRESULT {
+    // SAFETY: forwarded HCS contract.
+    unsafe { migrate(cs, operation, options, |s, h, o| s.cancel_live_migration(h, o)) }
 }
 
 #[no_mangle]
@@ -711,12 +873,19 @@ unsafe fn set_callback(
 #[no_mangle]
 pub unsafe extern "system" fn HcsSetComputeSystemCallback(
     cs: HANDLE,
-    _callback_options: i32,
+    callback_options: i32,
     context: *const c_void,
     callback: Option<EventCallback>,
 ) -> HRESULT {
     // SAFETY: forwarded HCS contract.
-    unsafe { set_callback(cs as usize as u64, context, callback, true) }
+    let r = unsafe { set_callback(cs as usize as u64, context, callback, true) };
+    // HcsEventOptionEnableLiveMigrationEvents.
+    if r == 0 && callback_options & 4 != 0 {
+        if let Some(h) = sys(cs) {
+            let _ = sim().enable_live_migration_events(h);
+        }
+    }
+    r
 }
 
 // ------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 use crate::table::{ComputeCoreTable, SystemOperationFn, HCS_EVENT};
 use hcs::{
-    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, MigrationStep, NotificationKind,
-    NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
+    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, MigrationTransport,
+    NotificationKind, NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
 };
 use hcs_ffi::{
     self as ffi, invalid_utf16, opt_ptr, wide_opt, HandleGuard, OutString, StdioMapper, SystemStdio,
@@ -1111,29 +1111,94 @@ impl Driver for ComputeCoreDriver {
         result
     }
 
-    fn live_migration_step(
+    fn initialize_live_migration_on_source(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.migration_call(
+            "HcsInitializeLiveMigrationOnSource",
+            self.table.initialize_live_migration_on_source,
+            system,
+            options,
+        )
+    }
+
+    fn start_live_migration_transfer(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.migration_call(
+            "HcsStartLiveMigrationTransfer",
+            self.table.start_live_migration_transfer,
+            system,
+            options,
+        )
+    }
+
+    fn finalize_live_migration(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.migration_call(
+            "HcsFinalizeLiveMigration",
+            self.table.finalize_live_migration,
+            system,
+            options,
+        )
+    }
+
+    fn cancel_live_migration(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.migration_call(
+            "HcsCancelLiveMigration",
+            self.table.cancel_live_migration,
+            system,
+            options,
+        )
+    }
+
+    fn start_live_migration_on_source(
         &self,
         system: SystemHandle,
-        step: MigrationStep,
         options: &str,
-        _ctx: NotifyContext,
+        transport: &MigrationTransport,
     ) -> DriverResult<()> {
-        let (name, f) = match step {
-            MigrationStep::InitializeOnSource => (
-                "HcsInitializeLiveMigrationOnSource",
-                self.table.initialize_live_migration_on_source,
-            ),
-            MigrationStep::StartOnSource => (
-                "HcsStartLiveMigrationOnSource",
-                self.table.start_live_migration_on_source,
-            ),
-            MigrationStep::StartTransfer => (
-                "HcsStartLiveMigrationTransfer",
-                self.table.start_live_migration_transfer,
-            ),
-            MigrationStep::Finalize => ("HcsFinalizeLiveMigration", self.table.finalize_live_migration),
-            MigrationStep::Cancel => ("HcsCancelLiveMigration", self.table.cancel_live_migration),
-        };
+        self.migration_socket_call(
+            "HcsStartLiveMigrationOnSource",
+            self.table.start_live_migration_on_source,
+            system,
+            options,
+            transport,
+        )
+    }
+
+    fn start_compute_system_as_migration_destination(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        transport: &MigrationTransport,
+    ) -> DriverResult<()> {
+        self.migration_socket_call(
+            "HcsStartComputeSystem",
+            Some(self.table.start_compute_system),
+            system,
+            options,
+            transport,
+        )
+    }
+
+    /// V2 enables migration events per registration (event option 4, set by
+    /// `register_compute_system_callback` when the host has the migration exports): nothing to
+    /// call here; unsupported on a host without them.
+    fn enable_live_migration_events(&self, _system: SystemHandle) -> Result<(), Failure> {
+        if self.table.has_live_migration() {
+            Ok(())
+        } else {
+            Err(Failure::unsupported())
+        }
+    }
+}
+
+impl ComputeCoreDriver {
+    /// One live-migration export `(system, operation, options)`, waited for: unsupported when
+    /// the host lacks the export.
+    fn migration_call(
+        &self,
+        name: &'static str,
+        f: Option<SystemOperationFn>,
+        system: SystemHandle,
+        options: &str,
+    ) -> DriverResult<()> {
         let Some(f) = f else {
             tracing::debug!(export = name, "live-migration export not present on this host");
             return Err(Failure::unsupported());
@@ -1143,6 +1208,61 @@ impl Driver for ComputeCoreDriver {
         let doc = self.run(name, |o| unsafe { f(sys(system), o, options.as_ptr()) })?;
         Ok(with_doc(Reply::done(()), doc))
     }
+
+    /// A migration start with the transport attached to its operation:
+    /// `HcsAddResourceToOperation(op, 4 /*Socket*/, "hcs:/VirtualMachine/LiveMigrationSocket",
+    /// socket)` then the export, waited for. Unsupported when either export is missing.
+    fn migration_socket_call(
+        &self,
+        name: &'static str,
+        f: Option<SystemOperationFn>,
+        system: SystemHandle,
+        options: &str,
+        transport: &MigrationTransport,
+    ) -> DriverResult<()> {
+        let (Some(f), Some(add)) = (f, self.table.add_resource_to_operation) else {
+            tracing::debug!(
+                export = name,
+                "live-migration export or HcsAddResourceToOperation not present"
+            );
+            return Err(Failure::unsupported());
+        };
+        let options = WideCString::new(if options.is_empty() { "{}" } else { options })?;
+        let uri = WideCString::new(LIVE_MIGRATION_SOCKET_URI)?;
+        let socket = socket_handle(transport);
+        let doc = self.run(name, |o| {
+            // SAFETY: our open operation; the URI outlives the call; the socket stays open while
+            // `transport` is borrowed, which outlives the call and the wait.
+            let hr = unsafe { add(o, RESOURCE_TYPE_SOCKET, uri.as_ptr(), socket) };
+            if hr < 0 {
+                tracing::debug!(hresult = %HResult::from_i32(hr), "HcsAddResourceToOperation failed");
+                return hr;
+            }
+            // SAFETY: open system handle; the options outlive the call and the wait.
+            unsafe { f(sys(system), o, options.as_ptr()) }
+        })?;
+        Ok(with_doc(Reply::done(()), doc))
+    }
+}
+
+/// `HcsResourceTypeSocket` (computedefs.h; not in windows-sys).
+pub const RESOURCE_TYPE_SOCKET: i32 = 4;
+/// The resource URI of the live-migration socket (hcsshim `LiveMigrationSocketURI`).
+pub const LIVE_MIGRATION_SOCKET_URI: &str = "hcs:/VirtualMachine/LiveMigrationSocket";
+
+/// The transport's socket as the `HANDLE` HCS takes (the `SOCKET` on Windows; the descriptor
+/// elsewhere, where only fake tables see it).
+fn socket_handle(transport: &MigrationTransport) -> hcs_ffi::HANDLE {
+    #[cfg(windows)]
+    let raw = transport.raw_socket() as usize;
+    #[cfg(unix)]
+    let raw = std::os::fd::AsRawFd::as_raw_fd(transport.stream()) as usize;
+    #[cfg(not(any(windows, unix)))]
+    let raw = {
+        let _ = transport;
+        0usize
+    };
+    raw as hcs_ffi::HANDLE
 }
 
 fn with_doc<T>(mut r: Reply<T>, doc: Option<String>) -> Reply<T> {

@@ -143,13 +143,16 @@ impl ComputeCoreTable {
         unsafe { Self::from_lookup(|name| lookup_lib.symbol(name), default_free(), Some(lib)) }
     }
 
-    /// `true` when the host exports every live-migration step.
+    /// `true` when the host exports the four live-migration steps of the public header
+    /// (initialize, start on source, transfer, finalize). `HcsCancelLiveMigration` is newer and
+    /// optional on its own: its absence does not make a host migration-less (the library shuts
+    /// the transport down instead, design §10.2). The start calls also need
+    /// `HcsAddResourceToOperation`, and say unsupported without it.
     pub fn has_live_migration(&self) -> bool {
         self.initialize_live_migration_on_source.is_some()
             && self.start_live_migration_on_source.is_some()
             && self.start_live_migration_transfer.is_some()
             && self.finalize_live_migration.is_some()
-            && self.cancel_live_migration.is_some()
     }
 }
 

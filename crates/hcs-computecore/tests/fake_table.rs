@@ -4,7 +4,7 @@
 #![allow(unsafe_code)]
 
 use hcs::notify::Subscription;
-use hcs::{Driver, Failure, HResult, MigrationStep, NotificationKind, NotifyContext};
+use hcs::{Driver, Failure, HResult, NotificationKind, NotifyContext};
 use hcs_computecore::ffi::{
     self, HANDLE, HCS_OPERATION, HCS_PROCESS, HCS_PROCESS_INFORMATION, HCS_SYSTEM, HRESULT, PCWSTR, PWSTR,
 };
@@ -76,6 +76,8 @@ struct State {
     on_close_system: Option<Box<dyn FnOnce() + Send>>,
     /// rule violations the fake saw (checked by `assert_all_closed_and_freed`)
     violations: Vec<String>,
+    /// `HcsAddResourceToOperation` calls: (operation, type, uri, handle)
+    resources: Vec<(usize, i32, String, usize)>,
 }
 
 static FAKE: Global<State> = Global::new();
@@ -389,6 +391,22 @@ sys_op!(resume, "resume");
 sys_op!(save, "save");
 sys_op!(properties, "properties");
 sys_op!(lm_init, "lm_init");
+sys_op!(lm_start, "lm_start");
+
+unsafe extern "system" fn add_resource(op: HCS_OPERATION, kind: i32, uri: PCWSTR, handle: HANDLE) -> HRESULT {
+    let mut units = Vec::new();
+    let mut p = uri;
+    // SAFETY: the driver passes a NUL-terminated string valid for the call.
+    unsafe {
+        while *p != 0 {
+            units.push(*p);
+            p = p.add(1);
+        }
+    }
+    let uri = String::from_utf16_lossy(&units);
+    with(|s| s.resources.push((op as usize, kind, uri, handle as usize)));
+    0
+}
 
 unsafe extern "system" fn modify(
     _sys: HCS_SYSTEM,
@@ -782,18 +800,15 @@ fn missing_live_migration_exports_are_unsupported_and_present_ones_are_waited_on
     let _g = begin();
     let d = ComputeCoreDriver::new(table());
     let sys = open_sys(&d);
-    let ctx = NotifyContext::new(1).unwrap();
-    for step in [
-        MigrationStep::InitializeOnSource,
-        MigrationStep::StartOnSource,
-        MigrationStep::StartTransfer,
-        MigrationStep::Finalize,
-        MigrationStep::Cancel,
-    ] {
-        assert_eq!(
-            d.live_migration_step(sys, step, "{}", ctx).unwrap_err(),
-            Failure::unsupported()
-        );
+    type Step = fn(&ComputeCoreDriver, hcs::SystemHandle) -> hcs::DriverResult<()>;
+    let steps: [Step; 4] = [
+        |d, s| d.initialize_live_migration_on_source(s, "{}"),
+        |d, s| d.start_live_migration_transfer(s, "{}"),
+        |d, s| d.finalize_live_migration(s, "{}"),
+        |d, s| d.cancel_live_migration(s, "{}"),
+    ];
+    for step in steps {
+        assert_eq!(step(&d, sys).unwrap_err(), Failure::unsupported());
     }
     let mut t = table();
     t.initialize_live_migration_on_source = Some(lm_init);
@@ -806,15 +821,94 @@ fn missing_live_migration_exports_are_unsupported_and_present_ones_are_waited_on
         },
     );
     assert_eq!(
-        d2.live_migration_step(sys, MigrationStep::InitializeOnSource, "", ctx)
-            .unwrap_err()
-            .code,
+        d2.initialize_live_migration_on_source(sys, "").unwrap_err().code,
         HResult::E_ACCESSDENIED
     );
     assert_eq!(
-        d2.live_migration_step(sys, MigrationStep::Finalize, "", ctx)
+        d2.finalize_live_migration(sys, "").unwrap_err(),
+        Failure::unsupported()
+    );
+    d.close_compute_system(sys).unwrap();
+    assert_all_closed_and_freed();
+}
+
+/// A connected loopback stream pair.
+fn transport() -> (hcs::MigrationTransport, std::net::TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    (hcs::MigrationTransport::new(a).unwrap(), b)
+}
+
+#[test]
+fn migration_starts_attach_the_socket_to_their_operation_and_need_add_resource() {
+    let _g = begin();
+    let (t, _peer) = transport();
+    #[cfg(unix)]
+    let fd = std::os::fd::AsRawFd::as_raw_fd(t.stream()) as usize;
+    #[cfg(windows)]
+    let fd = t.raw_socket() as usize;
+    // Without HcsAddResourceToOperation (or the export) neither start can attach the socket.
+    let mut partial = table();
+    partial.start_live_migration_on_source = Some(lm_start);
+    let d = ComputeCoreDriver::new(partial);
+    let sys = open_sys(&d);
+    assert_eq!(
+        d.start_live_migration_on_source(sys, "{}", &t).unwrap_err(),
+        Failure::unsupported()
+    );
+    assert_eq!(
+        d.start_compute_system_as_migration_destination(sys, "{}", &t)
             .unwrap_err(),
         Failure::unsupported()
+    );
+    assert_eq!(d.enable_live_migration_events(sys), Err(Failure::unsupported()));
+    assert_eq!(calls("lm_start"), 0);
+
+    let mut full = table();
+    full.add_resource_to_operation = Some(add_resource);
+    full.initialize_live_migration_on_source = Some(lm_init);
+    full.start_live_migration_on_source = Some(lm_start);
+    full.start_live_migration_transfer = Some(lm_init);
+    full.finalize_live_migration = Some(lm_init);
+    // No HcsCancelLiveMigration: still a migration host, events enabled at registration.
+    let d2 = ComputeCoreDriver::new(full);
+    d2.start_live_migration_on_source(sys, r#"{"NetworkSettings":{"SessionId":3}}"#, &t)
+        .unwrap();
+    d2.start_compute_system_as_migration_destination(sys, "", &t)
+        .unwrap();
+    assert_eq!(d2.enable_live_migration_events(sys), Ok(()));
+    assert_eq!(
+        d2.cancel_live_migration(sys, "{}").unwrap_err(),
+        Failure::unsupported()
+    );
+    d2.register_compute_system_callback(sys, NotifyContext::new(9).unwrap())
+        .unwrap();
+    let (resources, ops, options) = with(|s| {
+        let ops: HashMap<&str, usize> = s.ops.iter().map(|(k, o)| (o.name, *k)).collect();
+        let options = s.callbacks.last().map(|c| c.1);
+        (s.resources.clone(), ops, options)
+    });
+    assert_eq!(resources.len(), 2);
+    for (op, kind, uri, handle) in &resources {
+        assert_eq!(
+            (*kind, uri.as_str(), *handle),
+            (4, "hcs:/VirtualMachine/LiveMigrationSocket", fd)
+        );
+        assert!(*op != 0);
+    }
+    assert_eq!(
+        resources[0].0, ops["lm_start"],
+        "the socket rides on the start-on-source operation"
+    );
+    assert_eq!(
+        resources[1].0, ops["start"],
+        "and on the destination's HcsStartComputeSystem"
+    );
+    assert_eq!(
+        options,
+        Some(4),
+        "registration carries HcsEventOptionEnableLiveMigrationEvents"
     );
     d.close_compute_system(sys).unwrap();
     assert_all_closed_and_freed();

@@ -25,10 +25,11 @@ pub mod validate;
 
 pub use exit::{ExitType, SystemExitStatus};
 pub use migration::{
-    decode_migration_event, BlackoutExitedDetails, MigrationCancelOptions, MigrationEvent,
-    MigrationFinalOperation, MigrationFinalizedOptions, MigrationInitializeOptions, MigrationOrigin,
-    MigrationResult, MigrationStartOptions, MigrationTransferOptions,
-    OperationSystemMigrationNotificationInfo, StartOptions,
+    decode_compatibility_info, decode_migration_event, session_id_from, BlackoutExitedDetails,
+    CompatibilityInfo, MigrationCancelOptions, MigrationEvent, MigrationFinalOperation,
+    MigrationFinalizedOptions, MigrationInitializeOptions, MigrationOrigin, MigrationResult,
+    MigrationStartOptions, MigrationTransferOptions, OperationSystemMigrationNotificationInfo, StartOptions,
+    COMPATIBILITY_INFO_QUERY,
 };
 pub use modify::{
     CloseHandle, ConsoleSize, ModifyRequestType, ModifySettingRequest, ProcessModifyOperation,

@@ -153,6 +153,157 @@ pub fn decode_migration_event(
     }
 }
 
+impl MigrationEvent {
+    /// `true` for the events that end a migration on the side that reports them:
+    /// `MigrationDone`, `MigrationFailed` and `MigrationRecoveryDone`.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            MigrationEvent::MigrationDone
+                | MigrationEvent::MigrationFailed
+                | MigrationEvent::MigrationRecoveryDone
+        )
+    }
+    /// `true` for the progress events (`SetupDone`, `TransferInProgress`, `BlackoutStarted`,
+    /// `OfflineDone`, `BlackoutExited`), for which a missing `Result` means success.
+    pub fn is_progress(&self) -> bool {
+        matches!(
+            self,
+            MigrationEvent::SetupDone
+                | MigrationEvent::TransferInProgress
+                | MigrationEvent::BlackoutStarted
+                | MigrationEvent::OfflineDone
+                | MigrationEvent::BlackoutExited
+        )
+    }
+}
+
+impl MigrationResult {
+    /// `true` for `Success`.
+    pub fn is_success(&self) -> bool {
+        *self == MigrationResult::Success
+    }
+}
+
+impl OperationSystemMigrationNotificationInfo {
+    /// The result with hcsshim's rule applied (`pkg/migration/parse.go`): a progress event with
+    /// no `Result` succeeded; a terminal event with no `Result` stays `None` (unspecified).
+    pub fn effective_result(&self) -> Option<MigrationResult> {
+        match (&self.result, &self.event) {
+            (Some(r), _) => Some(r.clone()),
+            (None, Some(e)) if e.is_progress() => Some(MigrationResult::Success),
+            _ => None,
+        }
+    }
+}
+
+/// The properties query (PropertiesV3) that returns a VM's migration compatibility data:
+/// `{"Queries":{"CompatibilityInfo":null}}`.
+pub const COMPATIBILITY_INFO_QUERY: &str = r#"{"Queries":{"CompatibilityInfo":null}}"#;
+
+/// Decodes the answer to [`COMPATIBILITY_INFO_QUERY`]. The exact envelope is undocumented:
+/// `{"CompatibilityInfo":{"Data":..}}` (the PropertiesV3 shape, what the simulator answers) and a
+/// bare `{"Data":..}` are both accepted.
+pub fn decode_compatibility_info(text: &str) -> Result<CompatibilityInfo, serde_json::Error> {
+    let v: serde_json::Value = serde_json::from_str(text)?;
+    match v.get("CompatibilityInfo") {
+        Some(inner) => serde_json::from_value(inner.clone()),
+        None => serde_json::from_value(v),
+    }
+}
+
+/// The `SessionId` both hosts use for the migration session named `session`, as hcsshim derives
+/// it (`sessionIDToUint32`): a GUID is normalised first (lower case, no braces), then the first
+/// four bytes of the SHA-256 of the text, big endian. Both hosts therefore agree without
+/// negotiating.
+pub fn session_id_from(session: &str) -> u32 {
+    let trimmed = session.trim();
+    let unbraced = trimmed
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or(trimmed);
+    let normalised = if is_guid(unbraced) {
+        unbraced.to_ascii_lowercase()
+    } else {
+        session.to_owned()
+    };
+    let digest = sha256(normalised.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// SHA-256 (FIPS 180-4), for [`session_id_from`] only.
+fn sha256(data: &[u8]) -> [u8; 32] {
+    const K: [u32; 64] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+    ];
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+    ];
+    let mut msg = data.to_vec();
+    let bit_len = (data.len() as u64).wrapping_mul(8);
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bit_len.to_be_bytes());
+    for chunk in msg.chunks_exact(64) {
+        let mut w = [0u32; 64];
+        for (i, word) in chunk.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..64 {
+            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
+            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16].wrapping_add(s0).wrapping_add(w[i - 7]).wrapping_add(s1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
+        for i in 0..64 {
+            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
+            let ch = (e & f) ^ (!e & g);
+            let t1 = hh
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(K[i])
+                .wrapping_add(w[i]);
+            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+            let maj = (a & b) ^ (a & c) ^ (b & c);
+            let t2 = s0.wrapping_add(maj);
+            hh = g;
+            g = f;
+            f = e;
+            e = d.wrapping_add(t1);
+            d = c;
+            c = b;
+            b = a;
+            a = t1.wrapping_add(t2);
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e, f, g, hh]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 32];
+    for (i, x) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&x.to_be_bytes());
+    }
+    out
+}
+
 /// Transport used for the memory transfer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MigrationMemoryTransport {
@@ -362,6 +513,53 @@ impl MigrationFinalizedOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_matches_the_fips_vectors_and_session_ids_are_stable() {
+        let hex = |d: [u8; 32]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hex(sha256(b"")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hex(sha256(&[b'a'; 1000])),
+            "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3"
+        );
+        assert_eq!(session_id_from("abc"), 0xba78_16bf);
+        assert_eq!(
+            session_id_from("{0F8FAD5B-D9CB-469F-A165-70867728950E}"),
+            session_id_from("0f8fad5b-d9cb-469f-a165-70867728950e")
+        );
+        assert_ne!(session_id_from("a"), session_id_from("b"));
+    }
+
+    #[test]
+    fn missing_result_means_success_for_progress_events_only() {
+        let e = |t: &str| decode_migration_event(Some(t)).unwrap();
+        assert_eq!(
+            e(r#"{"Event":"SetupDone"}"#).effective_result(),
+            Some(MigrationResult::Success)
+        );
+        assert_eq!(e(r#"{"Event":"MigrationDone"}"#).effective_result(), None);
+        assert_eq!(
+            e(r#"{"Event":"MigrationDone","Result":"MigrationCancelled"}"#).effective_result(),
+            Some(MigrationResult::MigrationCancelled)
+        );
+        assert!(MigrationEvent::MigrationFailed.is_terminal() && !MigrationEvent::OfflineDone.is_terminal());
+    }
+
+    #[test]
+    fn compatibility_info_decodes_from_either_envelope() {
+        let a = decode_compatibility_info(r#"{"CompatibilityInfo":{"Data":"AAEC"}}"#).unwrap();
+        let b = decode_compatibility_info(r#"{"Data":"AAEC"}"#).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.data.as_deref(), Some("AAEC"));
+        assert!(decode_compatibility_info("[").is_err());
+    }
 
     #[test]
     fn empty_or_missing_event_data_is_the_zero_value() {

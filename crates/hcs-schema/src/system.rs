@@ -409,6 +409,10 @@ pub struct VirtualMachine {
     /// Guest connection (GCS) settings, as raw JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guest_connection: Option<Value>,
+    /// Live-migration options: on a migration destination,
+    /// `{"Origin":"Destination","CompatibilityData":{..}}` (the source's compatibility data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration_options: Option<crate::migration::MigrationInitializeOptions>,
     /// Members this type does not model (`StorageQoS`, `DebugOptions`, `SecuritySettings`, ...),
     /// kept verbatim.
     #[serde(flatten)]

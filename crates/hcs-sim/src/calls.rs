@@ -7,8 +7,8 @@ use crate::engine::take_performed_failure;
 use crate::record::{CallEvent, CallResult, Event};
 use crate::simulator::Simulator;
 use hcs::{
-    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, Method, NotifyContext, ProcessHandle,
-    ProcessInfo, Reply, SystemHandle,
+    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, Method, MigrationTransport, NotifyContext,
+    ProcessHandle, ProcessInfo, Reply, SystemHandle,
 };
 
 /// A call's output value: the raw handle it carries, if any.
@@ -246,7 +246,17 @@ impl Driver for Simulator {
             Some(system.raw()),
             None,
             query,
-            |m| m.get_compute_system_properties(system, query),
+            |m| {
+                if crate::migration::is_compatibility_query(query)
+                    && self.engine.generation == ApiGeneration::V2
+                {
+                    return self
+                        .migration
+                        .compatibility_info(&self.engine, system)
+                        .map(Reply::done);
+                }
+                m.get_compute_system_properties(system, query)
+            },
         )
     }
 
@@ -367,5 +377,109 @@ impl Driver for Simulator {
         self.call(Method::GetServiceProperties, None, None, query, |m| {
             m.get_service_properties(query)
         })
+    }
+
+    fn initialize_live_migration_on_source(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.call(
+            Method::InitializeLiveMigrationOnSource,
+            Some(system.raw()),
+            None,
+            options,
+            |_| {
+                self.migration
+                    .initialize(&self.engine, system, options)
+                    .map(Reply::done)
+            },
+        )
+    }
+
+    fn start_live_migration_on_source(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        transport: &MigrationTransport,
+    ) -> DriverResult<()> {
+        self.call(
+            Method::StartLiveMigrationOnSource,
+            Some(system.raw()),
+            None,
+            options,
+            |_| {
+                self.migration
+                    .start(&self.engine, system, options, transport, true)
+                    .map(Reply::done)
+            },
+        )
+    }
+
+    fn start_live_migration_transfer(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.call(
+            Method::StartLiveMigrationTransfer,
+            Some(system.raw()),
+            None,
+            options,
+            |_| {
+                self.migration
+                    .transfer(&self.engine, system, options)
+                    .map(Reply::done)
+            },
+        )
+    }
+
+    fn finalize_live_migration(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.call(
+            Method::FinalizeLiveMigration,
+            Some(system.raw()),
+            None,
+            options,
+            |_| {
+                self.migration
+                    .finalize(&self.engine, system, options)
+                    .map(Reply::done)
+            },
+        )
+    }
+
+    fn cancel_live_migration(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.call(
+            Method::CancelLiveMigration,
+            Some(system.raw()),
+            None,
+            options,
+            |_| {
+                self.migration
+                    .cancel(&self.engine, system, options)
+                    .map(Reply::done)
+            },
+        )
+    }
+
+    fn start_compute_system_as_migration_destination(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        transport: &MigrationTransport,
+    ) -> DriverResult<()> {
+        self.call(
+            Method::StartComputeSystemAsMigrationDestination,
+            Some(system.raw()),
+            None,
+            options,
+            |_| {
+                self.migration
+                    .start(&self.engine, system, options, transport, false)
+                    .map(Reply::done)
+            },
+        )
+    }
+
+    fn enable_live_migration_events(&self, system: SystemHandle) -> Result<(), Failure> {
+        self.call(
+            Method::EnableLiveMigrationEvents,
+            Some(system.raw()),
+            None,
+            "",
+            |_| self.migration.enable_events(&self.engine, system),
+        )
     }
 }

@@ -191,6 +191,7 @@ mod driver;
 mod engine;
 pub mod fault;
 mod host;
+pub mod migration;
 mod model;
 pub mod record;
 mod sched;
@@ -206,6 +207,7 @@ pub use fault::{
     Trigger,
 };
 pub use host::proc_state;
+pub use migration::{MigrationConfig, MigrationFault, MigrationReport};
 pub use model::{MappedDirectory, SystemState};
 pub use record::{CallEvent, CallResult, DeliveryEvent, Event, Record, SignalEvent};
 pub use simulator::{HandleCounts, ProcessSnapshot, SimError, Simulator, SystemInfo};

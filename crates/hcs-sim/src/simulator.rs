@@ -86,6 +86,8 @@ pub struct Simulator {
     pub(crate) engine: Arc<Engine>,
     /// The model's side of the driver calls (same engine).
     pub(crate) model: Model,
+    /// Live migration (design §10.3).
+    pub(crate) migration: crate::migration::MigrationHost,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -120,6 +122,7 @@ impl Simulator {
                 engine: Arc::clone(&engine),
             },
             engine,
+            migration: Default::default(),
         }))
     }
 
@@ -399,6 +402,7 @@ impl Simulator {
             ));
         }
         drop(st);
+        out.extend(self.migration.leaks(&self.engine));
         for pid in self.engine.reaper.pids() {
             out.push(format!("host process {pid} still running"));
         }

@@ -529,7 +529,7 @@ fn fake_is_send_sync_and_usable_as_dyn_driver() {
     let driver: Arc<dyn Driver> = fake.clone();
     let system = driver.open_compute_system("dyn").unwrap().value;
     driver.close_compute_system(system).unwrap();
-    assert_eq!(Method::ALL.len(), 26);
+    assert_eq!(Method::ALL.len(), 33);
     assert_eq!(Method::StartComputeSystem.to_string(), "StartComputeSystem");
     assert!(Method::SaveComputeSystem.is_pending_capable());
     assert!(!Method::ShutdownComputeSystem.is_pending_capable());

@@ -370,19 +370,52 @@ pub struct HandleCounts {
     pub callbacks: usize,
 }
 
-/// One step of a live migration (V2 only; see design §10).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MigrationStep {
-    /// `HcsInitializeLiveMigrationOnSource`.
-    InitializeOnSource,
-    /// `HcsStartLiveMigrationOnSource`.
-    StartOnSource,
-    /// `HcsStartLiveMigrationTransfer`.
-    StartTransfer,
-    /// `HcsFinalizeLiveMigration`.
-    Finalize,
-    /// `HcsCancelLiveMigration`.
-    Cancel,
+/// The transport of a live migration: a connected TCP stream between the two hosts, handed to
+/// the source-start and destination-start calls (design §10).
+///
+/// Opaque to the lifecycle. On Windows the driver attaches the underlying `SOCKET`
+/// (`MigrationTransport::raw_socket`, Windows only) to the HCS operation with
+/// `HcsAddResourceToOperation(op, 4 /*Socket*/, "hcs:/VirtualMachine/LiveMigrationSocket", s)`;
+/// on Unix (the simulator) the driver duplicates the stream ([`MigrationTransport::try_clone`]).
+/// The caller keeps ownership: it closes its stream when the session ends, whatever the driver
+/// did with its duplicate.
+#[derive(Debug)]
+pub struct MigrationTransport {
+    stream: std::net::TcpStream,
+}
+
+impl MigrationTransport {
+    /// Wraps a TCP stream; fails with `NotConnected` when the stream has no peer (an unconnected
+    /// socket, which HCS rejects as well).
+    pub fn new(stream: std::net::TcpStream) -> std::io::Result<Self> {
+        stream.peer_addr()?;
+        Ok(MigrationTransport { stream })
+    }
+    /// The stream.
+    pub fn stream(&self) -> &std::net::TcpStream {
+        &self.stream
+    }
+    /// A duplicate of the stream (a second handle to the same connection).
+    pub fn try_clone(&self) -> std::io::Result<std::net::TcpStream> {
+        self.stream.try_clone()
+    }
+    /// Shuts the connection down in both directions, interrupting any I/O on every duplicate.
+    pub fn shutdown(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+    /// The peer's address.
+    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.stream.peer_addr()
+    }
+    /// The `SOCKET` to attach to an HCS operation.
+    #[cfg(windows)]
+    pub fn raw_socket(&self) -> std::os::windows::io::RawSocket {
+        std::os::windows::io::AsRawSocket::as_raw_socket(&self.stream)
+    }
+    /// Unwraps the stream.
+    pub fn into_stream(self) -> std::net::TcpStream {
+        self.stream
+    }
 }
 
 macro_rules! methods {
@@ -396,7 +429,7 @@ macro_rules! methods {
 
         impl Method {
             /// Every method, in trait order.
-            pub const ALL: [Method; 26] = [$(Method::$name,)*];
+            pub const ALL: [Method; 33] = [$(Method::$name,)*];
 
             /// The method's name, e.g. `"StartComputeSystem"` (the DLL export without `Hcs`).
             pub fn name(self) -> &'static str {
@@ -461,6 +494,21 @@ methods! {
     GetServiceProperties,
     /// [`Driver::modify_service_settings`].
     ModifyServiceSettings,
+    /// [`Driver::initialize_live_migration_on_source`].
+    InitializeLiveMigrationOnSource,
+    /// [`Driver::start_live_migration_on_source`].
+    StartLiveMigrationOnSource,
+    /// [`Driver::start_live_migration_transfer`].
+    StartLiveMigrationTransfer,
+    /// [`Driver::finalize_live_migration`].
+    FinalizeLiveMigration,
+    /// [`Driver::cancel_live_migration`].
+    CancelLiveMigration,
+    /// [`Driver::start_compute_system_as_migration_destination`] (`HcsStartComputeSystem` with
+    /// destination options and the transport).
+    StartComputeSystemAsMigrationDestination,
+    /// [`Driver::enable_live_migration_events`].
+    EnableLiveMigrationEvents,
 }
 
 impl Method {
@@ -623,14 +671,61 @@ pub trait Driver: Send + Sync + 'static {
     fn cancel_pending(&self, _ctx: NotifyContext, _kind: NotificationKind) -> Result<(), Failure> {
         Ok(())
     }
-    /// One live-migration step (V2 only). Defaults to unsupported.
-    fn live_migration_step(
+
+    // ---- live migration (V2 only; design §10) -------------------------------------------------
+    //
+    // Every method is optional (`Failure::unsupported()` by default, and per export on a V2
+    // host whose `computecore.dll` lacks it), synchronous (the driver waits for its HCS
+    // operation; none replies pending) and takes the options document verbatim.
+
+    /// `HcsInitializeLiveMigrationOnSource(options)`: prepares a running VM to migrate away
+    /// (`MigrationInitializeOptions`). Optional; defaults to unsupported.
+    fn initialize_live_migration_on_source(&self, _system: SystemHandle, _options: &str) -> DriverResult<()> {
+        Err(Failure::unsupported())
+    }
+    /// `HcsStartLiveMigrationOnSource(options)` with `transport` attached to the operation
+    /// (`MigrationStartOptions`). Optional; defaults to unsupported.
+    fn start_live_migration_on_source(
         &self,
         _system: SystemHandle,
-        _step: MigrationStep,
         _options: &str,
-        _ctx: NotifyContext,
+        _transport: &MigrationTransport,
     ) -> DriverResult<()> {
+        Err(Failure::unsupported())
+    }
+    /// `HcsStartLiveMigrationTransfer(options)` (`MigrationTransferOptions`), on either side.
+    /// Returns when the memory has been copied (or the transfer failed or was cancelled).
+    /// Optional; defaults to unsupported.
+    fn start_live_migration_transfer(&self, _system: SystemHandle, _options: &str) -> DriverResult<()> {
+        Err(Failure::unsupported())
+    }
+    /// `HcsFinalizeLiveMigration(options)` (`MigrationFinalizedOptions`), on either side.
+    /// Optional; defaults to unsupported.
+    fn finalize_live_migration(&self, _system: SystemHandle, _options: &str) -> DriverResult<()> {
+        Err(Failure::unsupported())
+    }
+    /// `HcsCancelLiveMigration(options)` (`MigrationCancelOptions`), on either side, possibly
+    /// while a transfer on the same system is running on another thread. Optional (the newest
+    /// export; absent from most hosts); defaults to unsupported.
+    fn cancel_live_migration(&self, _system: SystemHandle, _options: &str) -> DriverResult<()> {
+        Err(Failure::unsupported())
+    }
+    /// `HcsStartComputeSystem(options)` with `transport` attached to the operation: starts a VM
+    /// created with `VirtualMachine.MigrationOptions` as the destination of a migration
+    /// (`StartOptions{DestinationMigrationOptions}`). Synchronous, no completion notification.
+    /// Optional; defaults to unsupported.
+    fn start_compute_system_as_migration_destination(
+        &self,
+        _system: SystemHandle,
+        _options: &str,
+        _transport: &MigrationTransport,
+    ) -> DriverResult<()> {
+        Err(Failure::unsupported())
+    }
+    /// Makes sure `LiveMigration` notifications for `system` reach its registered callback (V2:
+    /// event option 4, `HcsEventOptionEnableLiveMigrationEvents`). Optional; defaults to
+    /// unsupported.
+    fn enable_live_migration_events(&self, _system: SystemHandle) -> Result<(), Failure> {
         Err(Failure::unsupported())
     }
 }

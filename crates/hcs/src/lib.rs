@@ -91,6 +91,8 @@ mod guard;
 pub mod hresult;
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(not(loom))]
+pub mod migration;
 mod notifier;
 pub mod notify;
 #[cfg(not(loom))]
@@ -111,10 +113,15 @@ mod worker;
 pub use driver::NotificationKind;
 pub use driver::{
     ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, FailureSource, HandleCounts, Method,
-    MigrationStep, NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
+    MigrationTransport, NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
 };
 pub use error::{classify, Cause, Error, Result, Scope};
 pub use hresult::HResult;
+#[cfg(not(loom))]
+pub use migration::{
+    CancelPath, FinalOperation, Migration, MigrationError, MigrationEvents, MigrationNotification,
+    MigrationState,
+};
 #[cfg(not(loom))]
 pub use notify::{dispatch, live_registrations};
 #[cfg(not(loom))]

@@ -72,6 +72,11 @@ impl std::fmt::Debug for System {
 }
 
 impl System {
+    /// The shared core (for the migration sessions, which outlive a borrow of the System).
+    pub(crate) fn inner_arc(&self) -> Arc<SystemInner> {
+        self.inner.clone()
+    }
+
     /// Creates a compute system from a configuration document, passed to HCS verbatim, with
     /// timeouts from the environment ([`Timeouts::from_env`]).
     pub fn create(driver: Arc<dyn Driver>, id: &str, configuration: &str) -> Result<System> {

@@ -9,6 +9,7 @@ use crate::driver::{Driver, DriverResult, Failure, NotificationKind, NotifyConte
 use crate::error::{Cause, Error, Result};
 use crate::guard::HandleCell;
 use crate::hresult::{sets, HResult};
+use crate::migration::EventHub;
 use crate::notifier::{Notifier, Outcome, PendingEnd};
 use crate::notify::Sink;
 use crate::object::{self, Registration};
@@ -44,12 +45,18 @@ pub(crate) struct SystemInner {
     pub(crate) timeouts: Mutex<Timeouts>,
     pub(crate) cached: Mutex<Cached>,
     pub(crate) started_at: Mutex<Option<SystemTime>>,
+    /// Live-migration events (design §10), fed by the sink.
+    pub(crate) migration: Arc<EventHub>,
 }
 
-struct SystemSink(Arc<Notifier>);
+struct SystemSink(Arc<Notifier>, Arc<EventHub>);
 
 impl Sink for SystemSink {
     fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
+        if kind == NotificationKind::LiveMigration {
+            self.1.push(payload);
+            return;
+        }
         self.0
             .on_notification(NotificationKind::SystemExited, kind, status, payload, &|sig| {
                 Some(Outcome::SystemExit(sig.clone()))
@@ -69,7 +76,8 @@ impl SystemInner {
 
     pub(crate) fn new(driver: Arc<dyn Driver>, id: &str, timeouts: Timeouts) -> Arc<Self> {
         let notifier = Arc::new(Notifier::new());
-        let reg = Registration::new(Arc::new(SystemSink(notifier.clone())));
+        let migration = Arc::new(EventHub::default());
+        let reg = Registration::new(Arc::new(SystemSink(notifier.clone(), migration.clone())));
         Arc::new(SystemInner {
             id: id.to_owned(),
             driver,
@@ -79,6 +87,7 @@ impl SystemInner {
             timeouts: Mutex::new(timeouts),
             cached: Mutex::new(Cached::default()),
             started_at: Mutex::new(None),
+            migration,
         })
     }
 
@@ -93,6 +102,14 @@ impl SystemInner {
 
     /// Close: stop new uses, wait for calls in progress, unregister, close the handle, latch.
     pub(crate) fn close(&self) -> Result<()> {
+        let r = self.close_handle();
+        if r.is_ok() {
+            self.migration.close();
+        }
+        r
+    }
+
+    fn close_handle(&self) -> Result<()> {
         object::close(
             &self.handle,
             &self.notifier,
@@ -122,6 +139,7 @@ impl SystemInner {
     pub(crate) fn release(&self) {
         let what = format!("compute system {}", self.id);
         object::release(&self.handle, &self.notifier, &self.reg, &what, || self.close());
+        self.migration.close();
     }
 
     /// After a failed create: terminates the system HCS made, unless the failure says it is

@@ -5,6 +5,8 @@
 //! * `hcsctl run [OPTIONS] -- CMD [ARGS...]` — create a compute system, start it, run `CMD` in
 //!   it attached to the terminal, forward Ctrl-C, stop the system and exit with the command's
 //!   exit code. See [`run`] for the details and the `--json` summary.
+//! * `hcsctl migrate ID --to HOST:PORT` / `hcsctl migrate --receive --listen HOST:PORT` — live
+//!   migration of a VM between two hosts; see [`migrate`].
 //! * `hcsctl list [--json]` — enumerate compute systems on the chosen driver.
 //! * `hcsctl version` — print the version and the default driver.
 //!
@@ -30,6 +32,7 @@ mod driver;
 mod exit;
 mod io;
 mod log;
+mod migrate;
 mod run;
 
 use clap::{Args, Parser, Subcommand};
@@ -51,6 +54,9 @@ enum Command {
     /// Run a command in a new compute system and exit with its exit code.
     #[command(after_help = run_help())]
     Run(run::RunOptions),
+    /// Live-migrate a VM: `migrate ID --to HOST:PORT` (source) or `migrate --receive --listen
+    /// HOST:PORT` (destination).
+    Migrate(migrate::MigrateOptions),
     /// List compute systems.
     List(ListArgs),
     /// Print the version.
@@ -148,6 +154,7 @@ fn main() {
     init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Run(opts) => run::run(opts),
+        Command::Migrate(opts) => migrate::migrate(opts),
         Command::List(a) => list(&a),
         Command::Version => Ok(version()),
     };

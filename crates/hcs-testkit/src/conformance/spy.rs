@@ -3,7 +3,7 @@
 //! gone from the notification registry, and can fire late callbacks at a closed object.
 
 use hcs::{
-    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, MigrationStep, NotificationKind,
+    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, MigrationTransport, NotificationKind,
     NotifyContext, ProcessHandle, ProcessInfo, SystemHandle,
 };
 use std::sync::{Arc, Mutex};
@@ -174,13 +174,37 @@ impl Driver for Spy {
     fn cancel_pending(&self, ctx: NotifyContext, kind: NotificationKind) -> Result<(), Failure> {
         self.inner.cancel_pending(ctx, kind)
     }
-    fn live_migration_step(
+    fn initialize_live_migration_on_source(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.inner.initialize_live_migration_on_source(system, options)
+    }
+    fn start_live_migration_on_source(
         &self,
         system: SystemHandle,
-        step: MigrationStep,
         options: &str,
-        ctx: NotifyContext,
+        transport: &MigrationTransport,
     ) -> DriverResult<()> {
-        self.inner.live_migration_step(system, step, options, ctx)
+        self.inner
+            .start_live_migration_on_source(system, options, transport)
+    }
+    fn start_live_migration_transfer(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.inner.start_live_migration_transfer(system, options)
+    }
+    fn finalize_live_migration(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.inner.finalize_live_migration(system, options)
+    }
+    fn cancel_live_migration(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.inner.cancel_live_migration(system, options)
+    }
+    fn start_compute_system_as_migration_destination(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        transport: &MigrationTransport,
+    ) -> DriverResult<()> {
+        self.inner
+            .start_compute_system_as_migration_destination(system, options, transport)
+    }
+    fn enable_live_migration_events(&self, system: SystemHandle) -> Result<(), Failure> {
+        self.inner.enable_live_migration_events(system)
     }
 }

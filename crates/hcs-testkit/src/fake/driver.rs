@@ -11,8 +11,8 @@ use super::sync::{lock, wait};
 use super::FakeDriver;
 use hcs::hresult::CodePair;
 use hcs::{
-    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, Method, NotifyContext,
-    ProcessHandle, ProcessInfo, Reply, SystemHandle,
+    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, Method, MigrationTransport,
+    NotifyContext, ProcessHandle, ProcessInfo, Reply, SystemHandle,
 };
 use std::sync::Arc;
 use std::thread;
@@ -538,6 +538,59 @@ impl Driver for FakeDriver {
         )?;
         let result = self.settle(&answer, |_| Ok(()));
         self.schedule(&answer, Target::Nowhere);
+        result
+    }
+
+    fn initialize_live_migration_on_source(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.system_op(Method::InitializeLiveMigrationOnSource, system, options, None)
+    }
+
+    fn start_live_migration_on_source(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        _transport: &MigrationTransport,
+    ) -> DriverResult<()> {
+        self.system_op(Method::StartLiveMigrationOnSource, system, options, None)
+    }
+
+    fn start_live_migration_transfer(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.system_op(Method::StartLiveMigrationTransfer, system, options, None)
+    }
+
+    fn finalize_live_migration(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.system_op(Method::FinalizeLiveMigration, system, options, None)
+    }
+
+    fn cancel_live_migration(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.system_op(Method::CancelLiveMigration, system, options, None)
+    }
+
+    fn start_compute_system_as_migration_destination(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        _transport: &MigrationTransport,
+    ) -> DriverResult<()> {
+        self.system_op(
+            Method::StartComputeSystemAsMigrationDestination,
+            system,
+            options,
+            None,
+        )
+    }
+
+    fn enable_live_migration_events(&self, system: SystemHandle) -> Result<(), Failure> {
+        let subject = Subject::System(system.raw());
+        let answer = self.begin(
+            Method::EnableLiveMigrationEvents,
+            subject,
+            None,
+            String::new(),
+            None,
+        )?;
+        let result = self.settle_plain(&answer, |st| st.check(subject));
+        self.schedule(&answer, Target::System(system.raw()));
         result
     }
 }
