@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# End to end: a real containerd (Debian's 1.6) drives containerd-shim-hcs-v1 over the simulator.
+#
+#   bash scripts/shim-e2e.sh            # as root; installs containerd + busybox-static if missing
+#
+# It starts a private containerd (root, state and sockets in a temporary directory, CRI plugin
+# disabled), runs busybox from a temporary rootfs through the shim with `ctr run --rm`, checks the
+# output and exit codes, then a detached task through ctr task ls/ps/exec/pause/resume/kill/
+# metrics/delete, checks the event topics, and tears everything down (the trap kills only the
+# containerd it started; shims exit when their task is deleted).
+# Knobs: SHIM_BIN (default: build target/debug/containerd-shim-hcs-v1), E2E_KEEP=1 keeps the
+# temporary directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$SECONDS
+say() { printf '[shim-e2e %3ss] %s\n' "$((SECONDS - start))" "$*"; }
+fail() { say "FAIL: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || { echo "shim-e2e: needs root (containerd and chroot)"; exit 1; }
+if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null || ! [ -x /bin/busybox ]; then
+  say "installing containerd and busybox-static"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq containerd busybox-static >/dev/null
+fi
+file -L /bin/busybox 2>/dev/null | grep -q "statically linked" || ldd /bin/busybox 2>&1 | grep -q "not a dynamic" \
+  || fail "/bin/busybox is not static (install busybox-static)"
+
+if [ -z "${SHIM_BIN:-}" ]; then
+  cargo build -q --locked -p containerd-shim-hcs-v1
+  SHIM_BIN="$PWD/target/debug/containerd-shim-hcs-v1"
+fi
+SHIM_BIN=$(readlink -f "$SHIM_BIN")
+
+tmp=$(mktemp -d /tmp/shim-e2e.XXXXXX)
+cpid=""
+evpid=""
+cleanup() {
+  set +e
+  if [ -n "$cpid" ]; then
+    # Delete whatever is left (tasks, containers), then stop the daemon we started.
+    for t in $(ctr -a "$tmp/c.sock" task ls -q 2>/dev/null); do
+      ctr -a "$tmp/c.sock" task kill -s SIGKILL "$t" >/dev/null 2>&1
+      ctr -a "$tmp/c.sock" task delete -f "$t" >/dev/null 2>&1
+    done
+    for c in $(ctr -a "$tmp/c.sock" container ls -q 2>/dev/null); do
+      ctr -a "$tmp/c.sock" container delete "$c" >/dev/null 2>&1
+    done
+  fi
+  [ -n "$evpid" ] && kill "$evpid" 2>/dev/null
+  if [ -n "$cpid" ]; then
+    kill "$cpid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$cpid" 2>/dev/null
+  fi
+  # Shims of this run (their command line names our temporary socket): none should be left.
+  left=$(pgrep -f -- "-address $tmp/c.sock" || true)
+  if [ -n "$left" ]; then
+    echo "shim-e2e: shims still running after teardown: $left" >&2
+    for p in $left; do kill -9 "$p" 2>/dev/null; done
+  fi
+  umount "$tmp"/root/io.containerd.* 2>/dev/null
+  if [ "${E2E_KEEP:-0}" = 1 ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+
+mkdir -p "$tmp/rootfs/bin" "$tmp/rootfs/tmp" "$tmp/rootfs/proc" "$tmp/rootfs/dev"
+cp /bin/busybox "$tmp/rootfs/bin/busybox"
+for a in sh echo cat sleep true false ls id pwd env; do ln -s busybox "$tmp/rootfs/bin/$a"; done
+echo "inside the rootfs" > "$tmp/rootfs/marker"
+
+cat > "$tmp/config.toml" <<TOML
+version = 2
+root = "$tmp/root"
+state = "$tmp/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$tmp/c.sock"
+[ttrpc]
+  address = "$tmp/c.sock.ttrpc"
+TOML
+say "starting a private containerd ($tmp)"
+containerd --config "$tmp/config.toml" >"$tmp/containerd.log" 2>&1 &
+cpid=$!
+for _ in $(seq 100); do [ -S "$tmp/c.sock" ] && break; sleep 0.1; done
+[ -S "$tmp/c.sock" ] || { cat "$tmp/containerd.log"; fail "containerd did not start"; }
+ctr() { command ctr -a "$tmp/c.sock" "$@"; }
+ctr events >"$tmp/events.log" 2>&1 &
+evpid=$!
+sleep 0.3
+
+run() { timeout 60 ctr -a "$tmp/c.sock" run --rm --runtime "$SHIM_BIN" --rootfs "$tmp/rootfs" "$@" </dev/null; }
+
+say "ctr run --rm: output and exit code"
+out=$(run t-echo /bin/echo hello from hcs)
+[ "$out" = "hello from hcs" ] || fail "expected 'hello from hcs', got: $out"
+out=$(run t-root /bin/cat /marker)
+[ "$out" = "inside the rootfs" ] || fail "the process did not run in the rootfs: $out"
+set +e
+run t-exit /bin/sh -c 'echo out; echo err >&2; exit 7' >"$tmp/o" 2>"$tmp/e"
+rc=$?
+set -e
+[ "$rc" = 7 ] || fail "expected exit code 7, got $rc"
+[ "$(cat "$tmp/o")" = out ] && [ "$(cat "$tmp/e")" = err ] || fail "stdout/stderr mixed up: $(cat "$tmp/o") / $(cat "$tmp/e")"
+out=$(timeout 60 ctr -a "$tmp/c.sock" run --rm --runtime "$SHIM_BIN" --cwd /tmp --env GREETING=hi --rootfs "$tmp/rootfs" t-env /bin/sh -c 'echo "$GREETING $(pwd)"' </dev/null)
+[ "$out" = "hi /tmp" ] || fail "env/cwd not applied: $out"
+
+say "ctr run -d, then task ls / ps / exec / pause / resume / metrics / kill / delete"
+timeout 30 ctr -a "$tmp/c.sock" run -d --runtime "$SHIM_BIN" --rootfs "$tmp/rootfs" t-bg /bin/sleep 300 </dev/null >/dev/null
+ctr task ls | grep -E '^t-bg +[0-9]+ +RUNNING' >/dev/null || fail "task ls: $(ctr task ls)"
+pid=$(ctr task ls | awk '$1=="t-bg"{print $2}')
+ctr task ps t-bg | grep -qw "$pid" || fail "task ps does not list $pid: $(ctr task ps t-bg)"
+out=$(timeout 30 ctr -a "$tmp/c.sock" task exec --exec-id e1 t-bg /bin/echo from-exec </dev/null)
+[ "$out" = from-exec ] || fail "exec: $out"
+ctr task pause t-bg
+ctr task ls | grep -E '^t-bg .*PAUSED' >/dev/null || fail "not paused: $(ctr task ls)"
+ctr task resume t-bg
+ctr task ls | grep -E '^t-bg .*RUNNING' >/dev/null || fail "not resumed: $(ctr task ls)"
+timeout 20 ctr -a "$tmp/c.sock" task metrics t-bg >"$tmp/metrics" 2>&1 || fail "metrics: $(cat "$tmp/metrics")"
+ctr task kill -s SIGTERM t-bg
+for _ in $(seq 100); do ctr task ls | grep -qE '^t-bg .*STOPPED' && break; sleep 0.1; done
+ctr task ls | grep -qE '^t-bg .*STOPPED' || fail "SIGTERM did not stop the task: $(ctr task ls)"
+ctr task delete t-bg >/dev/null
+ctr container delete t-bg
+[ -z "$(ctr task ls -q)" ] || fail "tasks left: $(ctr task ls)"
+
+sleep 0.5
+say "event topics"
+for topic in /tasks/create /tasks/start /tasks/exit /tasks/delete /tasks/exec-added /tasks/exec-started /tasks/paused /tasks/resumed; do
+  grep -q " $topic " "$tmp/events.log" || fail "no $topic event: $(cat "$tmp/events.log")"
+done
+order=$(awk '$6 ~ /^\/tasks\// && $7 ~ /"container_id":"t-bg"/ {print $6}' "$tmp/events.log" | tr '\n' ' ')
+want="/tasks/create /tasks/start /tasks/exec-added /tasks/exec-started /tasks/exit /tasks/paused /tasks/resumed /tasks/exit /tasks/delete "
+[ "$order" = "$want" ] || fail "t-bg events out of order: $order"
+
+say "shim delete with nothing to clean prints a DeleteResponse within 5 s"
+mkdir -p "$tmp/nobundle"
+( cd "$tmp/nobundle" && TTRPC_ADDRESS="$tmp/c.sock.ttrpc" timeout 5 "$SHIM_BIN" -namespace default -address "$tmp/c.sock" -publish-binary /usr/bin/containerd -id nothing delete >"$tmp/del.bin" ) \
+  || fail "shim delete failed"
+[ -s "$tmp/del.bin" ] || fail "shim delete printed nothing"
+
+say "passed"
