@@ -17,14 +17,14 @@ say() { printf '[shim-e2e %3ss] %s\n' "$((SECONDS - start))" "$*"; }
 fail() { say "FAIL: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || { echo "shim-e2e: needs root (containerd and chroot)"; exit 1; }
-if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null || ! [ -x /bin/busybox ]; then
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null || ! installed busybox-static; then
   say "installing containerd and busybox-static"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
   apt-get install -y -qq containerd busybox-static >/dev/null
 fi
-file -L /bin/busybox 2>/dev/null | grep -q "statically linked" || ldd /bin/busybox 2>&1 | grep -q "not a dynamic" \
-  || fail "/bin/busybox is not static (install busybox-static)"
+installed busybox-static && [ -x /bin/busybox ] || fail "busybox-static is not installed"
 
 if [ -z "${SHIM_BIN:-}" ]; then
   cargo build -q --locked -p containerd-shim-hcs-v1
@@ -35,6 +35,14 @@ SHIM_BIN=$(readlink -f "$SHIM_BIN")
 tmp=$(mktemp -d /tmp/shim-e2e.XXXXXX)
 cpid=""
 evpid=""
+# Pids of the shims of this run (their command line names our temporary containerd socket).
+shims_of_run() {
+  local p
+  for p in /proc/[0-9]*; do
+    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "-address $tmp/c.sock" && echo "${p#/proc/}"
+  done
+  return 0
+}
 cleanup() {
   set +e
   if [ -n "$cpid" ]; then
@@ -53,8 +61,8 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$cpid" 2>/dev/null
   fi
-  # Shims of this run (their command line names our temporary socket): none should be left.
-  left=$(pgrep -f -- "-address $tmp/c.sock" || true)
+  # Shims of this run: none should be left.
+  left=$(shims_of_run)
   if [ -n "$left" ]; then
     echo "shim-e2e: shims still running after teardown: $left" >&2
     for p in $left; do kill -9 "$p" 2>/dev/null; done
