@@ -106,22 +106,40 @@ fn helper(_args: &[std::ffi::OsString]) -> ! {
     std::process::exit(125)
 }
 
+/// Environment variable naming a directory of simulator fault plans, one per task id
+/// (`<dir>/<id>.json`, the `hcs-sim` JSON form): for tests that drive the shim through
+/// containerd (the shim inherits containerd's environment).
+const FAULTS_DIR_ENV: &str = "HCS_SHIM_SIM_FAULTS_DIR";
+/// Environment variable overriding the bound of each HCS call in a handler (milliseconds).
+const CALL_BOUND_ENV: &str = "HCS_SHIM_CALL_BOUND_MS";
+
 /// The driver behind the shim: the simulator on Unix, configured as `hcsctl` configures it
-/// (V2, no modelled latency, synchronous answers, fast reaping).
+/// (V2, no modelled latency, synchronous answers, fast reaping), with the fault plan of task
+/// `id` when [`FAULTS_DIR_ENV`] names a directory holding one.
 #[cfg(unix)]
-fn driver() -> Result<Arc<dyn hcs::Driver>, String> {
-    let config = hcs_sim::SimConfig::default()
+fn driver(id: &str) -> Result<Arc<dyn hcs::Driver>, String> {
+    let mut config = hcs_sim::SimConfig::default()
         .generation(hcs::ApiGeneration::V2)
         .latency(std::time::Duration::ZERO)
         .all_sync()
         .reap_interval(std::time::Duration::from_micros(250));
+    if let Some(dir) = std::env::var_os(FAULTS_DIR_ENV) {
+        let path = std::path::Path::new(&dir).join(format!("{id}.json"));
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let plan =
+                hcs_sim::FaultPlan::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            log::warn!("task {id:?}: simulator fault plan {} installed", path.display());
+            config = config.faults(plan);
+        }
+    }
     let sim = hcs_sim::Simulator::try_new(config).map_err(|e| e.to_string())?;
     Ok(sim)
 }
 
 /// The driver behind the shim off Unix: not built yet (see the crate docs).
 #[cfg(not(unix))]
-fn driver() -> Result<Arc<dyn hcs::Driver>, String> {
+fn driver(_id: &str) -> Result<Arc<dyn hcs::Driver>, String> {
     Err("containerd-shim-hcs-v1 is only built for Unix hosts (the simulator) so far".into())
 }
 
@@ -164,6 +182,7 @@ impl Publisher for EventQueue {
 /// The shim: the `start` / `delete` actions and the server's lifetime.
 struct HcsShim {
     namespace: String,
+    id: String,
     exit: Arc<ExitSignal>,
 }
 
@@ -173,6 +192,7 @@ impl shim::Shim for HcsShim {
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         HcsShim {
             namespace: args.namespace.clone(),
+            id: args.id.clone(),
             exit: Arc::new(ExitSignal::default()),
         }
     }
@@ -204,7 +224,7 @@ impl shim::Shim for HcsShim {
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         let events = Arc::new(EventQueue::start(publisher, self.namespace.clone()));
-        let driver = match driver() {
+        let driver = match driver(&self.id) {
             Ok(d) => d,
             Err(e) => {
                 log::error!("no HCS driver: {e}");
@@ -215,13 +235,25 @@ impl shim::Shim for HcsShim {
         let platform = Platform {
             driver,
             launch: Arc::new(service::simulator_launch),
-            bounds: service::Bounds::default(),
+            bounds: bounds(),
         };
         TaskApi {
             svc: Service::new(platform, events),
             exit: self.exit.clone(),
         }
     }
+}
+
+/// The service's bounds: the defaults, with the call bound from [`CALL_BOUND_ENV`] when set.
+fn bounds() -> service::Bounds {
+    let mut b = service::Bounds::default();
+    if let Some(ms) = std::env::var(CALL_BOUND_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        b.call = std::time::Duration::from_millis(ms.clamp(100, 600_000));
+    }
+    b
 }
 
 /// The ttrpc task service: each RPC is handled by [`Service`].
