@@ -159,6 +159,29 @@ order=$(awk '$6 ~ /^\/tasks\// && $7 ~ /"container_id":"t-bg"/ {print $6}' "$tmp
 want="/tasks/create /tasks/start /tasks/exec-added /tasks/exec-started /tasks/exit /tasks/paused /tasks/resumed /tasks/exit /tasks/delete "
 [ "$order" = "$want" ] || fail "t-bg events out of order: $order"
 
+say "an OCI image built here, imported offline (native snapshotter), runs through the shim"
+img="$tmp/img"
+mkdir -p "$img/blobs/sha256"
+tar -C "$tmp/rootfs" -cf "$tmp/layer.tar" bin marker
+blob() { # FILE → prints its digest hex after copying it into the layout
+  local h; h=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" "$img/blobs/sha256/$h"; echo "$h"
+}
+size() { stat -c %s "$1"; }
+layer=$(blob "$tmp/layer.tar")
+printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/echo","from-image"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$layer" >"$tmp/cfg.json"
+cfg=$(blob "$tmp/cfg.json")
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+  "$cfg" "$(size "$tmp/cfg.json")" "$layer" "$(size "$tmp/layer.tar")" >"$tmp/manifest.json"
+man=$(blob "$tmp/manifest.json")
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"docker.io/library/hcs-e2e:1","org.opencontainers.image.ref.name":"1"}}]}' \
+  "$man" "$(size "$tmp/manifest.json")" >"$img/index.json"
+echo '{"imageLayoutVersion":"1.0.0"}' >"$img/oci-layout"
+tar -C "$img" -cf "$tmp/image.tar" oci-layout index.json blobs
+ctr images import --snapshotter native "$tmp/image.tar" >/dev/null || fail "image import failed"
+out=$(timeout 60 ctr -a "$tmp/c.sock" run --rm --snapshotter native --runtime "$SHIM_BIN" docker.io/library/hcs-e2e:1 t-img </dev/null)
+[ "$out" = from-image ] || fail "the image's Cmd did not run: $out"
+ctr images rm docker.io/library/hcs-e2e:1 >/dev/null
+
 say "a start that never completes (fault plan): ctr run fails within the bound, nothing left"
 t0=$SECONDS
 set +e

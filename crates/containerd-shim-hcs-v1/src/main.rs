@@ -12,6 +12,7 @@
 //! On Windows it is the native driver (`hcs-native`); this crate is not yet built in the Windows
 //! lane.
 
+mod rootfs;
 mod service;
 mod spec;
 mod stats;

@@ -183,6 +183,8 @@ struct Task {
     launch: Launch,
     paused: bool,
     execs: HashMap<String, Exec>,
+    /// Where the rootfs mounts from containerd were mounted (unmounted at delete).
+    mounted: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -290,13 +292,31 @@ impl Service {
                 "a terminal process has no separate stderr",
             ));
         }
+        let mounted = if req.rootfs.is_empty() {
+            None
+        } else {
+            let target = bundle
+                .root
+                .clone()
+                .unwrap_or_else(|| std::path::Path::new(&req.bundle).join("rootfs"));
+            crate::rootfs::mount_all(&req.rootfs, &target).map_err(|e| ShimError::new(Code::INTERNAL, e))?;
+            Some(target)
+        };
         let launch = (self.platform.launch)(&bundle);
         let document = spec::system_document(&bundle);
         let driver = self.platform.driver.clone();
         let id = req.id.clone();
-        let system = bounded("create compute system", self.platform.bounds.call, move || {
+        let system = match bounded("create compute system", self.platform.bounds.call, move || {
             System::create(driver, &id, &document)
-        })?;
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(target) = &mounted {
+                    crate::rootfs::unmount_all(target);
+                }
+                return Err(e);
+            }
+        };
         let paths = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -312,6 +332,7 @@ impl Service {
             launch,
             paused: false,
             execs,
+            mounted,
         });
         self.publisher.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
@@ -637,12 +658,19 @@ impl Service {
         }
         if let Some(system) = system {
             self.teardown(&system);
-            let execs: Vec<Arc<Relays>> = {
+            let (execs, mounted): (Vec<Arc<Relays>>, _) = {
                 let mut st = self.lock();
-                let t = st.task.take();
-                t.map(|t| t.execs.into_values().filter_map(|e| e.relays).collect())
-                    .unwrap_or_default()
+                match st.task.take() {
+                    Some(t) => (
+                        t.execs.into_values().filter_map(|e| e.relays).collect(),
+                        t.mounted,
+                    ),
+                    None => (Vec::new(), None),
+                }
             };
+            if let Some(target) = mounted {
+                crate::rootfs::unmount_all(&target);
+            }
             for r in execs {
                 r.release_stdin();
             }

@@ -86,6 +86,27 @@ impl Relays {
     }
 }
 
+/// How long an output relay waits, after the process's end of file, for the reader of its path
+/// to take what is still buffered in the FIFO.
+const CONSUME_BOUND: Duration = Duration::from_secs(1);
+
+/// Waits (at most [`CONSUME_BOUND`]) until the FIFO behind `w` is empty. containerd's reader
+/// (`ctr run`) closes its ends as soon as it learns of the exit, dropping whatever it has not
+/// read yet; the exit is only recorded once the relays are done, so this keeps short outputs.
+#[cfg(unix)]
+fn wait_consumed(w: &std::fs::File) {
+    let deadline = Instant::now() + CONSUME_BOUND;
+    while let Ok(n) = rustix::io::ioctl_fionread(w) {
+        if n == 0 || Instant::now() >= deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[cfg(not(unix))]
+fn wait_consumed(_w: &std::fs::File) {}
+
 #[cfg(unix)]
 fn open_nonblocking_writer(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -122,6 +143,9 @@ fn output(path: String, mut from: PipeReader, done: Sender<()>) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
+        }
+        if let Some(w) = &to {
+            wait_consumed(w);
         }
         drop(to);
         let _ = done.send(());
