@@ -221,4 +221,40 @@ mkdir -p "$tmp/nobundle"
   || fail "shim delete failed"
 [ -s "$tmp/del.bin" ] || fail "shim delete printed nothing"
 
+if [ "${E2E_BENCH:-1}" = 1 ]; then
+  # Report only (never fails the lane): `ctr run --rm … true` through our shim vs Debian's
+  # containerd-shim-runc-v2 on the same rootfs, and the idle shim's RSS and threads with one task.
+  # runc also creates namespaces, cgroups and mounts that the simulator does not.
+  say "benchmark (report only)"
+  n=${E2E_BENCH_RUNS:-10}
+  bench() { # RUNTIME LABEL
+    local t0 t1 i
+    t0=$(date +%s%N)
+    for i in $(seq "$n"); do
+      timeout 30 ctr -a "$tmp/c.sock" run --rm --runtime "$1" --rootfs "$tmp/rootfs" "b-$2-$i" /bin/true </dev/null >/dev/null 2>&1 || echo "bench run $2 $i failed"
+    done
+    t1=$(date +%s%N)
+    echo $(( (t1 - t0) / n / 1000 ))
+  }
+  idle() { # RUNTIME LABEL → "rss_kib threads"
+    timeout 30 ctr -a "$tmp/c.sock" run -d --runtime "$1" --rootfs "$tmp/rootfs" "i-$2" /bin/sleep 60 </dev/null >/dev/null 2>&1 || { echo "? ?"; return; }
+    sleep 0.5
+    local p c r=""
+    for p in /proc/[0-9]*; do
+      c=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline" || true)
+      case "$c" in *"-id i-$2 "*) r=$(awk '/^VmRSS/{rss=$2} /^Threads/{th=$2} END{print rss, th}' "$p/status") ;; esac
+    done
+    echo "${r:-? ?}"
+    ctr task kill -s SIGKILL "i-$2" >/dev/null 2>&1 || true
+    for _ in $(seq 50); do ctr task ls | grep -qE "^i-$2 .*STOPPED" && break; sleep 0.1; done
+    ctr task delete "i-$2" >/dev/null 2>&1 || true
+    ctr container delete "i-$2" >/dev/null 2>&1 || true
+  }
+  ours=$(bench "$SHIM_BIN" hcs)
+  runc=$(bench io.containerd.runc.v2 runc)
+  say "ctr run --rm true: hcs shim ${ours} us/run, runc shim ${runc} us/run, ratio $(awk -v a="$ours" -v b="$runc" 'BEGIN{printf "%.2f", a/b}') (target <= 1.5)"
+  say "idle with one task (RSS KiB, threads): hcs shim $(idle "$SHIM_BIN" hcs), runc shim $(idle io.containerd.runc.v2 runc)"
+  for p in $(in_rootfs); do kill -9 "$p" 2>/dev/null || true; done
+fi
+
 say "passed"
