@@ -80,7 +80,8 @@ cleanup() {
     echo "shim-e2e: container processes still running after teardown: $left" >&2
     for p in $left; do kill -9 "$p" 2>/dev/null; done
   fi
-  umount "$tmp"/root/io.containerd.* 2>/dev/null
+  # Anything still mounted under the temporary directory (a bundle rootfs after a failure).
+  awk -v t="$tmp/" 'index($2, t) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
   if [ "${E2E_KEEP:-0}" = 1 ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
