@@ -136,9 +136,15 @@ fi
 
 if [ "${WINCROSS_NO_TEST:-0}" = 1 ]; then log "done (no tests)"; exit 0; fi
 
-# One detached wineserver for the whole run (saves wine start-up per test binary; detached so it
-# cannot hold our stdout/stderr pipes open).
-wineserver -p120 </dev/null >/dev/null 2>&1 || true
+# Build every test binary before any wine process starts: a cold build can take longer than a
+# wineserver's persistence delay, and a wineserver that exits on its own while the next test binary
+# connects makes that binary fail with "wine client error:0: recvmsg: Connection reset by peer"
+# (seen in CI). So: build first, then one detached wineserver that persists until we kill it
+# (`-p` without a delay), so no test binary ever races a shutting-down server.
+log "cargo test --no-run ${CARGO_ARGS[*]}"
+"$DEB_CARGO" test "${BUILD_STD[@]}" "${CARGO_ARGS[@]}" --no-run
+# Detached so it cannot hold our stdout/stderr pipes open.
+wineserver -p </dev/null >/dev/null 2>&1 || true
 wine cmd /c exit </dev/null >/dev/null 2>&1 || true
 # `|| true`: under `set -e` a failing `wineserver -k` (server already gone) would otherwise make the
 # trap exit 1 and replace the test run's status.
