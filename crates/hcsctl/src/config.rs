@@ -20,6 +20,15 @@ pub fn default_document() -> String {
         .expect("a ComputeSystem always serialises")
 }
 
+/// The default configuration of `hcsctl create`: as [`default_document`], but the system
+/// outlives the handle of the `hcsctl` that created it (`ShouldTerminateOnLastHandleClosed`
+/// false), as a system created for later `exec`, `stop` and `rm` must.
+pub fn persistent_document() -> String {
+    let mut doc = ComputeSystem::process_isolated_container(DEFAULT_OWNER);
+    doc.should_terminate_on_last_handle_closed = Some(false);
+    serde_json::to_string(&doc).expect("a ComputeSystem always serialises")
+}
+
 /// The most read from a configuration or fault-plan file.
 pub const MAX_INPUT: u64 = 1024 * 1024;
 

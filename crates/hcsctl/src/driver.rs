@@ -3,12 +3,18 @@
 //! * `auto` (the default): on Linux and macOS the simulator (`hcs-sim`) with its host-process
 //!   backend, which really runs the command lines; on Windows the native driver chosen by
 //!   `hcs-native` (V2 when `computecore.dll` loads with its exports, else V1).
-//! * `sim`: the simulator (its host-process backend needs a Unix host).
+//! * `sim`: the in-process simulator (its host-process backend needs a Unix host); what it runs
+//!   lives as long as this `hcsctl`.
+//! * `service`: the simulated HCS service `hcs-simd` over its Unix socket (`--socket`,
+//!   `HCS_SIM_SOCKET`, else `$XDG_RUNTIME_DIR/hcs-sim/hcs.sock`, else `/run/hcs-sim/hcs.sock`).
+//!   For the commands that manage systems across invocations (`create`, `exec`, `list`, …) it is
+//!   what `auto` means on Linux and macOS; `run` uses it only when asked (`--driver service`).
 //! * `vmcompute` / `computecore`: the V1 / V2 FFI drivers, which load their DLL at run time; on
 //!   a host without the DLL (every non-Windows host) they are reported as unavailable (exit 69)
 //!   with the loader's reason.
 
 use crate::exit::{CliError, UNAVAILABLE};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The `--driver` choices.
@@ -16,8 +22,10 @@ use std::sync::Arc;
 pub enum DriverChoice {
     /// The simulator on Linux/macOS; the native driver on Windows.
     Auto,
-    /// The simulator with the host-process backend.
+    /// The in-process simulator with the host-process backend.
     Sim,
+    /// The simulated HCS service (`hcs-simd`) over its Unix socket.
+    Service,
     /// The V1 driver over `vmcompute.dll`.
     Vmcompute,
     /// The V2 driver over `computecore.dll`.
@@ -30,6 +38,7 @@ impl DriverChoice {
         match self {
             DriverChoice::Auto => "auto",
             DriverChoice::Sim => "sim",
+            DriverChoice::Service => "service",
             DriverChoice::Vmcompute => "vmcompute",
             DriverChoice::Computecore => "computecore",
         }
@@ -37,11 +46,47 @@ impl DriverChoice {
 }
 
 /// The `--driver` option, shared by every subcommand that talks to HCS.
-#[derive(Debug, Clone, Copy, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct DriverArgs {
-    /// Driver: auto (simulator on Linux/macOS), sim, vmcompute (V1), computecore (V2).
+    /// Driver: auto (in-process simulator on Linux/macOS), sim, service (hcs-simd), vmcompute
+    /// (V1), computecore (V2).
     #[arg(long, value_enum, default_value_t = DriverChoice::Auto)]
     pub driver: DriverChoice,
+    /// The hcs-simd socket for `--driver service` (default: $HCS_SIM_SOCKET, else
+    /// $XDG_RUNTIME_DIR/hcs-sim/hcs.sock, else /run/hcs-sim/hcs.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// The driver options of the commands that manage systems living in a service (`create`,
+/// `exec`, `list`, …): there `auto` is the `hcs-simd` service on Linux and macOS.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// Driver: auto (the hcs-simd service on Linux/macOS, the native driver on Windows),
+    /// service, sim (in-process: starts empty, forgets everything at exit), vmcompute (V1),
+    /// computecore (V2).
+    #[arg(long, value_enum, default_value_t = DriverChoice::Auto)]
+    pub driver: DriverChoice,
+    /// The hcs-simd socket (default: $HCS_SIM_SOCKET, else $XDG_RUNTIME_DIR/hcs-sim/hcs.sock,
+    /// else /run/hcs-sim/hcs.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+impl ServiceArgs {
+    /// Resolves the driver: `auto` is the service off Windows.
+    pub fn select(&self) -> Result<Selected, CliError> {
+        let choice = match self.driver {
+            DriverChoice::Auto if !cfg!(windows) => DriverChoice::Service,
+            other => other,
+        };
+        select_with(choice, None, self.socket.as_deref())
+    }
+}
+
+/// Connects to the `hcs-simd` service at `socket` (else the default path).
+fn connect_service(socket: Option<&Path>) -> Result<Arc<dyn hcs::Driver>, CliError> {
+    service_client(socket)
 }
 
 /// A driver ready for use.
@@ -61,7 +106,26 @@ fn unavailable_because(name: &str, why: &dyn std::fmt::Display) -> CliError {
 
 /// Resolves `choice` into a driver; `faults` is installed into the simulator (and rejected
 /// with exit 69 for a driver that cannot inject faults).
-pub fn select(choice: DriverChoice, faults: Option<hcs_sim::FaultPlan>) -> Result<Selected, CliError> {
+pub fn select(args: &DriverArgs, faults: Option<hcs_sim::FaultPlan>) -> Result<Selected, CliError> {
+    select_with(args.driver, faults, args.socket.as_deref())
+}
+
+fn select_with(
+    choice: DriverChoice,
+    faults: Option<hcs_sim::FaultPlan>,
+    socket: Option<&Path>,
+) -> Result<Selected, CliError> {
+    if choice == DriverChoice::Service {
+        if faults.is_some() {
+            return Err(CliError::new(
+                UNAVAILABLE,
+                "--faults needs the in-process simulator; give a fault plan to the service when it starts (hcsctl daemon --faults FILE)",
+            ));
+        }
+        let driver = connect_service(socket)?;
+        tracing::debug!(driver = "service", "driver selected");
+        return Ok(Selected { driver, sim: None });
+    }
     if choice == DriverChoice::Auto && cfg!(windows) {
         // The library's choice (hcs-native): V2 where computecore.dll loads, else V1.
         let driver = hcs_native::driver().map_err(|e| unavailable_because("auto", &e))?;
@@ -133,4 +197,13 @@ pub fn select(choice: DriverChoice, faults: Option<hcs_sim::FaultPlan>) -> Resul
         driver: sim.clone(),
         sim: Some(sim),
     })
+}
+
+/// The client of the `hcs-simd` service (wired to `hcs_simd::ClientDriver` when that crate lands).
+fn service_client(socket: Option<&Path>) -> Result<Arc<dyn hcs::Driver>, CliError> {
+    let _ = socket;
+    Err(CliError::new(
+        UNAVAILABLE,
+        "driver 'service' is unavailable: this hcsctl was built without the hcs-simd client",
+    ))
 }

@@ -4,11 +4,13 @@
 //! | ---- | ------- |
 //! | 0–255 | `run`: the command's own exit code (see below for codes outside 0–255) |
 //! | 2   | usage error (bad option, unknown driver, missing command) — from the argument parser |
-//! | 1   | `run`: writing our own stdout or stderr failed (other than `EPIPE`, which ends as 141) |
+//! | 1   | `run`: writing our own stdout or stderr failed (other than `EPIPE`, which ends as 141); `wait`: the system exited unexpectedly |
+//! | 3   | no such compute system or process (`start`, `exec`, `inspect`, `kill`, `stop`, `rm`, …) |
+//! | 4   | the system is in the wrong state for the request (start of a running system, `rm` of a running system without `-f`, signal to an exited process) |
 //! | 65  | `EX_DATAERR`: the configuration is not JSON, not a valid compute-system document, not UTF-8 or over 1 MiB, or the fault plan is invalid |
 //! | 66  | `EX_NOINPUT`: a configuration or fault-plan file cannot be read or is not a regular file |
-//! | 69  | `EX_UNAVAILABLE`: the requested driver is unavailable on this platform |
-//! | 124 | `run --timeout`: the command did not finish in time and was killed (as coreutils `timeout`) |
+//! | 69  | `EX_UNAVAILABLE`: the requested driver is unavailable on this platform, or the `hcs-simd` service is unreachable or went away |
+//! | 124 | `run --timeout` / `exec --timeout`: the command did not finish in time and was killed (as coreutils `timeout`); `wait --timeout` expired |
 //! | 125 | an HCS operation failed (create, start, create process, …): the error is with HCS or `hcsctl`, not the command (as `docker run`) |
 //! | 126 | the command was found but could not be started (permission denied) |
 //! | 127 | the command was not found (as shells) |
@@ -22,6 +24,10 @@
 
 use std::fmt;
 
+/// No such compute system or process.
+pub const NO_SUCH: i32 = 3;
+/// The compute system is in the wrong state for the request.
+pub const WRONG_STATE: i32 = 4;
 /// `EX_DATAERR`: invalid configuration or fault plan.
 pub const DATA_ERR: i32 = 65;
 /// `EX_NOINPUT`: an input file cannot be read.
@@ -48,12 +54,15 @@ Exit codes:
          whose low 8 bits are 0 becomes 1; an unknown code becomes 255)
   2      usage error (bad option, unknown driver, missing command)
   1      run: our standard output or error failed (e.g. disk full); the command's own code
-         otherwise, or 141 when our reader went away (EPIPE), as for a command killed by SIGPIPE
+         otherwise, or 141 when our reader went away (EPIPE), as for a command killed by SIGPIPE;
+         wait: the system exited unexpectedly
+  3      no such compute system or process
+  4      the compute system is in the wrong state for the request (e.g. rm of a running system)
   65     configuration not JSON / not a valid compute-system document / not UTF-8 / over 1 MiB,
          or invalid fault plan
   66     configuration or fault-plan file cannot be read (or is not a regular file)
-  69     driver unavailable on this platform
-  124    run --timeout expired; the command was killed
+  69     driver unavailable on this platform, or the hcs-simd service unreachable or gone
+  124    run/exec --timeout expired (the command was killed), or wait --timeout expired
   125    an HCS operation failed (create, start, create process, ...)
   126    command found but not executable
   127    command not found

@@ -7,7 +7,9 @@
 //!   exit code. See [`run`] for the details and the `--json` summary.
 //! * `hcsctl migrate ID --to HOST:PORT` / `hcsctl migrate --receive --listen HOST:PORT` — live
 //!   migration of a VM between two hosts; see [`migrate`].
-//! * `hcsctl list [--json]` — enumerate compute systems on the chosen driver.
+//! * `hcsctl create|start|exec|list|inspect|ps|kill|pause|resume|stop|rm|wait|events` — manage
+//!   compute systems that outlive one invocation: on Linux and macOS in the simulated HCS service
+//!   (`hcs-simd`), on Windows in HCS itself; see [`manage`].
 //! * `hcsctl version` — print the version and the default driver.
 //!
 //! On Linux and macOS the default driver is the simulator (`hcs-sim`) with its host-process
@@ -32,11 +34,11 @@ mod driver;
 mod exit;
 mod io;
 mod log;
+mod manage;
 mod migrate;
 mod run;
 
-use clap::{Args, Parser, Subcommand};
-use exit::CliError;
+use clap::{Parser, Subcommand};
 use std::io::Write;
 
 #[derive(Debug, Parser)]
@@ -57,19 +59,34 @@ enum Command {
     /// Live-migrate a VM: `migrate ID --to HOST:PORT` (source) or `migrate --receive --listen
     /// HOST:PORT` (destination).
     Migrate(migrate::MigrateOptions),
-    /// List compute systems.
-    List(ListArgs),
+    /// Create a compute system that outlives this command; print its id.
+    Create(manage::CreateArgs),
+    /// Start a created compute system.
+    Start(manage::IdArgs),
+    /// Run a command in a running compute system and exit with its exit code.
+    Exec(manage::ExecArgs),
+    /// List compute systems (id, type, state, owner, runtime, uptime).
+    List(manage::ListArgs),
+    /// Show a compute system's properties, statistics and processes.
+    Inspect(manage::InspectArgs),
+    /// List the processes of a compute system.
+    Ps(manage::InspectArgs),
+    /// Terminate (or, with --signal, signal) a process of a compute system.
+    Kill(manage::KillArgs),
+    /// Pause a running compute system.
+    Pause(manage::IdArgs),
+    /// Resume a paused compute system.
+    Resume(manage::IdArgs),
+    /// Stop a compute system: shut it down, terminate it after --grace.
+    Stop(manage::StopArgs),
+    /// Remove a stopped compute system (-f: terminate a running one first).
+    Rm(manage::RmArgs),
+    /// Wait until a compute system exits (0: clean exit, 1: unexpected exit).
+    Wait(manage::WaitArgs),
+    /// Stream the notifications of one compute system or of all of them.
+    Events(manage::EventsArgs),
     /// Print the version.
     Version,
-}
-
-#[derive(Debug, Args)]
-struct ListArgs {
-    #[command(flatten)]
-    driver: driver::DriverArgs,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 /// The help after `hcsctl run --help`: the exit codes and the time limits.
@@ -100,36 +117,6 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-fn list(args: &ListArgs) -> Result<i32, CliError> {
-    let selected = driver::select(args.driver.driver, None)?;
-    let systems = hcs::enumerate(&*selected.driver, &hcs_schema::ComputeSystemQuery::default())
-        .map_err(|e| CliError::new(exit::HCS_FAILED, format!("cannot list compute systems: {e}")))?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let rows: Vec<_> = systems
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "id": s.id, "state": s.state, "type": s.system_type, "owner": s.owner,
-                    "runtime_os_type": s.runtime_os_type, "stopped": s.stopped,
-                })
-            })
-            .collect();
-        let _ = writeln!(out, "{}", serde_json::Value::Array(rows));
-    } else {
-        let _ = writeln!(out, "{:<40} {:<16} {:<12} OWNER", "ID", "TYPE", "STATE");
-        for s in &systems {
-            let _ = writeln!(
-                out,
-                "{:<40} {:<16} {:<12} {}",
-                s.id, s.system_type, s.state, s.owner
-            );
-        }
-    }
-    let _ = out.flush();
-    Ok(0)
-}
-
 fn version() -> i32 {
     let default = if cfg!(windows) {
         "computecore when computecore.dll is present, else vmcompute"
@@ -155,7 +142,19 @@ fn main() {
     let result = match cli.command {
         Command::Run(opts) => run::run(opts),
         Command::Migrate(opts) => migrate::migrate(opts),
-        Command::List(a) => list(&a),
+        Command::Create(a) => manage::create(&a),
+        Command::Start(a) => manage::simple("start", &a),
+        Command::Exec(a) => manage::exec(a),
+        Command::List(a) => manage::list(&a),
+        Command::Inspect(a) => manage::inspect(&a),
+        Command::Ps(a) => manage::ps(&a),
+        Command::Kill(a) => manage::kill(&a),
+        Command::Pause(a) => manage::simple("pause", &a),
+        Command::Resume(a) => manage::simple("resume", &a),
+        Command::Stop(a) => manage::stop(&a),
+        Command::Rm(a) => manage::rm(&a),
+        Command::Wait(a) => manage::wait(&a),
+        Command::Events(a) => manage::events(&a),
         Command::Version => Ok(version()),
     };
     let code = match result {

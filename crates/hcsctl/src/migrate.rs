@@ -272,7 +272,7 @@ fn default_vm(memory_mb: u64) -> String {
 /// Runs `hcsctl migrate`.
 pub fn migrate(opts: MigrateOptions) -> Result<i32, CliError> {
     let flag = interrupts();
-    let selected = driver::select(opts.driver.driver, None)?;
+    let selected = driver::select(&opts.driver, None)?;
     if let Some(sim) = &selected.sim {
         sim.set_migration_config(hcs_sim::MigrationConfig {
             dirty_pages_per_sec: opts.dirty_rate,

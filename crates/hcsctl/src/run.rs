@@ -56,7 +56,7 @@ const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Parses `--timeout`: a humantime duration; `0` and anything beyond [`NO_LIMIT`] mean no limit
 /// (`None`), as `0` does for coreutils `timeout`.
-fn parse_timeout(s: &str) -> Result<Limit, String> {
+pub(crate) fn parse_timeout(s: &str) -> Result<Limit, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     Ok(Limit(Some(d).filter(|d| !d.is_zero() && *d <= NO_LIMIT)))
 }
@@ -67,13 +67,13 @@ pub struct Limit(pub Option<Duration>);
 
 /// Parses `--grace`: a humantime duration; anything beyond [`NO_LIMIT`] means no limit (`None`:
 /// the command is only killed by a second interrupt).
-fn parse_grace(s: &str) -> Result<Limit, String> {
+pub(crate) fn parse_grace(s: &str) -> Result<Limit, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     Ok(Limit(Some(d).filter(|d| *d <= NO_LIMIT)))
 }
 
 /// Parses `--id`: not empty, no control characters (it ends up in messages and HCS's logs).
-fn parse_id(s: &str) -> Result<String, String> {
+pub(crate) fn parse_id(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("the compute-system id must not be empty".into());
     }
@@ -218,7 +218,7 @@ fn run_checked(
         None => default_document(),
     };
     let faults = opts.faults.as_deref().map(load_fault_plan).transpose()?;
-    let selected = driver::select(opts.driver.driver, faults)?;
+    let selected = driver::select(&opts.driver, faults)?;
     if let Some(sim) = &selected.sim {
         // The system's supervisor starts now, alongside our own set-up (signals, I/O thread,
         // create, start), rather than when the process is created.
@@ -368,6 +368,7 @@ fn run_with_driver(
         events: &events,
         deadline,
         signal_os: &signal_os,
+        shape: Shape::RUN,
     };
     let outcome = run_in_system(&system, opts, command_line, &ctx, &mut process);
     crate::log::defer();
@@ -399,6 +400,12 @@ fn run_with_driver(
         );
     }
     let _ = std::io::stderr().flush();
+    final_status(&outcome)
+}
+
+/// `hcsctl`'s exit code after the process ended: the command's (see [`Outcome::exit_status`]),
+/// unless writing our own stdout or stderr failed.
+fn final_status(outcome: &Outcome) -> Result<i32, CliError> {
     let status = outcome.exit_status();
     match crate::io::take_output_error() {
         // Our reader went away (`| head`): end as a command killed by SIGPIPE would.
@@ -408,6 +415,40 @@ fn run_with_driver(
         Some((name, e)) => Err(write_error(name, &e)),
         None => Ok(status),
     }
+}
+
+/// `hcsctl exec`: runs `opts.command` in the running system `system` (which is not ours: it is
+/// neither stopped nor closed here), attached as `shape` says, with the same interrupt,
+/// `--timeout` and exit-code rules as `run`. `signal_os` is the guest's signal numbering.
+pub(crate) fn exec_in(
+    system: &System,
+    signal_os: &str,
+    opts: &RunOptions,
+    shape: Shape,
+) -> Result<i32, CliError> {
+    let command_line = join_command_line(&opts.command).map_err(|e| CliError::new(2, e.to_string()))?;
+    let deadline = opts
+        .timeout
+        .and_then(|l| l.0)
+        .and_then(|t| Instant::now().checked_add(t));
+    let events = Events::start();
+    let ctx = RunContext {
+        events: &events,
+        deadline,
+        signal_os,
+        shape,
+    };
+    let mut process: Option<Arc<Process>> = None;
+    let outcome = run_process(system, &opts.command[0], &command_line, opts, &ctx, &mut process);
+    if let Some(p) = &process {
+        if let Err(e) = crate::io::busy("close process", || p.close()) {
+            tracing::debug!(error = %e, "close process");
+        }
+    }
+    let outcome = outcome?;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    final_status(&outcome)
 }
 
 /// The environment's timeouts, narrowed to what is left until `deadline` (the shortest wins).
@@ -466,7 +507,7 @@ impl Outcome {
     }
 }
 
-fn default_id() -> String {
+pub(crate) fn default_id() -> String {
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -502,6 +543,29 @@ struct RunContext<'a> {
     deadline: Option<Instant>,
     /// The OS whose signal numbering the process takes (see [`signal_options`]).
     signal_os: &'a str,
+    /// How the process is created and attached.
+    shape: Shape,
+}
+
+/// How the process of a run or an exec is created and attached.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    /// The system is ours (`run`): a kill that fails terminates it, and a signal that cannot be
+    /// delivered shuts it down. For `exec` the system belongs to someone else and is left alone.
+    pub owns_system: bool,
+    /// Relay our stdin to the process (`exec` without `-i` closes the process's stdin at once).
+    pub stdin: bool,
+    /// A console (`EmulateConsole`) of this size (columns, rows) instead of pipes; no stderr.
+    pub console: Option<(u16, u16)>,
+}
+
+impl Shape {
+    /// `run`: our system, stdin relayed, pipes.
+    const RUN: Shape = Shape {
+        owns_system: true,
+        stdin: true,
+        console: None,
+    };
 }
 
 fn run_in_system(
@@ -543,17 +607,35 @@ fn run_in_system(
     }
     // Interrupts delivered so far only cancelled the start; drop them.
     while events.rx.try_recv().is_ok() {}
+    run_process(system, &opts.command[0], command_line, opts, ctx, slot)
+}
 
-    let params = serde_json::json!({
+/// Creates the process in a running `system`, relays its streams and supervises it to its end.
+fn run_process(
+    system: &System,
+    program: &str,
+    command_line: &str,
+    opts: &RunOptions,
+    ctx: &RunContext<'_>,
+    slot: &mut Option<Arc<Process>>,
+) -> Result<Outcome, CliError> {
+    let events = ctx.events;
+
+    let mut params = serde_json::json!({
         "CommandLine": command_line,
         "CreateStdInPipe": true,
         "CreateStdOutPipe": true,
-        "CreateStdErrPipe": true,
+        "CreateStdErrPipe": ctx.shape.console.is_none(),
     });
+    if let Some((columns, rows)) = ctx.shape.console {
+        params["EmulateConsole"] = true.into();
+        // HCS's order: height, then width.
+        params["ConsoleSize"] = serde_json::json!([rows, columns]);
+    }
     let params = params.to_string();
     tracing::trace!(document = %params, "CreateProcess parameters");
     let process = crate::io::busy("create process", || system.create_process(&params))
-        .map_err(|e| create_process_error(&opts.command[0], command_line, system.id(), &e))?;
+        .map_err(|e| create_process_error(program, command_line, system.id(), &e))?;
     let process = Arc::new(process);
     *slot = Some(process.clone());
     tracing::debug!(pid = process.pid(), "process started");
@@ -569,6 +651,14 @@ fn run_in_system(
     })?;
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let stdin = match stdio.stdin {
+        // `exec` without `-i`: the process gets no input.
+        Some(stdin) if !ctx.shape.stdin => {
+            drop(stdin);
+            if let Err(e) = process.close_stdin() {
+                tracing::debug!(error = %e, "close_stdin (no -i)");
+            }
+            None
+        }
         // Our stdin is `/dev/null`: the relay would read EOF at once; close the process's
         // stdin here instead.
         Some(stdin) if stdin_is_dev_null() => {
@@ -626,6 +716,9 @@ fn supervise(system: &System, process: &Process, opts: &RunOptions, ctx: &RunCon
         tracing::debug!(why, "killing the process");
         match crate::io::busy("kill process", || process.kill()) {
             Ok(_) => {}
+            Err(e) if !ctx.shape.owns_system => {
+                eprintln!("hcsctl: cannot kill the process: {}", escape(&e.to_string()));
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "kill failed; terminating the system");
                 if let Err(e) = crate::io::busy("terminate compute system", || system.terminate()) {
@@ -676,7 +769,7 @@ fn supervise(system: &System, process: &Process, opts: &RunOptions, ctx: &RunCon
                     if tell {
                         eprintln!("hcsctl: interrupt: stopping the command (Ctrl-C again to kill it)");
                     }
-                    graceful_stop(system, process, ctx.signal_os, sig);
+                    graceful_stop(system, process, ctx, sig);
                     grace_deadline = opts.grace.0.and_then(|g| Instant::now().checked_add(g));
                 } else {
                     kill_deadline = kill("second interrupt");
@@ -733,11 +826,17 @@ pub fn signal_options(os: &str, sig: i32) -> String {
 
 /// Asks the process to stop with the signal that interrupted us (see [`signal_options`]), or a
 /// system shutdown when signalling fails.
-fn graceful_stop(system: &System, process: &Process, os: &str, sig: i32) {
-    let options = signal_options(os, sig);
+fn graceful_stop(system: &System, process: &Process, ctx: &RunContext<'_>, sig: i32) {
+    let options = signal_options(ctx.signal_os, sig);
     tracing::trace!(document = %options, "SignalProcess options");
     match crate::io::busy("signal process", || process.signal(&options)) {
         Ok(delivered) => tracing::debug!(delivered, "interrupt forwarded"),
+        Err(e) if !ctx.shape.owns_system => {
+            eprintln!(
+                "hcsctl: cannot forward the interrupt to the process: {} (Ctrl-C again kills it)",
+                escape(&e.to_string())
+            );
+        }
         Err(e) => {
             tracing::debug!(error = %e, "cannot signal the process; shutting the system down");
             if let Err(e) = crate::io::busy("shut down compute system", || system.shutdown()) {
@@ -805,7 +904,7 @@ fn teardown(system: &System, process: Option<&Process>) -> Vec<String> {
     notes
 }
 
-fn rfc3339(t: Option<SystemTime>) -> serde_json::Value {
+pub(crate) fn rfc3339(t: Option<SystemTime>) -> serde_json::Value {
     match t {
         Some(t) => humantime::format_rfc3339_millis(t).to_string().into(),
         None => serde_json::Value::Null,

@@ -590,7 +590,7 @@ fn version_prints_the_crate_version() {
 
 #[test]
 fn list_json_on_a_fresh_simulator_is_an_empty_array() {
-    let o = run(&["list", "--json"]);
+    let o = run(&["list", "--driver", "sim", "--json"]);
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v, serde_json::json!([]));
