@@ -10,6 +10,7 @@
 //! caller's configuration is passed to HCS verbatim, and these types exist to build and inspect
 //! documents.
 
+pub mod cmdline;
 pub mod exit;
 pub mod migration;
 pub mod modify;

@@ -183,7 +183,8 @@
 //! in `codes.rs`, configuration in `config.rs` and fault plans in [`fault`].
 
 mod calls;
-pub mod cmdline;
+/// Windows command lines (split as a guest would): `hcs_schema::cmdline`, re-exported.
+pub use hcs_schema::cmdline;
 mod codes;
 mod config;
 mod documents;

@@ -28,7 +28,6 @@
 //! JSON documents exchanged with HCS (configuration, process parameters, signal options); without `-v`,
 //! `RUST_LOG` (a `tracing-subscriber` filter) is honoured, else only errors are logged.
 
-mod cmdline;
 mod config;
 mod driver;
 mod exit;

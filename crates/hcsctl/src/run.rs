@@ -29,12 +29,12 @@
 //! always on a line of its own. When our own stdout or stderr fails, the command's end of that
 //! stream is closed (it sees `EPIPE`); see [`crate::exit`] for the resulting exit code.
 
-use crate::cmdline::join_command_line;
 use crate::config::{default_document, load_config, load_fault_plan};
 use crate::driver::{self, DriverArgs};
 use crate::exit::{self, CliError};
 use crate::io::{Event, Interrupts, Io, Streams};
 use hcs::{CallOptions, CancelToken, ExitCode, HResult, Process, ProcessWait, System, Timeouts};
+use hcs_schema::cmdline::join_command_line;
 use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
