@@ -85,7 +85,8 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-/// `hcsctl list`.
+/// `hcsctl list`: id, type, state, owner, runtime OS and uptime (the uptime of the first 64
+/// running systems only: each takes a statistics query).
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     /// The driver.
@@ -187,10 +188,7 @@ pub struct EventsArgs {
     pub id: Option<String>,
 }
 
-/// Exit code: no such compute system or process.
-pub const NO_SUCH: i32 = exit::NO_SUCH;
-/// Exit code: the system is in the wrong state for the request.
-pub const WRONG_STATE: i32 = exit::WRONG_STATE;
+use exit::{NO_SUCH, WRONG_STATE};
 
 /// Maps a library error of `what` (e.g. `start compute system "x"`) to a CLI error with the
 /// exit code of its class.
@@ -389,11 +387,29 @@ fn short_duration(d: Duration) -> String {
     }
 }
 
+/// How many running systems `list` queries for their uptime.
+const UPTIME_QUERIES: usize = 64;
+
 /// `list`.
 pub fn list(args: &ListArgs) -> Result<i32, CliError> {
     let sel = args.driver.select()?;
-    let systems = hcs::enumerate(&*sel.driver, &hcs_schema::ComputeSystemQuery::default())
+    let mut systems = hcs::enumerate(&*sel.driver, &hcs_schema::ComputeSystemQuery::default())
         .map_err(|e| failed("list compute systems", &e))?;
+    // HCS's enumeration has no start times: the uptime takes one statistics query per running
+    // system, so it is shown for the first [`UPTIME_QUERIES`] of them only (a list of thousands
+    // stays one call).
+    for s in systems
+        .iter_mut()
+        .filter(|s| !s.stopped && s.statistics.is_none())
+        .take(UPTIME_QUERIES)
+    {
+        if let Ok(sys) = System::open(sel.driver.clone(), &s.id) {
+            if let Ok(p) = sys.properties(&[PropertyType::Statistics]) {
+                s.statistics = p.statistics;
+            }
+            close(&sys);
+        }
+    }
     let mut text = String::new();
     if args.json {
         let rows: Vec<_> = systems
