@@ -1,5 +1,6 @@
 //! `hcsctl run -- true` (the release binary, simulator driver with the host backend) vs spawning
-//! `true` directly, N times each, interleaved; medians of wall time per run. Target ratio ≤ 3.
+//! `true` directly, N times each, interleaved; medians of wall time per run. Target ratio ≤ 2 (issue 12 raised it from 3;
+//! `docs/performance.md` explains why this is at the floor of any design with a second process).
 //!
 //! Build the release binary first: `bash scripts/build-hcsctl.sh` (on Linux glibc a static,
 //! non-PIE `hcsctl`; elsewhere `cargo build --release -p hcsctl`). The bench looks for it in
@@ -77,10 +78,10 @@ fn interleaved(bin: &PathBuf, n: usize) -> bool {
     let (o, b) = (median(&mut o), median(&mut b));
     let r = o / b;
     println!(
-        "hcsctl_run_true_vs_spawn_true: ours {o:.0} ns, baseline {b:.0} ns, ratio {r:.3} (target ≤ 3) {}",
-        if r <= 3.0 { "PASS" } else { "FAIL" }
+        "hcsctl_run_true_vs_spawn_true: ours {o:.0} ns, baseline {b:.0} ns, ratio {r:.3} (target ≤ 2) {}",
+        if r <= 2.0 { "PASS" } else { "FAIL" }
     );
-    r <= 3.0
+    r <= 2.0
 }
 
 fn main() {
