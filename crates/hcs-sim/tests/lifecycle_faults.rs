@@ -245,6 +245,67 @@ fn late_callbacks_after_unregistration_have_no_effect() {
     no_leaks(&sim);
 }
 
+/// The window between a close's unregister and the end of its handle close: a late callback
+/// arriving there (here a fabricated "exited with 0" for a process that still runs, and a
+/// graceful exit for a running system, while the handle close is slowed down) reached the
+/// object through its still-registered context and published an exit that never happened (the
+/// fault soak caught it under load: "reports exit code 0 but is still running").
+#[test]
+fn a_late_callback_during_the_handle_close_publishes_nothing() {
+    for generation in [hcs::ApiGeneration::V1, hcs::ApiGeneration::V2] {
+        late_callback_during_the_handle_close(generation);
+    }
+}
+
+fn late_callback_during_the_handle_close(generation: hcs::ApiGeneration) {
+    let plan = FaultPlan::new()
+        .rule(
+            Rule::call(Method::UnregisterProcessCallback)
+                .late_callback(NotificationKind::ProcessExited, Duration::ZERO),
+        )
+        .rule(Rule::call(Method::CloseProcess).delay(Duration::from_millis(60)))
+        .rule(
+            Rule::call(Method::UnregisterComputeSystemCallback)
+                .late_callback(NotificationKind::SystemExited, Duration::ZERO),
+        )
+        .rule(Rule::call(Method::CloseComputeSystem).delay(Duration::from_millis(60)));
+    let sim = Simulator::new(SimConfig::default().generation(generation).faults(plan));
+    let sys = running(&sim, "late-window");
+    let p = sys.create_process(&params("sleep 30")).expect("create process");
+    let pid = p.pid();
+    p.close().expect("close the running process");
+    assert_eq!(
+        p.exit(),
+        Some(hcs::ExitCode::Unknown),
+        "{generation:?}: a late ProcessExited during the close published an exit code"
+    );
+    assert!(
+        p.wait()
+            .expect_err("a closed process that never exited")
+            .is_already_closed(),
+        "{generation:?}: a late ProcessExited during the close published an exit"
+    );
+    let info = sim.system_info("late-window").expect("the system exists");
+    assert!(
+        info.processes
+            .iter()
+            .any(|q| q.pid == pid && q.exit_code.is_none()),
+        "the process still runs"
+    );
+    sys.close().expect("close the running system");
+    assert!(
+        sys.exit_status().is_none(),
+        "{generation:?}: a late SystemExited during the close published an exit"
+    );
+    assert!(sim
+        .system_info("late-window")
+        .is_some_and(|i| i.exit_type.is_none()));
+    let other = System::open(driver(&sim), "late-window").expect("reopen");
+    stop(other);
+    drop((p, sys));
+    no_leaks(&sim);
+}
+
 #[test]
 fn duplicated_notifications_collapse() {
     let plan = FaultPlan::new()

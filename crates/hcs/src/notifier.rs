@@ -72,6 +72,10 @@ struct Inner {
     exit: Option<ExitSignal>,
     disconnected: bool,
     closing: bool,
+    /// The driver callback was unregistered by a close still in progress: whatever arrives now
+    /// is a late callback (the contract says none may come from the driver itself) and is
+    /// dropped, as it will be once the registry entry is gone (design §3.3).
+    muted: bool,
     outcome: Option<Arc<Outcome>>,
     /// Threads blocked on `Notifier::cv`.
     blocked: usize,
@@ -149,6 +153,10 @@ impl Notifier {
     ) -> Follow {
         let mut follow = Follow::Nothing;
         let mut s = lock(&self.inner);
+        if s.muted {
+            tracing::debug!(%kind, "notification after the callback was unregistered: dropped");
+            return Follow::Nothing;
+        }
         if kind == track_exit {
             if s.exit.is_some() {
                 return Follow::Nothing; // duplicates collapse into the latch
@@ -266,6 +274,12 @@ impl Notifier {
 
     /// Marks the object closing (pending waits end with `Closed`), or clears the mark after a
     /// failed close.
+    /// Drops (`true`) or again takes (`false`) every notification: set by a close between its
+    /// unregister and the end of its handle close (see `Inner::muted`).
+    pub(crate) fn set_muted(&self, muted: bool) {
+        lock(&self.inner).muted = muted;
+    }
+
     pub(crate) fn set_closing(&self, closing: bool) {
         let mut s = lock(&self.inner);
         s.closing = closing;

@@ -123,11 +123,19 @@ pub(crate) fn close<H: Copy>(
         notifier.set_closing(false);
         Err(e)
     };
+    // From the moment the callback is unregistered until the registry entry is removed, a
+    // notification is a late callback: HCS (or a driver) calling a registration that no longer
+    // exists. It must not publish anything (a stale or fabricated exit would be a lie), so the
+    // notifier is muted for that window and unmuted if the close fails and the callback is
+    // registered again.
     let cb = *lock(&reg.callback);
     let mut unregistered = false;
     if let Some(cb) = cb {
         match unregister(cb) {
-            Ok(()) => unregistered = true,
+            Ok(()) => {
+                unregistered = true;
+                notifier.set_muted(true);
+            }
             // The registration is already gone (e.g. the service restarted): nothing is left
             // to unregister, and retrying cannot help.
             Err(e) if is_dead(&e) => {
@@ -146,6 +154,7 @@ pub(crate) fn close<H: Copy>(
             // registry entry was kept, and the callback this close unregistered is registered
             // again (without it, a wait on the still-open object would never end).
             if unregistered {
+                notifier.set_muted(false);
                 match reregister(h, reg.ctx) {
                     Ok(cb) => *lock(&reg.callback) = Some(cb),
                     Err(r) => tracing::error!(hresult = %r.code,
