@@ -880,15 +880,28 @@ impl Model {
         };
         let fired = sh.begin(op, id.as_deref(), Some(callback.raw()))?;
         let st = sh.lock();
-        let ctx = match st.callbacks.get(&callback.raw()) {
-            Some(rec) if rec.live => rec.ctx,
+        let (ctx, target) = match st.callbacks.get(&callback.raw()) {
+            Some(rec) if rec.live => (rec.ctx, rec.target),
             _ => return Err(bad_handle()),
+        };
+        // A late ProcessExited tells the process's real state (HCS never reports an exit that
+        // did not happen): its pid, and `Exited: false` while it still runs.
+        let process_now = match target {
+            CbTarget::Process(sys, key) => st
+                .systems
+                .get(&sys)
+                .and_then(|s| s.processes.get(&key))
+                .map(|p| (p.pid, p.exit_code)),
+            CbTarget::System(_) => None,
         };
         let mut st = sh.remove_callback(st, callback.raw());
         for (kind, after) in &fired.late {
             let payload = match kind {
                 NotificationKind::SystemExited => Some(sh.exit_payload(StopKind::Graceful).1),
-                NotificationKind::ProcessExited => Some(Engine::process_status(0, Some(0))),
+                NotificationKind::ProcessExited => {
+                    let (pid, code) = process_now.unwrap_or((0, None));
+                    Some(Engine::process_status(pid, code))
+                }
                 _ => None,
             };
             tracing::debug!(

@@ -129,7 +129,9 @@ pub enum Action {
         gate: String,
     },
     /// After the unregister call returns, notification `kind` is delivered to the unregistered
-    /// context anyway, after `after` (unregister calls only).
+    /// context anyway, after `after` (unregister calls only). A late `ProcessExited` carries the
+    /// process's real status (`Exited: false` while it still runs: HCS never reports an exit
+    /// that did not happen); a late `SystemExited` a graceful exit.
     LateCallback {
         /// Kind delivered.
         kind: NotificationKind,
