@@ -195,7 +195,7 @@ grep -q "DeadlineExceeded\|did not answer\|deadline" "$tmp/hang.out" || fail "no
 ctr task ls -q | grep -qx t-hang && fail "t-hang still listed: $(ctr task ls)"
 ctr container ls -q | grep -qx t-hang && ctr container delete t-hang
 
-say "the shim killed with kill -9: containerd reports the exit, delete cleans up"
+say "the shim killed with kill -9: its container's processes die with it, containerd reports the exit, delete cleans up"
 timeout 30 ctr -a "$tmp/c.sock" run -d --runtime "$SHIM_BIN" --rootfs "$tmp/rootfs" t-k9 /bin/sleep 300 </dev/null >/dev/null
 shim=""
 for p in /proc/[0-9]*; do
@@ -203,18 +203,20 @@ for p in /proc/[0-9]*; do
   case "$c" in *"-id t-k9 "*"-socket "*) shim=${p#/proc/} ;; esac
 done
 [ -n "$shim" ] || fail "no shim process for t-k9"
+k9pid=$(ctr task ls | awk '$1=="t-k9"{print $2}')
+[ -n "$k9pid" ] && kill -0 "$k9pid" 2>/dev/null || fail "t-k9's process is not running: $(ctr task ls)"
+[ -n "$(in_rootfs)" ] || fail "no container process of t-k9 found in the rootfs"
 kill -9 "$shim"
+# The shim's supervisor sees its link close and kills the container's whole process tree.
+for _ in $(seq 50); do [ -z "$(in_rootfs)" ] && ! kill -0 "$k9pid" 2>/dev/null && break; sleep 0.1; done
+orphans=$(in_rootfs)
+[ -z "$orphans" ] || fail "container processes outlived their shim killed with kill -9: $orphans"
+kill -0 "$k9pid" 2>/dev/null && fail "t-k9's process $k9pid outlived its shim killed with kill -9"
 for _ in $(seq 100); do grep -q '/tasks/exit {"container_id":"t-k9"' "$tmp/events.log" && break; sleep 0.1; done
 grep -q '/tasks/exit {"container_id":"t-k9"' "$tmp/events.log" || fail "no /tasks/exit for t-k9 after kill -9 of its shim"
 ctr task delete t-k9 >/dev/null 2>&1 || true
 ctr task ls -q | grep -qx t-k9 && fail "t-k9 still listed: $(ctr task ls)"
 ctr container delete t-k9 || fail "container t-k9 not deleted"
-orphans=$(in_rootfs)
-if [ -n "$orphans" ]; then
-  # Known limitation: the simulator's host processes outlive a shim killed with SIGKILL.
-  say "note: the container process outlived its killed shim (pids $orphans); killing it"
-  for p in $orphans; do kill -9 "$p" 2>/dev/null || true; done
-fi
 
 say "shim delete with nothing to clean prints a DeleteResponse within 5 s"
 mkdir -p "$tmp/nobundle"

@@ -34,6 +34,14 @@ const RUNTIME_ID: &str = "io.containerd.hcs.v1";
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The per-system supervisor of the simulator's processes (see `driver`): this binary
+    // re-executed with the hidden first argument, checked before anything else is set up.
+    if args
+        .get(1)
+        .is_some_and(|a| a == hcs_sim::supervisor::HCSCTL_ARG)
+    {
+        std::process::exit(hcs_sim::supervisor::main());
+    }
     if args.get(1).is_some_and(|a| a == spec::HELPER_ARG) {
         helper(&args[2..]);
     }
@@ -115,8 +123,14 @@ const FAULTS_DIR_ENV: &str = "HCS_SHIM_SIM_FAULTS_DIR";
 const CALL_BOUND_ENV: &str = "HCS_SHIM_CALL_BOUND_MS";
 
 /// The driver behind the shim: the simulator on Unix, configured as `hcsctl` configures it
-/// (V2, no modelled latency, synchronous answers, fast reaping), with the fault plan of task
-/// `id` when [`FAULTS_DIR_ENV`] names a directory holding one.
+/// (V2, no modelled latency, synchronous answers, fast reaping, and on Linux each system's
+/// processes under a per-system supervisor: this binary re-executed with
+/// [`hcs_sim::supervisor::HCSCTL_ARG`]), with the fault plan of task `id` when
+/// [`FAULTS_DIR_ENV`] names a directory holding one.
+///
+/// The supervisor holds the container's whole process tree (its own session, a child
+/// subreaper) and kills it when its link to this process closes: a shim killed with `kill -9`
+/// takes its container's processes with it.
 #[cfg(unix)]
 fn driver(id: &str) -> Result<Arc<dyn hcs::Driver>, String> {
     let mut config = hcs_sim::SimConfig::default()
@@ -124,6 +138,11 @@ fn driver(id: &str) -> Result<Arc<dyn hcs::Driver>, String> {
         .latency(std::time::Duration::ZERO)
         .all_sync()
         .reap_interval(std::time::Duration::from_micros(250));
+    if cfg!(target_os = "linux") {
+        config = config.supervisor(
+            hcs_sim::SupervisorProgram::new("/proc/self/exe").arg(hcs_sim::supervisor::HCSCTL_ARG),
+        );
+    }
     if let Some(dir) = std::env::var_os(FAULTS_DIR_ENV) {
         let path = std::path::Path::new(&dir).join(format!("{id}.json"));
         if path.is_file() {
