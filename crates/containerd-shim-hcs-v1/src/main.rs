@@ -36,10 +36,7 @@ fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // The per-system supervisor of the simulator's processes (see `driver`): this binary
     // re-executed with the hidden first argument, checked before anything else is set up.
-    if args
-        .get(1)
-        .is_some_and(|a| a == hcs_sim::supervisor::HCSCTL_ARG)
-    {
+    if args.get(1).is_some_and(|a| a == hcs_sim::supervisor::HCSCTL_ARG) {
         std::process::exit(hcs_sim::supervisor::main());
     }
     if args.get(1).is_some_and(|a| a == spec::HELPER_ARG) {

@@ -541,7 +541,7 @@ impl Driver for Model {
                     stdout: spawned.stdout.take().map(PipeReader::from_file),
                     stderr: spawned.stderr.take().map(PipeReader::from_file),
                 };
-                sh.adopt(sys, proc, spawned.child);
+                sh.adopt(sys, proc, spawned.child, spawned.console.take());
                 (st, sys, proc, ProcKind::Host, pid, info)
             }
             Backend::Scripted(script) => {
@@ -770,6 +770,17 @@ impl Driver for Model {
                         codes::INVALID_ARG,
                         "CloseHandle request without CloseHandle",
                     ))
+                }
+                hcs_schema::ProcessModifyOperation::ConsoleSize => {
+                    // A console process on the host backend: its pseudo-terminal is resized.
+                    if let Some(size) = request.console_size {
+                        if let Err(e) = sh.reaper.resize_console(proc, size.height, size.width) {
+                            return Err(codes::failure(
+                                HResult::E_FAIL,
+                                format!("cannot resize the process's console: {e}"),
+                            ));
+                        }
+                    }
                 }
                 _ => {}
             }
