@@ -18,11 +18,11 @@ fail() { say "FAIL: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || { echo "shim-e2e: needs root (containerd and chroot)"; exit 1; }
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null || ! installed busybox-static; then
-  say "installing containerd and busybox-static"
+if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null || ! installed busybox-static || ! command -v script >/dev/null; then
+  say "installing containerd, busybox-static and bsdutils (script: a terminal for ctr run -t)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
-  apt-get install -y -qq containerd busybox-static >/dev/null
+  apt-get install -y -qq containerd busybox-static bsdutils >/dev/null
 fi
 installed busybox-static && [ -x /bin/busybox ] || fail "busybox-static is not installed"
 
@@ -88,7 +88,7 @@ trap cleanup EXIT
 
 mkdir -p "$tmp/rootfs/bin" "$tmp/rootfs/tmp" "$tmp/rootfs/proc" "$tmp/rootfs/dev"
 cp /bin/busybox "$tmp/rootfs/bin/busybox"
-for a in sh echo cat sleep true false ls id pwd env; do ln -s busybox "$tmp/rootfs/bin/$a"; done
+for a in sh echo cat sleep true false ls id pwd env stty; do ln -s busybox "$tmp/rootfs/bin/$a"; done
 echo "inside the rootfs" > "$tmp/rootfs/marker"
 
 cat > "$tmp/config.toml" <<TOML
@@ -131,6 +131,30 @@ set -e
 [ "$(cat "$tmp/o")" = out ] && [ "$(cat "$tmp/e")" = err ] || fail "stdout/stderr mixed up: $(cat "$tmp/o") / $(cat "$tmp/e")"
 out=$(timeout 60 ctr -a "$tmp/c.sock" run --rm --runtime "$SHIM_BIN" --cwd /tmp --env GREETING=hi --rootfs "$tmp/rootfs" t-env /bin/sh -c 'echo "$GREETING $(pwd)"' </dev/null)
 [ "$out" = "hi /tmp" ] || fail "env/cwd not applied: $out"
+
+say "ctr run -t under script(1): a terminal of the requested size, resized while it runs"
+# script(1) gives ctr a terminal (33x77); the container waits for ctr's first resize, reports
+# that stdin is a tty and the size, then waits for the size to change: the outer shell resizes
+# script's terminal (SIGWINCH → ctr → ResizePty → the simulator's pty) once "first" shows.
+cat >"$tmp/tty.sh" <<EOF
+stty rows 33 cols 77
+exec 3<&0
+command ctr -a "$tmp/c.sock" run -t --rm --runtime "$SHIM_BIN" --rootfs "$tmp/rootfs" t-tty /bin/sh -c \
+  'i=0; while [ "\$(stty size)" = "0 0" ] && [ \$i -lt 200 ]; do sleep 0.05; i=\$((i+1)); done
+   test -t 0 && test -t 1 && echo tty-yes; a=\$(stty size); echo "first \$a"
+   j=0; while [ "\$(stty size)" = "\$a" ] && [ \$j -lt 200 ]; do sleep 0.05; j=\$((j+1)); done
+   echo "second \$(stty size)"; exit 3' <&3 &
+for _ in \$(seq 200); do grep -q "first" "$tmp/tty.log" 2>/dev/null && break; sleep 0.05; done
+stty rows 44 cols 99
+wait \$!
+echo "ctr-exit=\$?"
+EOF
+timeout 60 script -qfec "sh $tmp/tty.sh" "$tmp/tty.log" </dev/null >/dev/null 2>&1 || true
+tr -d '\r' <"$tmp/tty.log" >"$tmp/tty.txt"
+grep -q "tty-yes" "$tmp/tty.txt" || fail "ctr run -t: stdin/stdout are not a terminal: $(cat "$tmp/tty.txt")"
+grep -q "first 33 77" "$tmp/tty.txt" || fail "ctr run -t: the terminal is not 33x77: $(cat "$tmp/tty.txt")"
+grep -q "second 44 99" "$tmp/tty.txt" || fail "ctr run -t: the resize did not reach the process: $(cat "$tmp/tty.txt")"
+grep -q "ctr-exit=3" "$tmp/tty.txt" || fail "ctr run -t: exit code not 3: $(cat "$tmp/tty.txt")"
 
 say "ctr run -d, then task ls / ps / exec / pause / resume / metrics / kill / delete"
 timeout 30 ctr -a "$tmp/c.sock" run -d --runtime "$SHIM_BIN" --rootfs "$tmp/rootfs" t-bg /bin/sleep 300 </dev/null >/dev/null
