@@ -19,6 +19,7 @@ mod stats;
 mod stdio;
 #[cfg(test)]
 mod tests;
+mod update;
 
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::{
@@ -279,14 +280,6 @@ struct TaskApi {
     exit: Arc<ExitSignal>,
 }
 
-fn not_implemented(what: &str) -> shim::protos::ttrpc::Error {
-    service::ShimError {
-        code: shim::protos::ttrpc::Code::UNIMPLEMENTED,
-        message: format!("{what} is not implemented by containerd-shim-hcs-v1"),
-    }
-    .into()
-}
-
 impl shim::Task for TaskApi {
     fn state(&self, _: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
         Ok(self.svc.state(&req)?)
@@ -311,8 +304,9 @@ impl shim::Task for TaskApi {
         self.svc.resume(&req)?;
         Ok(api::Empty::new())
     }
-    fn checkpoint(&self, _: &TtrpcContext, _: api::CheckpointTaskRequest) -> TtrpcResult<api::Empty> {
-        Err(not_implemented("Checkpoint"))
+    fn checkpoint(&self, _: &TtrpcContext, req: api::CheckpointTaskRequest) -> TtrpcResult<api::Empty> {
+        self.svc.checkpoint(&req)?;
+        Ok(api::Empty::new())
     }
     fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         self.svc.kill(&req)?;
@@ -330,8 +324,9 @@ impl shim::Task for TaskApi {
         self.svc.close_io(&req)?;
         Ok(api::Empty::new())
     }
-    fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
-        Err(not_implemented("Update (resource changes)"))
+    fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
+        self.svc.update(&req)?;
+        Ok(api::Empty::new())
     }
     fn wait(&self, _: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
         Ok(self.svc.wait(&req)?)

@@ -403,6 +403,45 @@ impl Driver for Model {
                     })?;
                     s.memory_mb = Some(mb);
                 }
+                // What HCS can change on a running process-isolated container (hcsshim's
+                // runhcs Update): the silo's memory limit and its processor limit / weight.
+                ("Container/Memory/SizeInMB", "Update", "Container") => {
+                    let mb = settings.as_u64().filter(|mb| *mb > 0).ok_or_else(|| {
+                        codes::failure(codes::INVALID_ARG, "Settings must be a positive size in MB")
+                    })?;
+                    s.memory_mb = Some(mb);
+                }
+                ("Container/Processor", "Update", "Container") => {
+                    let field = |k: &str| match settings.get(k) {
+                        None => Ok(None),
+                        Some(v) => v
+                            .as_u64()
+                            .filter(|n| (1..=10_000).contains(n))
+                            .map(Some)
+                            .ok_or_else(|| {
+                                codes::failure(
+                                    codes::INVALID_ARG,
+                                    format!("Processor {k} must be an integer in 1-10000, not {v}"),
+                                )
+                            }),
+                    };
+                    let known = settings
+                        .as_object()
+                        .is_some_and(|o| o.keys().all(|k| k == "Limit" || k == "Weight"));
+                    if !known {
+                        return Err(codes::failure(
+                            codes::INVALID_ARG,
+                            "Container/Processor Settings must be an object with Limit and/or Weight",
+                        ));
+                    }
+                    let (limit, weight) = (field("Limit")?, field("Weight")?);
+                    if limit.is_none() && weight.is_none() {
+                        return Err(codes::failure(
+                            codes::INVALID_ARG,
+                            "Container/Processor Settings must set Limit or Weight",
+                        ));
+                    }
+                }
                 ("Container/MappedDirectories", "Add", "Container") => {
                     let get = |k: &str| {
                         settings
