@@ -9,8 +9,8 @@
 //! On Linux the HCS behind it is the simulator (`hcs-sim`), which runs each process on the
 //! host: as root inside the bundle's root filesystem through this same binary acting as a
 //! chroot helper (`__hcs-exec`, see [`spec::Launch`]); not as root, on the host without chroot.
-//! On Windows it is the native driver (`hcs-native`); this crate is not yet built in the Windows
-//! lane.
+//! On Windows it is the native driver (`hcs-native`: V2 where `computecore.dll` loads, else V1);
+//! the Windows lane compile-checks it (`scripts/test-windows.sh -p containerd-shim-hcs-v1`).
 
 mod rootfs;
 mod service;
@@ -116,6 +116,7 @@ fn helper(_args: &[std::ffi::OsString]) -> ! {
 /// Environment variable naming a directory of simulator fault plans, one per task id
 /// (`<dir>/<id>.json`, the `hcs-sim` JSON form): for tests that drive the shim through
 /// containerd (the shim inherits containerd's environment).
+#[cfg_attr(not(unix), allow(dead_code))] // the simulator only
 const FAULTS_DIR_ENV: &str = "HCS_SHIM_SIM_FAULTS_DIR";
 /// Environment variable overriding the bound of each HCS call in a handler (milliseconds).
 const CALL_BOUND_ENV: &str = "HCS_SHIM_CALL_BOUND_MS";
@@ -155,10 +156,11 @@ fn driver(id: &str) -> Result<Arc<dyn hcs::Driver>, String> {
     Ok(sim)
 }
 
-/// The driver behind the shim off Unix: not built yet (see the crate docs).
+/// The driver behind the shim off Unix (Windows): the native driver `hcs-native` chooses —
+/// V2 (`computecore.dll`) where it loads with its exports, else V1 (`vmcompute.dll`).
 #[cfg(not(unix))]
 fn driver(_id: &str) -> Result<Arc<dyn hcs::Driver>, String> {
-    Err("containerd-shim-hcs-v1 is only built for Unix hosts (the simulator) so far".into())
+    hcs_native::driver().map_err(|e| e.to_string())
 }
 
 /// Events to containerd, in order, from one thread, so that a slow containerd never blocks a
@@ -252,13 +254,23 @@ impl shim::Shim for HcsShim {
         };
         let platform = Platform {
             driver,
-            launch: Arc::new(service::simulator_launch),
+            launch: Arc::new(launch),
             bounds: bounds(),
         };
         TaskApi {
             svc: Service::new(platform, events),
             exit: self.exit.clone(),
         }
+    }
+}
+
+/// How a process spec becomes a command line: through the simulator's chroot helper on Unix
+/// (see [`service::simulator_launch`]); on Windows HCS runs the command line itself.
+fn launch(bundle: &spec::BundleSpec) -> spec::Launch {
+    if cfg!(unix) {
+        service::simulator_launch(bundle)
+    } else {
+        spec::Launch::Direct
     }
 }
 

@@ -405,6 +405,7 @@ struct Child2 {
     sys: u64,
     host: Host,
     /// The pseudo-terminal master of a console process (to resize it).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // always `None` there
     console: Option<ConsoleFd>,
 }
 
