@@ -263,15 +263,24 @@ if [ "${E2E_BENCH:-1}" = 1 ]; then
     t1=$(date +%s%N)
     echo $(( (t1 - t0) / n / 1000 ))
   }
-  idle() { # RUNTIME LABEL → "rss_kib threads"
+  idle() { # RUNTIME LABEL → "rss_kib threads" of the shim [+ "supervisor rss_kib threads"]
     timeout 30 ctr -a "$tmp/c.sock" run -d --runtime "$1" --rootfs "$tmp/rootfs" "i-$2" /bin/sleep 60 </dev/null >/dev/null 2>&1 || { echo "? ?"; return; }
     sleep 0.5
-    local p c r=""
+    local p c r="" shimpid="" sup=""
     for p in /proc/[0-9]*; do
       c=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline" || true)
-      case "$c" in *"-id i-$2 "*) r=$(awk '/^VmRSS/{rss=$2} /^Threads/{th=$2} END{print rss, th}' "$p/status") ;; esac
+      case "$c" in *"-id i-$2 "*) shimpid=${p#/proc/}; r=$(awk '/^VmRSS/{rss=$2} /^Threads/{th=$2} END{print rss, th}' "$p/status") ;; esac
     done
-    echo "${r:-? ?}"
+    # Our shim's per-system supervisor (its child) holds the container's tree: count it too.
+    for p in /proc/[0-9]*; do
+      [ -n "$shimpid" ] || break
+      c=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline" || true)
+      case "$c" in *"__hcs-sim-supervisor"*)
+        [ "$(awk '/^PPid/{print $2}' "$p/status" 2>/dev/null)" = "$shimpid" ] &&
+          sup=" + supervisor $(awk '/^VmRSS/{rss=$2} /^Threads/{th=$2} END{print rss, th}' "$p/status")" ;;
+      esac
+    done
+    echo "${r:-? ?}${sup}"
     ctr task kill -s SIGKILL "i-$2" >/dev/null 2>&1 || true
     for _ in $(seq 50); do ctr task ls | grep -qE "^i-$2 .*STOPPED" && break; sleep 0.1; done
     ctr task delete "i-$2" >/dev/null 2>&1 || true
