@@ -230,12 +230,20 @@ done
 k9pid=$(ctr task ls | awk '$1=="t-k9"{print $2}')
 [ -n "$k9pid" ] && kill -0 "$k9pid" 2>/dev/null || fail "t-k9's process is not running: $(ctr task ls)"
 [ -n "$(in_rootfs)" ] || fail "no container process of t-k9 found in the rootfs"
+k9sup=""
+for p in /proc/[0-9]*; do
+  tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q "__hcs-sim-supervisor" &&
+    [ "$(awk '/^PPid/{print $2}' "$p/status" 2>/dev/null)" = "$shim" ] && k9sup=${p#/proc/}
+done
+[ -n "$k9sup" ] || fail "t-k9's shim runs no per-system supervisor"
 kill -9 "$shim"
 # The shim's supervisor sees its link close and kills the container's whole process tree.
 for _ in $(seq 50); do [ -z "$(in_rootfs)" ] && ! kill -0 "$k9pid" 2>/dev/null && break; sleep 0.1; done
 orphans=$(in_rootfs)
 [ -z "$orphans" ] || fail "container processes outlived their shim killed with kill -9: $orphans"
 kill -0 "$k9pid" 2>/dev/null && fail "t-k9's process $k9pid outlived its shim killed with kill -9"
+for _ in $(seq 50); do kill -0 "$k9sup" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$k9sup" 2>/dev/null && fail "t-k9's supervisor $k9sup outlived its shim killed with kill -9"
 for _ in $(seq 100); do grep -q '/tasks/exit {"container_id":"t-k9"' "$tmp/events.log" && break; sleep 0.1; done
 grep -q '/tasks/exit {"container_id":"t-k9"' "$tmp/events.log" || fail "no /tasks/exit for t-k9 after kill -9 of its shim"
 ctr task delete t-k9 >/dev/null 2>&1 || true
@@ -292,5 +300,17 @@ if [ "${E2E_BENCH:-1}" = 1 ]; then
   say "idle with one task (RSS KiB, threads): hcs shim $(idle "$SHIM_BIN" hcs), runc shim $(idle io.containerd.runc.v2 runc)"
   for p in $(in_rootfs); do kill -9 "$p" 2>/dev/null || true; done
 fi
+
+# Every task is deleted: the shims have exited, and with them their supervisors.
+sups_of_run() {
+  local p
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/exe" 2>/dev/null)" = "$SHIM_BIN" ] &&
+      tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q "__hcs-sim-supervisor" && echo "${p#/proc/}"
+  done
+  return 0
+}
+for _ in $(seq 50); do [ -z "$(sups_of_run)" ] && break; sleep 0.1; done
+[ -z "$(sups_of_run)" ] || fail "supervisors left after every task was deleted: $(sups_of_run)"
 
 say "passed"
