@@ -3,7 +3,9 @@
 //! no controlling terminal, so a command that opens `/dev/tty` gets an error instead of being
 //! stopped by `SIGTTIN`), becomes a child subreaper (`PR_SET_CHILD_SUBREAPER`: double-forked and
 //! `setsid` descendants are reparented to it, not to init), spawns the system's processes, each
-//! the leader of its own process group, reports their exits, forwards signals to their groups,
+//! the leader of its own process group (a console process: of its own session, with its
+//! pseudo-terminal as controlling terminal, through the console step, see [`CONSOLE_ARG`]),
+//! reports their exits, forwards signals to their groups,
 //! and kills every process below it when asked (the system stopped) or when its link to the
 //! simulator closes (the simulator was dropped, or the process that owned it died, `kill -9`
 //! included: the kernel closes the link, which no thread's death can do by accident as
@@ -12,7 +14,8 @@
 //! **Hosting it.** [`main`] is the process entry point: any binary can call it and exit with
 //! its result. The `hcs-sim-supervisor` binary of this crate does only that; `hcsctl` does it
 //! when its first argument is [`HCSCTL_ARG`] (so that it needs no second file: it re-executes
-//! `/proc/self/exe`). Point the simulator at one with [`crate::SimConfig::supervisor`]; without
+//! `/proc/self/exe`), and so does `containerd-shim-hcs-v1`. A host needs nothing more for
+//! console processes: [`main`] itself recognises [`CONSOLE_ARG`]. Point the simulator at one with [`crate::SimConfig::supervisor`]; without
 //! one the simulator spawns commands directly (the fallback: own process group only, no
 //! session, no subreaper). Linux only (child subreapers are a Linux feature); elsewhere [`main`]
 //! fails and the simulator uses the fallback.
@@ -20,7 +23,8 @@
 //! **The link** is a `SOCK_SEQPACKET` Unix socket pair; the supervisor's end is its standard
 //! input. Each datagram is one JSON message (at most [`MAX_MESSAGE`] bytes). The simulator
 //! sends `{"op":"Spawn","argv":[..],"cwd":..,"env":[[k,v],..],"stdin":b,"stdout":b,"stderr":b}`
-//! with the child's ends of the requested pipes attached (`SCM_RIGHTS`, in that order),
+//! with the child's ends of the requested pipes attached (`SCM_RIGHTS`, in that order), or with
+//! `"console":true` (absent: `false`) and one descriptor, the pseudo-terminal slave,
 //! `{"op":"Signal","pid":n,"signal":n}` and `{"op":"KillAll"}`; the supervisor answers a spawn
 //! with `{"op":"Spawned","pid":n}` or `{"op":"SpawnFailed","kind":"NotFound"|"PermissionDenied"|
 //! "Other","message":".."}`, and reports each exit of a spawned process with
