@@ -163,6 +163,9 @@ pid=$(ctr task ls | awk '$1=="t-bg"{print $2}')
 ctr task ps t-bg | grep -qw "$pid" || fail "task ps does not list $pid: $(ctr task ps t-bg)"
 out=$(timeout 30 ctr -a "$tmp/c.sock" task exec --exec-id e1 t-bg /bin/echo from-exec </dev/null)
 [ "$out" = from-exec ] || fail "exec: $out"
+# An exec with a terminal (ctr task exec -t, under script(1) for a terminal of its own).
+timeout 30 script -qfec "stty rows 21 cols 61; command ctr -a $tmp/c.sock task exec -t --exec-id e-tty t-bg /bin/sh -c 'i=0; while [ \"\$(stty size)\" = \"0 0\" ] && [ \$i -lt 200 ]; do sleep 0.05; i=\$((i+1)); done; test -t 0 && echo exec-tty \$(stty size)'" "$tmp/exec-tty.log" </dev/null >/dev/null 2>&1 || true
+tr -d '\r' <"$tmp/exec-tty.log" | grep -q "exec-tty 21 61" || fail "ctr task exec -t: no terminal of 21x61: $(cat "$tmp/exec-tty.log")"
 ctr task pause t-bg
 ctr task ls | grep -E '^t-bg .*PAUSED' >/dev/null || fail "not paused: $(ctr task ls)"
 ctr task resume t-bg
@@ -181,7 +184,8 @@ for topic in /tasks/create /tasks/start /tasks/exit /tasks/delete /tasks/exec-ad
   grep -q " $topic " "$tmp/events.log" || fail "no $topic event: $(cat "$tmp/events.log")"
 done
 order=$(awk '$6 ~ /^\/tasks\// && $7 ~ /"container_id":"t-bg"/ {print $6}' "$tmp/events.log" | tr '\n' ' ')
-want="/tasks/create /tasks/start /tasks/exec-added /tasks/exec-started /tasks/exit /tasks/paused /tasks/resumed /tasks/exit /tasks/delete "
+# (two execs: e1, then e-tty)
+want="/tasks/create /tasks/start /tasks/exec-added /tasks/exec-started /tasks/exit /tasks/exec-added /tasks/exec-started /tasks/exit /tasks/paused /tasks/resumed /tasks/exit /tasks/delete "
 [ "$order" = "$want" ] || fail "t-bg events out of order: $order"
 
 say "an OCI image built here, imported offline (native snapshotter), runs through the shim"
