@@ -18,11 +18,11 @@ fail() { say "FAIL: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || { echo "shim-e2e: needs root (containerd and chroot)"; exit 1; }
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null || ! installed busybox-static; then
-  say "installing containerd and busybox-static"
+if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null || ! installed busybox-static || ! command -v script >/dev/null; then
+  say "installing containerd, busybox-static and bsdutils (script: a terminal for ctr run -t)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
-  apt-get install -y -qq containerd busybox-static >/dev/null
+  apt-get install -y -qq containerd busybox-static bsdutils >/dev/null
 fi
 installed busybox-static && [ -x /bin/busybox ] || fail "busybox-static is not installed"
 
@@ -88,7 +88,7 @@ trap cleanup EXIT
 
 mkdir -p "$tmp/rootfs/bin" "$tmp/rootfs/tmp" "$tmp/rootfs/proc" "$tmp/rootfs/dev"
 cp /bin/busybox "$tmp/rootfs/bin/busybox"
-for a in sh echo cat sleep true false ls id pwd env; do ln -s busybox "$tmp/rootfs/bin/$a"; done
+for a in sh echo cat sleep true false ls id pwd env stty; do ln -s busybox "$tmp/rootfs/bin/$a"; done
 echo "inside the rootfs" > "$tmp/rootfs/marker"
 
 cat > "$tmp/config.toml" <<TOML
@@ -132,6 +132,30 @@ set -e
 out=$(timeout 60 ctr -a "$tmp/c.sock" run --rm --runtime "$SHIM_BIN" --cwd /tmp --env GREETING=hi --rootfs "$tmp/rootfs" t-env /bin/sh -c 'echo "$GREETING $(pwd)"' </dev/null)
 [ "$out" = "hi /tmp" ] || fail "env/cwd not applied: $out"
 
+say "ctr run -t under script(1): a terminal of the requested size, resized while it runs"
+# script(1) gives ctr a terminal (33x77); the container waits for ctr's first resize, reports
+# that stdin is a tty and the size, then waits for the size to change: the outer shell resizes
+# script's terminal (SIGWINCH → ctr → ResizePty → the simulator's pty) once "first" shows.
+cat >"$tmp/tty.sh" <<EOF
+stty rows 33 cols 77
+exec 3<&0
+command ctr -a "$tmp/c.sock" run -t --rm --runtime "$SHIM_BIN" --rootfs "$tmp/rootfs" t-tty /bin/sh -c \
+  'i=0; while [ "\$(stty size)" = "0 0" ] && [ \$i -lt 200 ]; do sleep 0.05; i=\$((i+1)); done
+   test -t 0 && test -t 1 && echo tty-yes; a=\$(stty size); echo "first \$a"
+   j=0; while [ "\$(stty size)" = "\$a" ] && [ \$j -lt 200 ]; do sleep 0.05; j=\$((j+1)); done
+   echo "second \$(stty size)"; exit 3' <&3 &
+for _ in \$(seq 200); do grep -q "first" "$tmp/tty.log" 2>/dev/null && break; sleep 0.05; done
+stty rows 44 cols 99
+wait \$!
+echo "ctr-exit=\$?"
+EOF
+timeout 60 script -qfec "sh $tmp/tty.sh" "$tmp/tty.log" </dev/null >/dev/null 2>&1 || true
+tr -d '\r' <"$tmp/tty.log" >"$tmp/tty.txt"
+grep -q "tty-yes" "$tmp/tty.txt" || fail "ctr run -t: stdin/stdout are not a terminal: $(cat "$tmp/tty.txt")"
+grep -q "first 33 77" "$tmp/tty.txt" || fail "ctr run -t: the terminal is not 33x77: $(cat "$tmp/tty.txt")"
+grep -q "second 44 99" "$tmp/tty.txt" || fail "ctr run -t: the resize did not reach the process: $(cat "$tmp/tty.txt")"
+grep -q "ctr-exit=3" "$tmp/tty.txt" || fail "ctr run -t: exit code not 3: $(cat "$tmp/tty.txt")"
+
 say "ctr run -d, then task ls / ps / exec / pause / resume / metrics / kill / delete"
 timeout 30 ctr -a "$tmp/c.sock" run -d --runtime "$SHIM_BIN" --rootfs "$tmp/rootfs" t-bg /bin/sleep 300 </dev/null >/dev/null
 ctr task ls | grep -E '^t-bg +[0-9]+ +RUNNING' >/dev/null || fail "task ls: $(ctr task ls)"
@@ -139,6 +163,9 @@ pid=$(ctr task ls | awk '$1=="t-bg"{print $2}')
 ctr task ps t-bg | grep -qw "$pid" || fail "task ps does not list $pid: $(ctr task ps t-bg)"
 out=$(timeout 30 ctr -a "$tmp/c.sock" task exec --exec-id e1 t-bg /bin/echo from-exec </dev/null)
 [ "$out" = from-exec ] || fail "exec: $out"
+# An exec with a terminal (ctr task exec -t, under script(1) for a terminal of its own).
+timeout 30 script -qfec "stty rows 21 cols 61; command ctr -a $tmp/c.sock task exec -t --exec-id e-tty t-bg /bin/sh -c 'i=0; while [ \"\$(stty size)\" = \"0 0\" ] && [ \$i -lt 200 ]; do sleep 0.05; i=\$((i+1)); done; test -t 0 && echo exec-tty \$(stty size)'" "$tmp/exec-tty.log" </dev/null >/dev/null 2>&1 || true
+tr -d '\r' <"$tmp/exec-tty.log" | grep -q "exec-tty 21 61" || fail "ctr task exec -t: no terminal of 21x61: $(cat "$tmp/exec-tty.log")"
 ctr task pause t-bg
 ctr task ls | grep -E '^t-bg .*PAUSED' >/dev/null || fail "not paused: $(ctr task ls)"
 ctr task resume t-bg
@@ -157,7 +184,8 @@ for topic in /tasks/create /tasks/start /tasks/exit /tasks/delete /tasks/exec-ad
   grep -q " $topic " "$tmp/events.log" || fail "no $topic event: $(cat "$tmp/events.log")"
 done
 order=$(awk '$6 ~ /^\/tasks\// && $7 ~ /"container_id":"t-bg"/ {print $6}' "$tmp/events.log" | tr '\n' ' ')
-want="/tasks/create /tasks/start /tasks/exec-added /tasks/exec-started /tasks/exit /tasks/paused /tasks/resumed /tasks/exit /tasks/delete "
+# (two execs: e1, then e-tty)
+want="/tasks/create /tasks/start /tasks/exec-added /tasks/exec-started /tasks/exit /tasks/exec-added /tasks/exec-started /tasks/exit /tasks/paused /tasks/resumed /tasks/exit /tasks/delete "
 [ "$order" = "$want" ] || fail "t-bg events out of order: $order"
 
 say "an OCI image built here, imported offline (native snapshotter), runs through the shim"
@@ -195,7 +223,7 @@ grep -q "DeadlineExceeded\|did not answer\|deadline" "$tmp/hang.out" || fail "no
 ctr task ls -q | grep -qx t-hang && fail "t-hang still listed: $(ctr task ls)"
 ctr container ls -q | grep -qx t-hang && ctr container delete t-hang
 
-say "the shim killed with kill -9: containerd reports the exit, delete cleans up"
+say "the shim killed with kill -9: its container's processes die with it, containerd reports the exit, delete cleans up"
 timeout 30 ctr -a "$tmp/c.sock" run -d --runtime "$SHIM_BIN" --rootfs "$tmp/rootfs" t-k9 /bin/sleep 300 </dev/null >/dev/null
 shim=""
 for p in /proc/[0-9]*; do
@@ -203,18 +231,28 @@ for p in /proc/[0-9]*; do
   case "$c" in *"-id t-k9 "*"-socket "*) shim=${p#/proc/} ;; esac
 done
 [ -n "$shim" ] || fail "no shim process for t-k9"
+k9pid=$(ctr task ls | awk '$1=="t-k9"{print $2}')
+[ -n "$k9pid" ] && kill -0 "$k9pid" 2>/dev/null || fail "t-k9's process is not running: $(ctr task ls)"
+[ -n "$(in_rootfs)" ] || fail "no container process of t-k9 found in the rootfs"
+k9sup=""
+for p in /proc/[0-9]*; do
+  tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q "__hcs-sim-supervisor" &&
+    [ "$(awk '/^PPid/{print $2}' "$p/status" 2>/dev/null)" = "$shim" ] && k9sup=${p#/proc/}
+done
+[ -n "$k9sup" ] || fail "t-k9's shim runs no per-system supervisor"
 kill -9 "$shim"
+# The shim's supervisor sees its link close and kills the container's whole process tree.
+for _ in $(seq 50); do [ -z "$(in_rootfs)" ] && ! kill -0 "$k9pid" 2>/dev/null && break; sleep 0.1; done
+orphans=$(in_rootfs)
+[ -z "$orphans" ] || fail "container processes outlived their shim killed with kill -9: $orphans"
+kill -0 "$k9pid" 2>/dev/null && fail "t-k9's process $k9pid outlived its shim killed with kill -9"
+for _ in $(seq 50); do kill -0 "$k9sup" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$k9sup" 2>/dev/null && fail "t-k9's supervisor $k9sup outlived its shim killed with kill -9"
 for _ in $(seq 100); do grep -q '/tasks/exit {"container_id":"t-k9"' "$tmp/events.log" && break; sleep 0.1; done
 grep -q '/tasks/exit {"container_id":"t-k9"' "$tmp/events.log" || fail "no /tasks/exit for t-k9 after kill -9 of its shim"
 ctr task delete t-k9 >/dev/null 2>&1 || true
 ctr task ls -q | grep -qx t-k9 && fail "t-k9 still listed: $(ctr task ls)"
 ctr container delete t-k9 || fail "container t-k9 not deleted"
-orphans=$(in_rootfs)
-if [ -n "$orphans" ]; then
-  # Known limitation: the simulator's host processes outlive a shim killed with SIGKILL.
-  say "note: the container process outlived its killed shim (pids $orphans); killing it"
-  for p in $orphans; do kill -9 "$p" 2>/dev/null || true; done
-fi
 
 say "shim delete with nothing to clean prints a DeleteResponse within 5 s"
 mkdir -p "$tmp/nobundle"
@@ -237,15 +275,24 @@ if [ "${E2E_BENCH:-1}" = 1 ]; then
     t1=$(date +%s%N)
     echo $(( (t1 - t0) / n / 1000 ))
   }
-  idle() { # RUNTIME LABEL → "rss_kib threads"
+  idle() { # RUNTIME LABEL → "rss_kib threads" of the shim [+ "supervisor rss_kib threads"]
     timeout 30 ctr -a "$tmp/c.sock" run -d --runtime "$1" --rootfs "$tmp/rootfs" "i-$2" /bin/sleep 60 </dev/null >/dev/null 2>&1 || { echo "? ?"; return; }
     sleep 0.5
-    local p c r=""
+    local p c r="" shimpid="" sup=""
     for p in /proc/[0-9]*; do
       c=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline" || true)
-      case "$c" in *"-id i-$2 "*) r=$(awk '/^VmRSS/{rss=$2} /^Threads/{th=$2} END{print rss, th}' "$p/status") ;; esac
+      case "$c" in *"-id i-$2 "*) shimpid=${p#/proc/}; r=$(awk '/^VmRSS/{rss=$2} /^Threads/{th=$2} END{print rss, th}' "$p/status") ;; esac
     done
-    echo "${r:-? ?}"
+    # Our shim's per-system supervisor (its child) holds the container's tree: count it too.
+    for p in /proc/[0-9]*; do
+      [ -n "$shimpid" ] || break
+      c=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline" || true)
+      case "$c" in *"__hcs-sim-supervisor"*)
+        [ "$(awk '/^PPid/{print $2}' "$p/status" 2>/dev/null)" = "$shimpid" ] &&
+          sup=" + supervisor $(awk '/^VmRSS/{rss=$2} /^Threads/{th=$2} END{print rss, th}' "$p/status")" ;;
+      esac
+    done
+    echo "${r:-? ?}${sup}"
     ctr task kill -s SIGKILL "i-$2" >/dev/null 2>&1 || true
     for _ in $(seq 50); do ctr task ls | grep -qE "^i-$2 .*STOPPED" && break; sleep 0.1; done
     ctr task delete "i-$2" >/dev/null 2>&1 || true
@@ -257,5 +304,17 @@ if [ "${E2E_BENCH:-1}" = 1 ]; then
   say "idle with one task (RSS KiB, threads): hcs shim $(idle "$SHIM_BIN" hcs), runc shim $(idle io.containerd.runc.v2 runc)"
   for p in $(in_rootfs); do kill -9 "$p" 2>/dev/null || true; done
 fi
+
+# Every task is deleted: the shims have exited, and with them their supervisors.
+sups_of_run() {
+  local p
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/exe" 2>/dev/null)" = "$SHIM_BIN" ] &&
+      tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q "__hcs-sim-supervisor" && echo "${p#/proc/}"
+  done
+  return 0
+}
+for _ in $(seq 50); do [ -z "$(sups_of_run)" ] && break; sleep 0.1; done
+[ -z "$(sups_of_run)" ] || fail "supervisors left after every task was deleted: $(sups_of_run)"
 
 say "passed"

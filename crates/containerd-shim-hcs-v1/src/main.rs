@@ -9,8 +9,8 @@
 //! On Linux the HCS behind it is the simulator (`hcs-sim`), which runs each process on the
 //! host: as root inside the bundle's root filesystem through this same binary acting as a
 //! chroot helper (`__hcs-exec`, see [`spec::Launch`]); not as root, on the host without chroot.
-//! On Windows it is the native driver (`hcs-native`); this crate is not yet built in the Windows
-//! lane.
+//! On Windows it is the native driver (`hcs-native`: V2 where `computecore.dll` loads, else V1);
+//! the Windows lane compile-checks it (`scripts/test-windows.sh -p containerd-shim-hcs-v1`).
 
 mod rootfs;
 mod service;
@@ -19,6 +19,7 @@ mod stats;
 mod stdio;
 #[cfg(test)]
 mod tests;
+mod update;
 
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::{
@@ -34,6 +35,11 @@ const RUNTIME_ID: &str = "io.containerd.hcs.v1";
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The per-system supervisor of the simulator's processes (see `driver`): this binary
+    // re-executed with the hidden first argument, checked before anything else is set up.
+    if args.get(1).is_some_and(|a| a == hcs_sim::supervisor::HCSCTL_ARG) {
+        std::process::exit(hcs_sim::supervisor::main());
+    }
     if args.get(1).is_some_and(|a| a == spec::HELPER_ARG) {
         helper(&args[2..]);
     }
@@ -110,13 +116,20 @@ fn helper(_args: &[std::ffi::OsString]) -> ! {
 /// Environment variable naming a directory of simulator fault plans, one per task id
 /// (`<dir>/<id>.json`, the `hcs-sim` JSON form): for tests that drive the shim through
 /// containerd (the shim inherits containerd's environment).
+#[cfg_attr(not(unix), allow(dead_code))] // the simulator only
 const FAULTS_DIR_ENV: &str = "HCS_SHIM_SIM_FAULTS_DIR";
 /// Environment variable overriding the bound of each HCS call in a handler (milliseconds).
 const CALL_BOUND_ENV: &str = "HCS_SHIM_CALL_BOUND_MS";
 
 /// The driver behind the shim: the simulator on Unix, configured as `hcsctl` configures it
-/// (V2, no modelled latency, synchronous answers, fast reaping), with the fault plan of task
-/// `id` when [`FAULTS_DIR_ENV`] names a directory holding one.
+/// (V2, no modelled latency, synchronous answers, fast reaping, and on Linux each system's
+/// processes under a per-system supervisor: this binary re-executed with
+/// [`hcs_sim::supervisor::HCSCTL_ARG`]), with the fault plan of task `id` when
+/// [`FAULTS_DIR_ENV`] names a directory holding one.
+///
+/// The supervisor holds the container's whole process tree (its own session, a child
+/// subreaper) and kills it when its link to this process closes: a shim killed with `kill -9`
+/// takes its container's processes with it.
 #[cfg(unix)]
 fn driver(id: &str) -> Result<Arc<dyn hcs::Driver>, String> {
     let mut config = hcs_sim::SimConfig::default()
@@ -124,6 +137,11 @@ fn driver(id: &str) -> Result<Arc<dyn hcs::Driver>, String> {
         .latency(std::time::Duration::ZERO)
         .all_sync()
         .reap_interval(std::time::Duration::from_micros(250));
+    if cfg!(target_os = "linux") {
+        config = config.supervisor(
+            hcs_sim::SupervisorProgram::new("/proc/self/exe").arg(hcs_sim::supervisor::HCSCTL_ARG),
+        );
+    }
     if let Some(dir) = std::env::var_os(FAULTS_DIR_ENV) {
         let path = std::path::Path::new(&dir).join(format!("{id}.json"));
         if path.is_file() {
@@ -138,10 +156,11 @@ fn driver(id: &str) -> Result<Arc<dyn hcs::Driver>, String> {
     Ok(sim)
 }
 
-/// The driver behind the shim off Unix: not built yet (see the crate docs).
+/// The driver behind the shim off Unix (Windows): the native driver `hcs-native` chooses —
+/// V2 (`computecore.dll`) where it loads with its exports, else V1 (`vmcompute.dll`).
 #[cfg(not(unix))]
 fn driver(_id: &str) -> Result<Arc<dyn hcs::Driver>, String> {
-    Err("containerd-shim-hcs-v1 is only built for Unix hosts (the simulator) so far".into())
+    hcs_native::driver().map_err(|e| e.to_string())
 }
 
 /// Events to containerd, in order, from one thread, so that a slow containerd never blocks a
@@ -235,13 +254,23 @@ impl shim::Shim for HcsShim {
         };
         let platform = Platform {
             driver,
-            launch: Arc::new(service::simulator_launch),
+            launch: Arc::new(launch),
             bounds: bounds(),
         };
         TaskApi {
             svc: Service::new(platform, events),
             exit: self.exit.clone(),
         }
+    }
+}
+
+/// How a process spec becomes a command line: through the simulator's chroot helper on Unix
+/// (see [`service::simulator_launch`]); on Windows HCS runs the command line itself.
+fn launch(bundle: &spec::BundleSpec) -> spec::Launch {
+    if cfg!(unix) {
+        service::simulator_launch(bundle)
+    } else {
+        spec::Launch::Direct
     }
 }
 
@@ -261,14 +290,6 @@ fn bounds() -> service::Bounds {
 struct TaskApi {
     svc: Arc<Service>,
     exit: Arc<ExitSignal>,
-}
-
-fn not_implemented(what: &str) -> shim::protos::ttrpc::Error {
-    service::ShimError {
-        code: shim::protos::ttrpc::Code::UNIMPLEMENTED,
-        message: format!("{what} is not implemented by containerd-shim-hcs-v1"),
-    }
-    .into()
 }
 
 impl shim::Task for TaskApi {
@@ -295,8 +316,9 @@ impl shim::Task for TaskApi {
         self.svc.resume(&req)?;
         Ok(api::Empty::new())
     }
-    fn checkpoint(&self, _: &TtrpcContext, _: api::CheckpointTaskRequest) -> TtrpcResult<api::Empty> {
-        Err(not_implemented("Checkpoint"))
+    fn checkpoint(&self, _: &TtrpcContext, req: api::CheckpointTaskRequest) -> TtrpcResult<api::Empty> {
+        self.svc.checkpoint(&req)?;
+        Ok(api::Empty::new())
     }
     fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         self.svc.kill(&req)?;
@@ -314,8 +336,9 @@ impl shim::Task for TaskApi {
         self.svc.close_io(&req)?;
         Ok(api::Empty::new())
     }
-    fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
-        Err(not_implemented("Update (resource changes)"))
+    fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<api::Empty> {
+        self.svc.update(&req)?;
+        Ok(api::Empty::new())
     }
     fn wait(&self, _: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
         Ok(self.svc.wait(&req)?)

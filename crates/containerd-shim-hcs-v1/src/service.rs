@@ -1132,6 +1132,62 @@ impl Service {
         Ok(())
     }
 
+    /// Update: the resources HCS can change on a running container, through
+    /// `HcsModifyComputeSystem` (memory limit → `Container/Memory/SizeInMB`, processor limit /
+    /// weight → `Container/Processor`; see [`crate::update`]). NotFound for an unknown task;
+    /// FailedPrecondition unless the init is running and the task not paused; InvalidArgument
+    /// for resources that cannot be decoded; Unimplemented, naming each field, for anything
+    /// else (the request is refused as a whole, before any HCS call).
+    pub fn update(&self, req: &api::UpdateTaskRequest) -> Result<(), ShimError> {
+        let _op = self.op_lock();
+        let system = {
+            let mut st = self.lock();
+            let t = Self::task(&mut st, &req.id)?;
+            let running = t.execs.get("").map(|e| e.state) == Some(ProcState::Running);
+            if !running || t.paused {
+                return Err(ShimError::precondition(format!(
+                    "cannot update task {:?}: it is {}",
+                    req.id,
+                    if running { "paused" } else { "not running" }
+                )));
+            }
+            t.system.clone()
+        };
+        let (type_url, value) = req
+            .resources
+            .as_ref()
+            .map_or(("", &[][..]), |a| (a.type_url.as_str(), a.value.as_slice()));
+        let mut annotations: Vec<String> = req.annotations.keys().cloned().collect();
+        annotations.sort();
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let requests =
+            crate::update::modify_requests(type_url, value, &annotations, cpus).map_err(|e| match e {
+                crate::update::UpdateError::Invalid(m) => ShimError::new(Code::INVALID_ARGUMENT, m),
+                crate::update::UpdateError::Unsupported(m) => ShimError::new(Code::UNIMPLEMENTED, m),
+            })?;
+        for doc in requests {
+            let system = system.clone();
+            bounded("modify compute system", self.platform.bounds.call, move || {
+                system.modify(&doc)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoint: NotFound for an unknown task, else Unimplemented — HCS has no checkpoint of
+    /// a process-isolated container (hcsshim's runhcs-v1 refuses it too).
+    pub fn checkpoint(&self, req: &api::CheckpointTaskRequest) -> Result<(), ShimError> {
+        Self::task(&mut self.lock(), &req.id)?;
+        Err(ShimError::new(
+            Code::UNIMPLEMENTED,
+            format!(
+                "Checkpoint of task {:?} is not implemented by containerd-shim-hcs-v1: HCS cannot \
+                 checkpoint a process-isolated container",
+                req.id
+            ),
+        ))
+    }
+
     /// Connect: the shim's pid and the init's pid. NotFound for an unknown task.
     pub fn connect(&self, req: &api::ConnectRequest) -> Result<api::ConnectResponse, ShimError> {
         let mut st = self.lock();

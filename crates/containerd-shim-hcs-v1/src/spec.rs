@@ -208,6 +208,7 @@ pub enum Launch {
     /// The simulator, as root: the shim binary `helper` re-executes itself as
     /// `helper __hcs-exec ROOT CWD KEY=VALUE… -- ARGS…`, which chroots into `ROOT` (its own
     /// process), changes to `CWD`, sets exactly the spec's environment and execs `ARGS`.
+    #[cfg_attr(not(unix), allow(dead_code))] // made only where chroot exists
     Chroot {
         /// The shim binary.
         helper: PathBuf,

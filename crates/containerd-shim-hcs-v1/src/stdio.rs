@@ -88,6 +88,7 @@ impl Relays {
 
 /// How long an output relay waits, after the process's end of file, for the reader of its path
 /// to take what is still buffered in the FIFO.
+#[cfg_attr(not(unix), allow(dead_code))] // FIONREAD: Unix only
 const CONSUME_BOUND: Duration = Duration::from_secs(1);
 
 /// Waits (at most [`CONSUME_BOUND`]) until the FIFO behind `w` is empty. containerd's reader

@@ -458,3 +458,97 @@ fn stats_query_hcs_and_encode_cgroups_metrics() {
 fn process_state_names_are_stable() {
     assert_ne!(ProcState::Created, ProcState::Running);
 }
+
+fn update_req(type_url: &str, value: &str) -> api::UpdateTaskRequest {
+    api::UpdateTaskRequest {
+        id: ID.into(),
+        resources: Some(Any {
+            type_url: type_url.into(),
+            value: value.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    }
+}
+
+const LINUX_RESOURCES: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+
+#[test]
+fn update_changes_what_hcs_allows_on_a_running_task_and_names_what_it_refuses() {
+    let f = fixture();
+    let memory = update_req(LINUX_RESOURCES, r#"{"memory":{"limit":134217728}}"#);
+    assert_eq!(code(f.svc.update(&memory)), Code::NOT_FOUND);
+    f.create().unwrap();
+    let e = f.svc.update(&memory).unwrap_err();
+    assert_eq!(e.code, Code::FAILED_PRECONDITION);
+    assert!(e.message.contains("not running"), "{}", e.message);
+    f.start("").unwrap();
+    // Memory and CPU limit: one HcsModifyComputeSystem each.
+    f.svc
+        .update(&update_req(
+            LINUX_RESOURCES,
+            r#"{"memory":{"limit":134217728},"cpu":{"quota":100000,"period":100000}}"#,
+        ))
+        .unwrap();
+    let calls: Vec<String> = f
+        .fake
+        .calls_of(Method::ModifyComputeSystem)
+        .into_iter()
+        .map(|c| c.arg)
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls[0].contains(r#""ResourcePath":"Container/Memory/SizeInMB""#)
+            && calls[0].contains(r#""Settings":128"#)
+    );
+    assert!(calls[1].contains(r#""ResourcePath":"Container/Processor""#) && calls[1].contains("Limit"));
+    // Anything else: Unimplemented naming the field, and no HCS call at all.
+    let e = f
+        .svc
+        .update(&update_req(
+            LINUX_RESOURCES,
+            r#"{"memory":{"limit":134217728},"pids":{"limit":5}}"#,
+        ))
+        .unwrap_err();
+    assert_eq!(e.code, Code::UNIMPLEMENTED);
+    assert!(
+        e.message.contains("pids") && e.message.contains("nothing was changed"),
+        "{}",
+        e.message
+    );
+    let e = f.svc.update(&update_req("example.com/Other", "{}")).unwrap_err();
+    assert_eq!(e.code, Code::INVALID_ARGUMENT);
+    assert!(e.message.contains("example.com/Other"), "{}", e.message);
+    assert_eq!(f.fake.count(Method::ModifyComputeSystem), 2);
+    // Paused: FailedPrecondition.
+    f.pause().unwrap();
+    assert_eq!(code(f.svc.update(&memory)), Code::FAILED_PRECONDITION);
+    f.resume().unwrap();
+    // An HCS failure is returned with HCS's code mapped.
+    f.fake
+        .script(Method::ModifyComputeSystem, Answer::fail(hcs::HResult::E_FAIL));
+    assert_eq!(code(f.svc.update(&memory)), Code::INTERNAL);
+    f.kill("", 9, false).unwrap();
+    f.exit_last_process();
+    f.wait("").unwrap();
+    assert_eq!(code(f.svc.update(&memory)), Code::FAILED_PRECONDITION);
+}
+
+#[test]
+fn checkpoint_is_unimplemented_with_a_clear_message() {
+    let f = fixture();
+    let req = api::CheckpointTaskRequest {
+        id: ID.into(),
+        ..Default::default()
+    };
+    assert_eq!(code(f.svc.checkpoint(&req)), Code::NOT_FOUND);
+    f.create().unwrap();
+    let e = f.svc.checkpoint(&req).unwrap_err();
+    assert_eq!(e.code, Code::UNIMPLEMENTED);
+    assert!(
+        e.message.contains("Checkpoint") && e.message.contains("HCS cannot"),
+        "{}",
+        e.message
+    );
+}

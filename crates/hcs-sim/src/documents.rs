@@ -125,6 +125,15 @@ pub(crate) fn parse_params(text: &str, generation: ApiGeneration) -> Result<Para
         }
     }
     let flag = |k: &str| obj.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let console_size = match obj.get("ConsoleSize") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(serde_json::from_value::<[u16; 2]>(v.clone()).map_err(|_| {
+            codes::failure(
+                codes::INVALID_ARG,
+                format!("ConsoleSize must be [height, width] (two integers 0-65535), not {v}"),
+            )
+        })?),
+    };
     Ok(Params {
         command_line: if command_line.is_empty() {
             argv.join(" ")
@@ -140,6 +149,8 @@ pub(crate) fn parse_params(text: &str, generation: ApiGeneration) -> Result<Para
         stdin: flag("CreateStdInPipe"),
         stdout: flag("CreateStdOutPipe"),
         stderr: flag("CreateStdErrPipe"),
+        emulate_console: flag("EmulateConsole"),
+        console_size,
         argv,
     })
 }

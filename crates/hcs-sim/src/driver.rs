@@ -403,6 +403,45 @@ impl Driver for Model {
                     })?;
                     s.memory_mb = Some(mb);
                 }
+                // What HCS can change on a running process-isolated container (hcsshim's
+                // runhcs Update): the silo's memory limit and its processor limit / weight.
+                ("Container/Memory/SizeInMB", "Update", "Container") => {
+                    let mb = settings.as_u64().filter(|mb| *mb > 0).ok_or_else(|| {
+                        codes::failure(codes::INVALID_ARG, "Settings must be a positive size in MB")
+                    })?;
+                    s.memory_mb = Some(mb);
+                }
+                ("Container/Processor", "Update", "Container") => {
+                    let field = |k: &str| match settings.get(k) {
+                        None => Ok(None),
+                        Some(v) => v
+                            .as_u64()
+                            .filter(|n| (1..=10_000).contains(n))
+                            .map(Some)
+                            .ok_or_else(|| {
+                                codes::failure(
+                                    codes::INVALID_ARG,
+                                    format!("Processor {k} must be an integer in 1-10000, not {v}"),
+                                )
+                            }),
+                    };
+                    let known = settings
+                        .as_object()
+                        .is_some_and(|o| o.keys().all(|k| k == "Limit" || k == "Weight"));
+                    if !known {
+                        return Err(codes::failure(
+                            codes::INVALID_ARG,
+                            "Container/Processor Settings must be an object with Limit and/or Weight",
+                        ));
+                    }
+                    let (limit, weight) = (field("Limit")?, field("Weight")?);
+                    if limit.is_none() && weight.is_none() {
+                        return Err(codes::failure(
+                            codes::INVALID_ARG,
+                            "Container/Processor Settings must set Limit or Weight",
+                        ));
+                    }
+                }
                 ("Container/MappedDirectories", "Add", "Container") => {
                     let get = |k: &str| {
                         settings
@@ -541,7 +580,7 @@ impl Driver for Model {
                     stdout: spawned.stdout.take().map(PipeReader::from_file),
                     stderr: spawned.stderr.take().map(PipeReader::from_file),
                 };
-                sh.adopt(sys, proc, spawned.child);
+                sh.adopt(sys, proc, spawned.child, spawned.console.take());
                 (st, sys, proc, ProcKind::Host, pid, info)
             }
             Backend::Scripted(script) => {
@@ -770,6 +809,17 @@ impl Driver for Model {
                         codes::INVALID_ARG,
                         "CloseHandle request without CloseHandle",
                     ))
+                }
+                hcs_schema::ProcessModifyOperation::ConsoleSize => {
+                    // A console process on the host backend: its pseudo-terminal is resized.
+                    if let Some(size) = request.console_size {
+                        if let Err(e) = sh.reaper.resize_console(proc, size.height, size.width) {
+                            return Err(codes::failure(
+                                HResult::E_FAIL,
+                                format!("cannot resize the process's console: {e}"),
+                            ));
+                        }
+                    }
                 }
                 _ => {}
             }

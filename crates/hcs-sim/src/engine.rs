@@ -154,8 +154,14 @@ impl Engine {
 
     /// Hands a spawned host child of process `proc` of system `sys` to the reaper (starting or
     /// waking the service thread, which reports its exit).
-    pub(crate) fn adopt(self: &Arc<Self>, sys: u64, proc: u64, child: HostChild) {
-        self.reaper.adopt(sys, proc, child);
+    pub(crate) fn adopt(
+        self: &Arc<Self>,
+        sys: u64,
+        proc: u64,
+        child: HostChild,
+        console: Option<crate::host::ConsoleFd>,
+    ) {
+        self.reaper.adopt(sys, proc, child, console);
         self.service.poke(self);
     }
 

@@ -34,6 +34,10 @@ pub(crate) struct Params {
     pub(crate) stdin: bool,
     pub(crate) stdout: bool,
     pub(crate) stderr: bool,
+    /// `EmulateConsole`: the process runs on a pseudo-terminal (see [`Pty`]).
+    pub(crate) emulate_console: bool,
+    /// `ConsoleSize` at creation, `[height, width]`.
+    pub(crate) console_size: Option<[u16; 2]>,
 }
 
 /// A spawned host process, until the reaper adopts it.
@@ -76,6 +80,80 @@ pub(crate) struct Spawned {
     pub(crate) stdin: Option<File>,
     pub(crate) stdout: Option<File>,
     pub(crate) stderr: Option<File>,
+    /// The pseudo-terminal master of a console process (a descriptor of its own), kept to
+    /// resize the console.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) console: Option<ConsoleFd>,
+}
+
+/// The pseudo-terminal master kept for resizing (Linux; nothing elsewhere, where the
+/// simulator makes no pseudo-terminal and a console process gets pipes).
+#[cfg(target_os = "linux")]
+pub(crate) type ConsoleFd = OwnedFd;
+/// The pseudo-terminal master kept for resizing (Linux; nothing elsewhere, where the
+/// simulator makes no pseudo-terminal and a console process gets pipes).
+#[cfg(not(target_os = "linux"))]
+pub(crate) type ConsoleFd = std::convert::Infallible;
+
+/// The pseudo-terminal of a process created with `EmulateConsole` (the simulator's stand-in
+/// for a Windows pseudo console): the process gets the slave on its stdin, stdout and stderr
+/// (and, under a supervisor, as its controlling terminal in a session of its own, see
+/// [`crate::supervisor`]); the caller gets the master as the process's stdin and stdout (no
+/// separate stderr, as HCS gives none for a console process); `ConsoleSize` sets its window
+/// size (`TIOCSWINSZ`, which also sends `SIGWINCH` to the terminal's foreground process group).
+#[cfg(target_os = "linux")]
+pub(crate) struct Pty {
+    /// The master (close-on-exec).
+    pub(crate) master: OwnedFd,
+    /// The slave (close-on-exec; dup'ed onto the child's standard descriptors).
+    pub(crate) slave: OwnedFd,
+}
+
+#[cfg(target_os = "linux")]
+impl Pty {
+    /// Opens a pseudo-terminal pair, sized `[height, width]` when `size` is given.
+    pub(crate) fn open(size: Option<[u16; 2]>) -> std::io::Result<Pty> {
+        use rustix::fs::{Mode, OFlags};
+        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+        grantpt(&master)?;
+        unlockpt(&master)?;
+        let name = ptsname(&master, Vec::new())?;
+        let slave = rustix::fs::open(
+            name.as_c_str(),
+            OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        if let Some([height, width]) = size {
+            set_console_size(&master, height, width)?;
+        }
+        Ok(Pty { master, slave })
+    }
+
+    /// The caller's handles: the master as stdin and stdout (each a descriptor of its own, when
+    /// asked for), and one more for resizing.
+    fn caller_ends(&self, params: &Params) -> std::io::Result<(Option<File>, Option<File>, OwnedFd)> {
+        let dup = |wanted: bool| -> std::io::Result<Option<File>> {
+            Ok(match wanted {
+                true => Some(File::from(self.master.try_clone()?)),
+                false => None,
+            })
+        };
+        Ok((dup(params.stdin)?, dup(params.stdout)?, self.master.try_clone()?))
+    }
+}
+
+/// Sets the window size of a pseudo-terminal (`TIOCSWINSZ` on its master).
+#[cfg(target_os = "linux")]
+pub(crate) fn set_console_size(master: &OwnedFd, height: u16, width: u16) -> std::io::Result<()> {
+    let size = rustix::termios::Winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(master, size)?;
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -137,6 +215,10 @@ pub(crate) fn spawn(params: &Params) -> Result<Spawned, Failure> {
     let Some((program, args)) = params.argv.split_first() else {
         return Err(Failure::new(codes::INVALID_ARG));
     };
+    #[cfg(target_os = "linux")]
+    if params.emulate_console {
+        return spawn_console_direct(program, args, params);
+    }
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(pipe_or_null(params.stdin))
@@ -156,6 +238,44 @@ pub(crate) fn spawn(params: &Params) -> Result<Spawned, Failure> {
         stdin,
         stdout,
         stderr,
+        console: None,
+    })
+}
+
+/// A console process spawned directly: the pty slave on its stdin, stdout and stderr, in a
+/// process group of its own. Without a supervisor it gets no controlling terminal (that needs
+/// a session of its own, which `Command` cannot start without `pre_exec`): `isatty` and the
+/// window size work, terminal job control does not.
+#[cfg(target_os = "linux")]
+fn spawn_console_direct(program: &str, args: &[String], params: &Params) -> Result<Spawned, Failure> {
+    let os = |e: std::io::Error| spawn_failure(e.kind(), params, &e);
+    let pty = Pty::open(params.console_size).map_err(os)?;
+    let slave = || pty.slave.try_clone().map(Stdio::from).map_err(os);
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(slave()?)
+        .stdout(slave()?)
+        .stderr(slave()?)
+        .process_group(0);
+    if let Some(dir) = &params.working_directory {
+        cmd.current_dir(dir);
+    }
+    cmd.envs(params.environment.iter().map(|(k, v)| (k, v)));
+    let child = cmd.spawn().map_err(os)?;
+    drop(cmd); // its copies of the slave
+    let (stdin, stdout, console) = match pty.caller_ends(params) {
+        Ok(ends) => ends,
+        Err(e) => {
+            HostChild::Direct(child).discard();
+            return Err(os(e));
+        }
+    };
+    Ok(Spawned {
+        child: HostChild::Direct(child),
+        stdin,
+        stdout,
+        stderr: None,
+        console: Some(console),
     })
 }
 
@@ -169,24 +289,37 @@ fn spawn_supervised(sup: &Arc<Supervisor>, params: &Params) -> Result<Spawned, F
     let os = |e: rustix::io::Errno| spawn_failure(std::io::ErrorKind::Other, params, &e);
     let mut theirs = Vec::new();
     let mut ours: [Option<File>; 3] = [None, None, None];
-    for (i, wanted) in [params.stdin, params.stdout, params.stderr]
-        .into_iter()
-        .enumerate()
-    {
-        if wanted {
-            let (r, w) = pipe_with(PipeFlags::CLOEXEC).map_err(os)?;
-            let (child_end, our_end) = if i == 0 { (r, w) } else { (w, r) };
-            theirs.push(child_end);
-            ours[i] = Some(File::from(our_end));
+    let mut console = None;
+    if params.emulate_console {
+        // The supervisor gets the slave (one descriptor, for all three); we keep the master.
+        let pty = Pty::open(params.console_size).map_err(|e| spawn_failure(e.kind(), params, &e))?;
+        let (stdin, stdout, master) = pty
+            .caller_ends(params)
+            .map_err(|e| spawn_failure(e.kind(), params, &e))?;
+        (ours[0], ours[1], console) = (stdin, stdout, Some(master));
+        theirs.push(pty.slave);
+    } else {
+        for (i, wanted) in [params.stdin, params.stdout, params.stderr]
+            .into_iter()
+            .enumerate()
+        {
+            if wanted {
+                let (r, w) = pipe_with(PipeFlags::CLOEXEC).map_err(os)?;
+                let (child_end, our_end) = if i == 0 { (r, w) } else { (w, r) };
+                theirs.push(child_end);
+                ours[i] = Some(File::from(our_end));
+            }
         }
     }
+    let console_flag = params.emulate_console;
     let request = Request::Spawn {
         argv: params.argv.clone(),
         cwd: params.working_directory.clone(),
         env: params.environment.clone(),
-        stdin: params.stdin,
-        stdout: params.stdout,
-        stderr: params.stderr,
+        stdin: params.stdin && !console_flag,
+        stdout: params.stdout && !console_flag,
+        stderr: params.stderr && !console_flag,
+        console: console_flag,
     };
     let pid = sup.spawn(&request, &theirs).map_err(|e| match e {
         SpawnError::Refused(kind, message) => {
@@ -215,6 +348,7 @@ fn spawn_supervised(sup: &Arc<Supervisor>, params: &Params) -> Result<Spawned, F
         stdin,
         stdout,
         stderr,
+        console,
     })
 }
 
@@ -270,6 +404,9 @@ enum Host {
 struct Child2 {
     sys: u64,
     host: Host,
+    /// The pseudo-terminal master of a console process (to resize it).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // always `None` there
+    console: Option<ConsoleFd>,
 }
 
 impl Child2 {
@@ -510,7 +647,7 @@ impl Reaper {
 
     /// Takes ownership of a child of process `proc` in system `sys`. The caller wakes the
     /// service thread, which reaps it (or reads its exit from its supervisor).
-    pub(crate) fn adopt(&self, sys: u64, proc: u64, child: HostChild) {
+    pub(crate) fn adopt(&self, sys: u64, proc: u64, child: HostChild, console: Option<ConsoleFd>) {
         let host = match child {
             HostChild::Direct(child) => {
                 #[cfg(target_os = "linux")]
@@ -527,8 +664,25 @@ impl Reaper {
             HostChild::Supervised { pid, sup } => Host::Supervised { pid, sup },
         };
         let mut children = lock(&self.children);
-        children.map.insert(proc, Child2 { sys, host });
+        children.map.insert(proc, Child2 { sys, host, console });
         children.generation += 1;
+    }
+
+    /// Resizes the console of process `proc` (`[height, width]`). `Ok(false)` when it has no
+    /// console (not created with `EmulateConsole`) or has exited.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn resize_console(&self, proc: u64, height: u16, width: u16) -> std::io::Result<bool> {
+        let children = lock(&self.children);
+        match children.map.get(&proc).and_then(|c| c.console.as_ref()) {
+            Some(master) => set_console_size(master, height, width).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// No pseudo-terminals off Linux.
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn resize_console(&self, _proc: u64, _height: u16, _width: u16) -> std::io::Result<bool> {
+        Ok(false)
     }
 
     /// Signals the process group of process `proc`, if it has not been reaped. Returns `false`

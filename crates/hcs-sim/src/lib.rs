@@ -168,6 +168,11 @@
 //!   and when the process that owns it dies; the supervisor's death is the system's unexpected
 //!   exit. Without one, commands are spawned directly and only their process group is
 //!   contained. `docs/design.md` §13 has the rules.
+//! * **Console processes** (host backend, Linux): `EmulateConsole` gives the process a
+//!   pseudo-terminal on its stdin, stdout and stderr — under a supervisor also as its
+//!   controlling terminal, in a session of its own — and the caller the master as its stdin and
+//!   stdout (no stderr); `ConsoleSize` at creation and the `ConsoleSize` process modify set the
+//!   window size. `docs/design.md` §13.
 //! * **Statistics** come from `/proc/<pid>/stat` and `/proc/<pid>/status` of live host
 //!   processes (CPU in 100 ns units with `USER_HZ` = 100; working set from `RssAnon`/`VmRSS`);
 //!   scripted processes report zeros.

@@ -3,7 +3,9 @@
 //! no controlling terminal, so a command that opens `/dev/tty` gets an error instead of being
 //! stopped by `SIGTTIN`), becomes a child subreaper (`PR_SET_CHILD_SUBREAPER`: double-forked and
 //! `setsid` descendants are reparented to it, not to init), spawns the system's processes, each
-//! the leader of its own process group, reports their exits, forwards signals to their groups,
+//! the leader of its own process group (a console process: of its own session, with its
+//! pseudo-terminal as controlling terminal, through the console step, see [`CONSOLE_ARG`]),
+//! reports their exits, forwards signals to their groups,
 //! and kills every process below it when asked (the system stopped) or when its link to the
 //! simulator closes (the simulator was dropped, or the process that owned it died, `kill -9`
 //! included: the kernel closes the link, which no thread's death can do by accident as
@@ -12,7 +14,8 @@
 //! **Hosting it.** [`main`] is the process entry point: any binary can call it and exit with
 //! its result. The `hcs-sim-supervisor` binary of this crate does only that; `hcsctl` does it
 //! when its first argument is [`HCSCTL_ARG`] (so that it needs no second file: it re-executes
-//! `/proc/self/exe`). Point the simulator at one with [`crate::SimConfig::supervisor`]; without
+//! `/proc/self/exe`), and so does `containerd-shim-hcs-v1`. A host needs nothing more for
+//! console processes: [`main`] itself recognises [`CONSOLE_ARG`]. Point the simulator at one with [`crate::SimConfig::supervisor`]; without
 //! one the simulator spawns commands directly (the fallback: own process group only, no
 //! session, no subreaper). Linux only (child subreapers are a Linux feature); elsewhere [`main`]
 //! fails and the simulator uses the fallback.
@@ -20,7 +23,8 @@
 //! **The link** is a `SOCK_SEQPACKET` Unix socket pair; the supervisor's end is its standard
 //! input. Each datagram is one JSON message (at most [`MAX_MESSAGE`] bytes). The simulator
 //! sends `{"op":"Spawn","argv":[..],"cwd":..,"env":[[k,v],..],"stdin":b,"stdout":b,"stderr":b}`
-//! with the child's ends of the requested pipes attached (`SCM_RIGHTS`, in that order),
+//! with the child's ends of the requested pipes attached (`SCM_RIGHTS`, in that order), or with
+//! `"console":true` (absent: `false`) and one descriptor, the pseudo-terminal slave,
 //! `{"op":"Signal","pid":n,"signal":n}` and `{"op":"KillAll"}`; the supervisor answers a spawn
 //! with `{"op":"Spawned","pid":n}` or `{"op":"SpawnFailed","kind":"NotFound"|"PermissionDenied"|
 //! "Other","message":".."}`, and reports each exit of a spawned process with
@@ -37,6 +41,13 @@ use serde::{Deserialize, Serialize};
 /// The first argument that makes `hcsctl` run [`main`] instead of its command line.
 pub const HCSCTL_ARG: &str = "__hcs-sim-supervisor";
 
+/// The argument that makes [`main`] the console step of a console process instead of a
+/// supervisor: the supervisor re-executes itself (`/proc/self/exe` with its own arguments)
+/// followed by this and the command; that process starts a session (`setsid`), makes its
+/// standard input (the pseudo-terminal slave) its controlling terminal (`TIOCSCTTY`) and
+/// `exec`s the command — what a `pre_exec` hook would do, without `unsafe`.
+pub const CONSOLE_ARG: &str = "__hcs-sim-console";
+
 /// The largest message on the link, in bytes.
 pub const MAX_MESSAGE: usize = 128 * 1024;
 
@@ -52,6 +63,11 @@ pub(crate) enum Request {
         stdin: bool,
         stdout: bool,
         stderr: bool,
+        /// A console process: one descriptor is attached, a pseudo-terminal slave, which
+        /// becomes its stdin, stdout, stderr and controlling terminal, in a session of its own
+        /// (`stdin`/`stdout`/`stderr` are then `false`).
+        #[serde(default)]
+        console: bool,
     },
     /// Send `signal` to the process group of spawned process `pid` (if it has not exited).
     Signal { pid: u32, signal: i32 },
@@ -109,9 +125,17 @@ pub(crate) fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 /// input) closes, then kills every process below it and returns the exit status for the
 /// process (0 after an orderly end, 2 after a protocol error, 1 when it could not start).
 /// Call it from `main` and exit with its result; it never returns early on a live link.
+///
+/// Started with [`CONSOLE_ARG`] among its arguments it is instead the console step of a
+/// console process (see there): it `exec`s the command, or returns 127 (not found) or 126
+/// (cannot be executed) after saying why on the terminal.
 pub fn main() -> i32 {
     #[cfg(target_os = "linux")]
     {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        if let Some(i) = args.iter().position(|a| a == CONSOLE_ARG) {
+            return imp::console(&args[i + 1..]);
+        }
         imp::main()
     }
     #[cfg(not(target_os = "linux"))]
@@ -153,6 +177,30 @@ mod imp {
         Signalled,
         /// The link broke or carried something malformed.
         Error(String),
+    }
+
+    /// The console step (see [`super::CONSOLE_ARG`]): `argv` is the command.
+    pub(super) fn console(argv: &[std::ffi::OsString]) -> i32 {
+        let Some((program, args)) = argv.split_first() else {
+            eprintln!("hcs-sim console: no command");
+            return 127;
+        };
+        // Not a process group leader (the supervisor spawns this step without one), so
+        // `setsid` succeeds; the new session has no controlling terminal until TIOCSCTTY.
+        if let Err(e) = rustix::process::setsid() {
+            eprintln!("hcs-sim console: setsid failed: {e}");
+            return 126;
+        }
+        if let Err(e) = rustix::process::ioctl_tiocsctty(io::stdin()) {
+            eprintln!("hcs-sim console: cannot make the terminal the controlling terminal: {e}");
+            return 126;
+        }
+        let e = Command::new(program).args(args).exec();
+        eprintln!("{}: {e}", program.to_string_lossy());
+        match e.kind() {
+            io::ErrorKind::NotFound => 127,
+            _ => 126,
+        }
     }
 
     pub(super) fn main() -> i32 {
@@ -200,6 +248,9 @@ mod imp {
         commands: HashSet<u32>,
         /// The receive buffer (one message, plus a byte to see truncation).
         buf: Vec<u8>,
+        /// The supervisor's own arguments (after the program), to re-execute itself as the
+        /// console step of a console process.
+        own_args: Vec<std::ffi::OsString>,
     }
 
     impl Sup {
@@ -227,6 +278,7 @@ mod imp {
                 term,
                 commands: HashSet::new(),
                 buf: vec![0u8; MAX_MESSAGE + 1],
+                own_args: std::env::args_os().skip(1).collect(),
             })
         }
 
@@ -300,7 +352,29 @@ mod imp {
                     stdin,
                     stdout,
                     stderr,
+                    console,
                 } => {
+                    if console {
+                        if stdin || stdout || stderr || fds.len() != 1 {
+                            return Err(format!(
+                                "a console spawn came with {} descriptor(s) and pipe flags {:?}",
+                                fds.len(),
+                                (stdin, stdout, stderr)
+                            ));
+                        }
+                        let Some(slave) = fds.pop() else {
+                            return Err("a console spawn without its terminal".into());
+                        };
+                        let reply = match console_stdio(slave) {
+                            Ok(stdio) => self.spawn_console(&argv, cwd.as_deref(), &env, stdio),
+                            Err(e) => Reply::SpawnFailed {
+                                kind: FailKind::Other,
+                                message: format!("cannot duplicate the terminal: {e}"),
+                            },
+                        };
+                        self.send(&reply)?;
+                        return Ok(None);
+                    }
                     let wanted = [stdin, stdout, stderr].iter().filter(|w| **w).count();
                     if wanted != fds.len() {
                         return Err(format!(
@@ -357,6 +431,56 @@ mod imp {
                         _ => FailKind::Other,
                     },
                     message: e.to_string(),
+                },
+            }
+        }
+
+        /// Spawns a console process: this binary re-executed as the console step
+        /// ([`super::CONSOLE_ARG`]), which starts a session, takes the terminal on its
+        /// standard input as its controlling terminal and `exec`s the command. Its session id
+        /// and process group id are its pid, so signals and the containment below reach it as
+        /// they reach any spawned process. A program that cannot be found fails here, before
+        /// anything runs, as a direct spawn would.
+        fn spawn_console(
+            &mut self,
+            argv: &[String],
+            cwd: Option<&str>,
+            env: &[(String, String)],
+            stdio: [Stdio; 3],
+        ) -> Reply {
+            let Some(program) = argv.first() else {
+                return Reply::SpawnFailed {
+                    kind: FailKind::Other,
+                    message: "the command line is empty".into(),
+                };
+            };
+            if !findable(program, cwd, env) {
+                return Reply::SpawnFailed {
+                    kind: FailKind::NotFound,
+                    message: format!("{program}: No such file or directory (os error 2)"),
+                };
+            }
+            let [i, o, e] = stdio;
+            let mut cmd = Command::new("/proc/self/exe");
+            cmd.args(&self.own_args)
+                .arg(super::CONSOLE_ARG)
+                .args(argv)
+                .stdin(i)
+                .stdout(o)
+                .stderr(e);
+            if let Some(dir) = cwd {
+                cmd.current_dir(dir);
+            }
+            cmd.envs(env.iter().map(|(k, v)| (k, v)));
+            match cmd.spawn() {
+                Ok(child) => {
+                    let pid = child.id();
+                    self.commands.insert(pid);
+                    Reply::Spawned { pid }
+                }
+                Err(e) => Reply::SpawnFailed {
+                    kind: FailKind::Other,
+                    message: format!("cannot start the console step: {e}"),
                 },
             }
         }
@@ -446,6 +570,35 @@ mod imp {
                 while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
             }
         }
+    }
+
+    /// The terminal slave as the three standard descriptors of a console process.
+    fn console_stdio(slave: OwnedFd) -> io::Result<[Stdio; 3]> {
+        Ok([
+            Stdio::from(slave.try_clone()?),
+            Stdio::from(slave.try_clone()?),
+            Stdio::from(slave),
+        ])
+    }
+
+    /// Whether `program` names something `exec` could find: a path (relative to `cwd`) that
+    /// exists, or a name found on the `PATH` the process gets (its environment's, else ours).
+    fn findable(program: &str, cwd: Option<&str>, env: &[(String, String)]) -> bool {
+        use std::path::Path;
+        let base = Path::new(cwd.unwrap_or("."));
+        if program.contains('/') {
+            return base.join(program).is_file();
+        }
+        let path = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        path.split(':')
+            .map(|dir| if dir.is_empty() { "." } else { dir })
+            .any(|dir| base.join(dir).join(program).is_file())
     }
 
     /// The children of process `pid` (a single-threaded process: its main thread's list), from
@@ -841,8 +994,26 @@ mod tests {
             stdin: true,
             stdout: false,
             stderr: true,
+            console: false,
         };
         assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
+        // `console` defaults to false (a peer that does not know it), and round-trips.
+        let old =
+            br#"{"op":"Spawn","argv":["a"],"cwd":null,"env":[],"stdin":false,"stdout":false,"stderr":false}"#;
+        assert!(matches!(
+            decode::<Request>(old).unwrap(),
+            Request::Spawn { console: false, .. }
+        ));
+        let c = Request::Spawn {
+            argv: vec!["sh".into()],
+            cwd: None,
+            env: Vec::new(),
+            stdin: false,
+            stdout: false,
+            stderr: false,
+            console: true,
+        };
+        assert_eq!(decode::<Request>(&encode(&c)).unwrap(), c);
         for r in [
             Reply::Spawned { pid: 7 },
             Reply::Exited {
