@@ -391,6 +391,15 @@ impl Service {
             }
             (system, e.spec.clone(), e.paths.clone(), launch)
         };
+        // Checked before anything starts: an argument vector a Windows command line cannot
+        // express (a `"` in the program name) is the caller's error.
+        let params = spec::process_parameters(&spec, &launch, !paths.stdin.is_empty(), true, !paths.terminal)
+            .map_err(|e| {
+                ShimError::new(
+                    Code::INVALID_ARGUMENT,
+                    format!("{} of task {:?}: {e}", exec_name(&req.exec_id), req.id),
+                )
+            })?;
         if init {
             let s = system.clone();
             if let Err(e) = bounded("start compute system", self.platform.bounds.call, move || {
@@ -400,7 +409,6 @@ impl Service {
                 return Err(e);
             }
         }
-        let params = spec::process_parameters(&spec, &launch, !paths.stdin.is_empty(), true, !paths.terminal);
         let s = system.clone();
         let process = match bounded("create process", self.platform.bounds.call, move || {
             s.create_process_from(&params)

@@ -4,6 +4,7 @@
 //! Only what the mapping needs is read, field by field from a `serde_json::Value`, so an
 //! unexpected shape is a clear error naming the field, never a panic.
 
+use hcs_schema::cmdline::{join_command_line, JoinError};
 use hcs_schema::{ComputeSystem, ProcessParameters};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -223,17 +224,18 @@ pub enum Launch {
     },
 }
 
-/// The `ProcessParameters` for `spec` with the streams asked for.
+/// The `ProcessParameters` for `spec` with the streams asked for; an error when the arguments
+/// have no Windows command-line form (see [`join_command_line`]).
 pub fn process_parameters(
     spec: &ProcessSpec,
     launch: &Launch,
     stdin: bool,
     stdout: bool,
     stderr: bool,
-) -> ProcessParameters {
+) -> Result<ProcessParameters, JoinError> {
     let environment: BTreeMap<String, String> = spec.env.iter().cloned().collect();
     let (command_line, working_directory) = match launch {
-        Launch::Direct => (join_command_line(&spec.args), Some(spec.cwd.clone())),
+        Launch::Direct => (join_command_line(&spec.args)?, Some(spec.cwd.clone())),
         Launch::Chroot { helper, root } => {
             let mut argv = vec![
                 helper.to_string_lossy().into_owned(),
@@ -244,18 +246,18 @@ pub fn process_parameters(
             argv.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
             argv.push("--".to_owned());
             argv.extend(spec.args.iter().cloned());
-            (join_command_line(&argv), None)
+            (join_command_line(&argv)?, None)
         }
         Launch::HostInRoot { root } => {
             let dir = root.join(spec.cwd.trim_start_matches('/'));
             let dir = if dir.is_dir() { dir } else { root.clone() };
             (
-                join_command_line(&spec.args),
+                join_command_line(&spec.args)?,
                 Some(dir.to_string_lossy().into_owned()),
             )
         }
     };
-    ProcessParameters {
+    Ok(ProcessParameters {
         command_line: Some(command_line),
         user: spec.user.clone(),
         working_directory,
@@ -270,50 +272,11 @@ pub fn process_parameters(
         create_std_out_pipe: Some(stdout),
         create_std_err_pipe: Some(stderr && !spec.terminal),
         ..Default::default()
-    }
+    })
 }
 
 /// The first argument that makes the shim binary act as the chroot helper.
 pub const HELPER_ARG: &str = "__hcs-exec";
-
-/// Joins arguments into one Windows command line that `CommandLineToArgvW` (and the MSVC C
-/// runtime) split back into the same arguments: an argument without blanks or quotes is kept
-/// as is; any other is quoted, with backslashes doubled before a quote and at the end, and
-/// quotes escaped.
-pub fn join_command_line<S: AsRef<str>>(args: &[S]) -> String {
-    let mut out = String::new();
-    for (i, arg) in args.iter().enumerate() {
-        let arg = arg.as_ref();
-        if i > 0 {
-            out.push(' ');
-        }
-        let plain = !arg.is_empty() && !arg.contains([' ', '\t', '\n', '\x0b', '"']);
-        if plain {
-            out.push_str(arg);
-            continue;
-        }
-        out.push('"');
-        let mut backslashes = 0usize;
-        for c in arg.chars() {
-            match c {
-                '\\' => backslashes += 1,
-                '"' => {
-                    out.extend(std::iter::repeat_n('\\', backslashes * 2 + 1));
-                    out.push('"');
-                    backslashes = 0;
-                }
-                _ => {
-                    out.extend(std::iter::repeat_n('\\', backslashes));
-                    out.push(c);
-                    backslashes = 0;
-                }
-            }
-        }
-        out.extend(std::iter::repeat_n('\\', backslashes * 2));
-        out.push('"');
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {
@@ -327,9 +290,21 @@ mod tests {
             vec!["tab\there", "new\nline"],
         ];
         for args in cases {
-            let line = join_command_line(&args);
+            let line = join_command_line(&args).unwrap();
             assert_eq!(hcs_sim::cmdline::split_command_line(&line), args, "line {line:?}");
         }
+    }
+
+    #[test]
+    fn a_program_name_with_a_quote_has_no_command_line() {
+        let spec = ProcessSpec {
+            args: vec!["say\"hi".to_owned(), "x".to_owned()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            process_parameters(&spec, &Launch::Direct, false, true, true),
+            Err(JoinError::QuoteInProgram(_))
+        ));
     }
 
     #[test]
@@ -343,7 +318,7 @@ mod tests {
         assert_eq!(b.process.env[1], ("A".to_owned(), "b=c".to_owned()));
         assert_eq!(b.process.cwd, "/tmp");
         assert!(b.process.terminal);
-        let p = process_parameters(&b.process, &Launch::Direct, true, true, true);
+        let p = process_parameters(&b.process, &Launch::Direct, true, true, true).unwrap();
         assert_eq!(p.command_line.as_deref(), Some("/bin/sh -c \"echo hi\""));
         assert_eq!(p.emulate_console, Some(true));
         assert_eq!(p.console_size, Some([24, 80]));
@@ -368,7 +343,7 @@ mod tests {
             helper: "/x/shim".into(),
             root: "/r".into(),
         };
-        let p = process_parameters(&spec, &launch, false, true, true);
+        let p = process_parameters(&spec, &launch, false, true, true).unwrap();
         let argv = hcs_sim::cmdline::split_command_line(p.command_line.as_deref().unwrap());
         assert_eq!(
             argv,
