@@ -618,14 +618,24 @@ impl Process {
     }
 
     /// Closes the process's stdin: tells HCS while the process runs (even without a local
-    /// pipe, so the guest sees EOF), then drops the local writer. Harmless to repeat.
+    /// pipe, so the guest sees EOF), then drops the local writer. Harmless to repeat. HCS saying
+    /// the process is gone (it exited before its notification arrived) counts as done.
     pub fn close_stdin(&self) -> Result<()> {
         const OP: &str = "hcs::Process::CloseStdin";
         if self.inner.handle.is_closed() {
             return Err(self.inner.err(OP, Cause::AlreadyClosed));
         }
         if !self.inner.is_stopped() {
-            self.modify(OP, &ProcessModifyRequest::close_stdin())?;
+            match self.modify(OP, &ProcessModifyRequest::close_stdin()) {
+                Ok(()) => {}
+                // The process exited before its exit notification reached us (the stdin pipe
+                // reached EOF and the process ended at once): its stdin is gone with it, which
+                // is what was asked. Design §5.4.
+                Err(e) if e.hresult().is_some_and(|h| h.is_in(GONE)) => {
+                    tracing::debug!(error = %e, "close_stdin: the process is already gone");
+                }
+                Err(e) => return Err(e),
+            }
         }
         lock(&self.inner.stdio).cached.stdin = None;
         Ok(())

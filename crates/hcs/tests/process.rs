@@ -392,6 +392,26 @@ fn close_stdin_always_tells_hcs_while_running_and_only_locally_after_exit() {
     assert!(p.close_stdout().is_ok() && p.close_stderr().is_ok(), "Q18");
 }
 
+/// The race a socket between the caller and HCS widens: the process read EOF and exited, and
+/// `close_stdin` reaches HCS before the exit notification reaches us. HCS says the process is
+/// gone, which is what closing its stdin wanted: success, local pipe dropped. Another failure is
+/// still an error.
+#[test]
+fn close_stdin_of_a_process_that_just_exited_is_done() {
+    let (fake, s) = system();
+    let p = s
+        .create_process(r#"{"CommandLine":"x","CreateStdInPipe":true}"#)
+        .unwrap();
+    for code in [0x8037_011F_u32, 0xC037_0105, 0x8037_0105] {
+        fake.script(Method::ModifyProcess, Answer::fail(code));
+        p.close_stdin()
+            .unwrap_or_else(|e| panic!("{code:#x}: the process is gone, its stdin too: {e}"));
+    }
+    assert!(p.take_stdin().is_none(), "the local stdin was dropped");
+    fake.script(Method::ModifyProcess, Answer::fail(0x8007_0005_u32));
+    assert!(p.close_stdin().is_err(), "access denied is still a failure");
+}
+
 #[test]
 fn resize_console_omits_zero_dimensions() {
     let (fake, s) = system();
