@@ -110,9 +110,7 @@ impl ClientDriver {
         })
         .map_err(|e| ConnectError::Handshake(e.to_string()))?;
         write_all(&stream, &hello).map_err(io_err)?;
-        stream
-            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-            .map_err(io_err)?;
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io_err)?;
         let mut decoder = Decoder::new();
         let mut buf = [0u8; 4096];
         let welcome = loop {
@@ -188,7 +186,13 @@ impl ClientDriver {
     /// The service's accounting, including this connection's own handles.
     pub fn stats(&self) -> Result<Stats, Failure> {
         match self.call(Call::Stats)? {
-            (CallResult::Ok { value: Value::Stats(s), .. }, _) => Ok(s),
+            (
+                CallResult::Ok {
+                    value: Value::Stats(s),
+                    ..
+                },
+                _,
+            ) => Ok(s),
             (CallResult::Err { code, document }, _) => Err(failure(code, document)),
             other => Err(protocol_error(&other.0)),
         }
@@ -256,7 +260,12 @@ impl ClientDriver {
 
     fn unit(&self, call: Call) -> DriverResult<()> {
         match self.call(call)? {
-            (CallResult::Ok { document, pending, .. }, _) => Ok(reply((), document, pending)),
+            (
+                CallResult::Ok {
+                    document, pending, ..
+                },
+                _,
+            ) => Ok(reply((), document, pending)),
             (CallResult::Err { code, document }, _) => Err(failure(code, document)),
         }
     }
@@ -354,7 +363,11 @@ impl Drop for ClientDriver {
 }
 
 fn reply<T>(value: T, document: Option<String>, pending: bool) -> Reply<T> {
-    let r = if pending { Reply::pending(value) } else { Reply::done(value) };
+    let r = if pending {
+        Reply::pending(value)
+    } else {
+        Reply::done(value)
+    };
     match document {
         Some(d) => r.with_document(d),
         None => r,
@@ -369,8 +382,10 @@ fn failure(code: u32, document: Option<String>) -> Failure {
 
 /// The failure of every call once the service is gone.
 fn disconnected(reason: &str) -> Failure {
-    Failure::with_document(server_unavailable(), format!("hcs-simd: {reason}"))
-        .with_source(io::Error::new(io::ErrorKind::ConnectionAborted, reason.to_owned()))
+    Failure::with_document(server_unavailable(), format!("hcs-simd: {reason}")).with_source(io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        reason.to_owned(),
+    ))
 }
 
 fn protocol_error(what: &dyn std::fmt::Debug) -> Failure {
@@ -515,7 +530,12 @@ impl Driver for ClientDriver {
         self.text(Call::Enumerate { query: query.into() })
     }
 
-    fn create_compute_system(&self, id: &str, configuration: &str, ctx: NotifyContext) -> DriverResult<SystemHandle> {
+    fn create_compute_system(
+        &self,
+        id: &str,
+        configuration: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<SystemHandle> {
         let r = self.handle(Call::Create {
             id: id.into(),
             configuration: configuration.into(),
@@ -538,7 +558,12 @@ impl Driver for ClientDriver {
         self.unit(Call::Close { system: system.raw() }).map(|_| ())
     }
 
-    fn start_compute_system(&self, system: SystemHandle, options: &str, ctx: NotifyContext) -> DriverResult<()> {
+    fn start_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()> {
         self.pending_capable(
             ctx,
             Call::Start {
@@ -563,7 +588,12 @@ impl Driver for ClientDriver {
         })
     }
 
-    fn pause_compute_system(&self, system: SystemHandle, options: &str, ctx: NotifyContext) -> DriverResult<()> {
+    fn pause_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()> {
         self.pending_capable(
             ctx,
             Call::Pause {
@@ -574,7 +604,12 @@ impl Driver for ClientDriver {
         )
     }
 
-    fn resume_compute_system(&self, system: SystemHandle, options: &str, ctx: NotifyContext) -> DriverResult<()> {
+    fn resume_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()> {
         self.pending_capable(
             ctx,
             Call::Resume {
@@ -585,7 +620,12 @@ impl Driver for ClientDriver {
         )
     }
 
-    fn save_compute_system(&self, system: SystemHandle, options: &str, ctx: NotifyContext) -> DriverResult<()> {
+    fn save_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()> {
         self.pending_capable(
             ctx,
             Call::Save {
@@ -610,7 +650,11 @@ impl Driver for ClientDriver {
         })
     }
 
-    fn register_compute_system_callback(&self, system: SystemHandle, ctx: NotifyContext) -> Result<CallbackHandle, Failure> {
+    fn register_compute_system_callback(
+        &self,
+        system: SystemHandle,
+        ctx: NotifyContext,
+    ) -> Result<CallbackHandle, Failure> {
         self.registered(
             ctx,
             Call::RegisterSystem {
@@ -621,10 +665,19 @@ impl Driver for ClientDriver {
     }
 
     fn unregister_compute_system_callback(&self, callback: CallbackHandle) -> Result<(), Failure> {
-        self.unregistered(callback, Call::UnregisterSystem { callback: callback.raw() })
+        self.unregistered(
+            callback,
+            Call::UnregisterSystem {
+                callback: callback.raw(),
+            },
+        )
     }
 
-    fn create_process(&self, system: SystemHandle, parameters: &str) -> DriverResult<(ProcessHandle, ProcessInfo)> {
+    fn create_process(
+        &self,
+        system: SystemHandle,
+        parameters: &str,
+    ) -> DriverResult<(ProcessHandle, ProcessInfo)> {
         let answer = self.call(Call::CreateProcess {
             system: system.raw(),
             parameters: parameters.into(),
@@ -647,11 +700,16 @@ impl Driver for ClientDriver {
     }
 
     fn close_process(&self, process: ProcessHandle) -> Result<(), Failure> {
-        self.unit(Call::CloseProcess { process: process.raw() }).map(|_| ())
+        self.unit(Call::CloseProcess {
+            process: process.raw(),
+        })
+        .map(|_| ())
     }
 
     fn terminate_process(&self, process: ProcessHandle) -> DriverResult<()> {
-        self.unit(Call::TerminateProcess { process: process.raw() })
+        self.unit(Call::TerminateProcess {
+            process: process.raw(),
+        })
     }
 
     fn signal_process(&self, process: ProcessHandle, options: &str) -> DriverResult<()> {
@@ -662,13 +720,17 @@ impl Driver for ClientDriver {
     }
 
     fn get_process_info(&self, process: ProcessHandle) -> DriverResult<ProcessInfo> {
-        let answer = self.call(Call::ProcessInfo { process: process.raw() })?;
+        let answer = self.call(Call::ProcessInfo {
+            process: process.raw(),
+        })?;
         let r = self.process_info(answer)?;
         Ok(reply(r.value.1, r.document, r.pending))
     }
 
     fn get_process_properties(&self, process: ProcessHandle) -> DriverResult<String> {
-        self.text(Call::ProcessProperties { process: process.raw() })
+        self.text(Call::ProcessProperties {
+            process: process.raw(),
+        })
     }
 
     fn modify_process(&self, process: ProcessHandle, settings: &str) -> DriverResult<()> {
@@ -678,7 +740,11 @@ impl Driver for ClientDriver {
         })
     }
 
-    fn register_process_callback(&self, process: ProcessHandle, ctx: NotifyContext) -> Result<CallbackHandle, Failure> {
+    fn register_process_callback(
+        &self,
+        process: ProcessHandle,
+        ctx: NotifyContext,
+    ) -> Result<CallbackHandle, Failure> {
         self.registered(
             ctx,
             Call::RegisterProcess {
@@ -689,7 +755,12 @@ impl Driver for ClientDriver {
     }
 
     fn unregister_process_callback(&self, callback: CallbackHandle) -> Result<(), Failure> {
-        self.unregistered(callback, Call::UnregisterProcess { callback: callback.raw() })
+        self.unregistered(
+            callback,
+            Call::UnregisterProcess {
+                callback: callback.raw(),
+            },
+        )
     }
 
     fn get_service_properties(&self, query: &str) -> DriverResult<String> {

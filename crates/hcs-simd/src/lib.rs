@@ -28,7 +28,7 @@ pub mod server;
 
 pub use client::{server_unavailable, ClientDriver, ConnectError};
 pub use paths::{default_socket_path, SOCKET_ENV};
-pub use server::{Server, ServerConfig, ServeError};
+pub use server::{ServeError, Server, ServerConfig};
 
 /// The first argument that makes the `hcs-simd` binary run the per-system supervisor
 /// ([`hcs_sim::supervisor::main`]) instead of the service: the service re-executes itself

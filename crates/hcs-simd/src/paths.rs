@@ -104,7 +104,8 @@ pub fn claim(socket: &Path) -> Result<Claimed, ClaimError> {
             return Err(ClaimError::AlreadyRunning(socket.to_owned()));
         }
         tracing::warn!(socket = %socket.display(), "hcs-simd: replacing the stale socket of a dead daemon");
-        std::fs::remove_file(socket).map_err(io_err(format!("cannot remove the stale {}", socket.display())))?;
+        std::fs::remove_file(socket)
+            .map_err(io_err(format!("cannot remove the stale {}", socket.display())))?;
     }
     // Bind with a umask that leaves the socket 0600 from its first moment (single-threaded here).
     let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));

@@ -121,7 +121,11 @@ pub enum Call {
     /// `HcsEnumerateComputeSystems`.
     Enumerate { query: String },
     /// `HcsCreateComputeSystem` (pending-capable).
-    Create { id: String, configuration: String, ctx: u64 },
+    Create {
+        id: String,
+        configuration: String,
+        ctx: u64,
+    },
     /// `HcsOpenComputeSystem`.
     Open { id: String },
     /// `HcsCloseComputeSystem`.
@@ -426,7 +430,10 @@ mod tests {
                     ctx: 3,
                 },
             },
-            ClientFrame::Call { id: 8, call: Call::Stats },
+            ClientFrame::Call {
+                id: 8,
+                call: Call::Stats,
+            },
         ];
         let bytes: Vec<u8> = frames.iter().flat_map(|f| encode(f).unwrap()).collect();
         for chunk in [1, 3, 5, 64, bytes.len()] {
@@ -453,7 +460,11 @@ mod tests {
     #[test]
     fn a_truncated_stream_is_reported() {
         let mut d = Decoder::new();
-        let f = encode(&ClientFrame::Call { id: 1, call: Call::Stats }).unwrap();
+        let f = encode(&ClientFrame::Call {
+            id: 1,
+            call: Call::Stats,
+        })
+        .unwrap();
         d.push(&f[..f.len() - 1]);
         assert_eq!(d.next_body(), Ok(None));
         assert_eq!(d.finish(), Err(FrameError::Truncated(f.len() - 1)));

@@ -118,8 +118,9 @@ struct Handles {
     closed: bool,
     systems: HashSet<u64>,
     processes: HashSet<u64>,
-    /// Callback handle → (client context, is a process registration).
-    callbacks: HashMap<u64, (u64, bool)>,
+    /// Callback handle → (client context, is a process registration, the system or process
+    /// handle it was made through).
+    callbacks: HashMap<u64, (u64, bool, u64)>,
     contexts: HashMap<u64, CtxEntry>,
 }
 
@@ -139,7 +140,9 @@ impl ConnShared {
             Err(e) => {
                 // Only an oversized reply can fail; the call gets a failure instead.
                 tracing::warn!(peer = %self.peer, "hcs-simd: cannot encode a frame: {e}");
-                let ServerFrame::Reply { id, .. } = frame else { return };
+                let ServerFrame::Reply { id, .. } = frame else {
+                    return;
+                };
                 let fallback = ServerFrame::Reply {
                     id: *id,
                     result: CallResult::Err {
@@ -191,7 +194,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("socket", &self.config.socket).finish()
+        f.debug_struct("Server")
+            .field("socket", &self.config.socket)
+            .finish()
     }
 }
 
@@ -371,16 +376,20 @@ impl Loop {
                 );
                 let reason = format!("uid {uid} may not use this service");
                 if let Ok(b) = encode(&ServerFrame::Refused { reason }) {
-                    let _ = rustix::net::send(&stream, &b, rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT);
+                    let _ = rustix::net::send(
+                        &stream,
+                        &b,
+                        rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
+                    );
                 }
                 continue;
             }
             let token = Token(self.next);
             self.next += 1;
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
             {
                 tracing::warn!(peer = %peer, "hcs-simd: cannot register a client: {e}");
                 continue;
@@ -411,7 +420,9 @@ impl Loop {
         let mut buf = [0u8; 64 * 1024];
         let mut frames = Vec::new();
         let outcome: Result<bool, String> = {
-            let Some(conn) = self.conns.get_mut(&token) else { return };
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return;
+            };
             loop {
                 match conn.stream.read(&mut buf) {
                     Ok(0) => {
@@ -466,7 +477,12 @@ impl Loop {
                     let reason = format!(
                         "handshake refused: {magic:?} version {version}; this service speaks {MAGIC:?} version {PROTOCOL_VERSION}"
                     );
-                    conn.shared.push(&ServerFrame::Refused { reason: reason.clone() }, Vec::new());
+                    conn.shared.push(
+                        &ServerFrame::Refused {
+                            reason: reason.clone(),
+                        },
+                        Vec::new(),
+                    );
                     self.flush(token);
                     return Err(reason);
                 }
@@ -481,7 +497,9 @@ impl Loop {
                 );
                 Ok(())
             }
-            (false, ClientFrame::Call { .. }) => Err("out-of-order frame: a call before the handshake".into()),
+            (false, ClientFrame::Call { .. }) => {
+                Err("out-of-order frame: a call before the handshake".into())
+            }
             (true, ClientFrame::Hello { .. }) => Err("out-of-order frame: a second handshake".into()),
             (true, ClientFrame::Call { id, call }) => {
                 let conn = conn.shared.clone();
@@ -490,13 +508,17 @@ impl Loop {
                     let (result, fds) = serve(&shared, &conn, call);
                     conn.push(&ServerFrame::Reply { id, result }, fds);
                 });
-                self.jobs.send(job).map_err(|_| "the worker pool is gone".to_string())
+                self.jobs
+                    .send(job)
+                    .map_err(|_| "the worker pool is gone".to_string())
             }
         }
     }
 
     fn flush(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(&token) else { return };
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
         let result: Result<(), String> = loop {
             if conn.current.is_none() {
                 let mut out = lock(&conn.shared.out);
@@ -537,7 +559,9 @@ impl Loop {
     /// Closes a connection: logs why (an empty reason is a client that went away), and
     /// releases its handles on a worker.
     fn close(&mut self, token: Token, reason: &str) {
-        let Some(mut conn) = self.conns.remove(&token) else { return };
+        let Some(mut conn) = self.conns.remove(&token) else {
+            return;
+        };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if reason.is_empty() {
             tracing::debug!(peer = %conn.shared.peer, "hcs-simd: client disconnected");
@@ -584,9 +608,10 @@ impl Loop {
             for t in &tokens {
                 self.flush(*t);
             }
-            let pending = self.conns.values().any(|c| {
-                c.current.is_some() || !lock(&c.shared.out).frames.is_empty()
-            });
+            let pending = self
+                .conns
+                .values()
+                .any(|c| c.current.is_some() || !lock(&c.shared.out).frames.is_empty());
             if !pending {
                 break;
             }
@@ -614,7 +639,12 @@ fn send(stream: &UnixStream, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<usize>
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
     let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
     control.push(rustix::net::SendAncillaryMessage::ScmRights(&borrowed));
-    Ok(rustix::net::sendmsg(stream, &[IoSlice::new(bytes)], &mut control, flags)?)
+    Ok(rustix::net::sendmsg(
+        stream,
+        &[IoSlice::new(bytes)],
+        &mut control,
+        flags,
+    )?)
 }
 
 /// Releases everything a closed connection held: its callback registrations, process and
@@ -627,7 +657,7 @@ fn release(shared: &Shared, conn: &ConnShared) {
     };
     let sim = &shared.sim;
     let (mut cbs, mut procs, mut syss) = (0, 0, 0);
-    for (cb, (_, is_process)) in &taken.callbacks {
+    for (cb, (_, is_process, _)) in &taken.callbacks {
         if let Some(h) = CallbackHandle::new(*cb) {
             let r = if *is_process {
                 sim.unregister_process_callback(h)
@@ -692,6 +722,23 @@ impl Handles {
             .flatten()
             .ok_or_else(invalid_handle)
     }
+    /// Forgets the registrations made through `handle` (closing a handle removes them, as
+    /// `HcsCloseComputeSystem`/`HcsCloseProcess` do).
+    fn forget_callbacks_via(&mut self, handle: u64) {
+        let gone: Vec<u64> = self
+            .callbacks
+            .iter()
+            .filter(|(_, (_, _, via))| *via == handle)
+            .map(|(cb, _)| *cb)
+            .collect();
+        for cb in gone {
+            if let Some((ctx, _, _)) = self.callbacks.remove(&cb) {
+                if let Some(e) = self.contexts.get_mut(&ctx) {
+                    e.callbacks = e.callbacks.saturating_sub(1);
+                }
+            }
+        }
+    }
     /// Drops the contexts nothing keeps alive any more; returns them to drop outside the lock.
     fn prune(&mut self, shared: &Shared) -> Vec<CtxEntry> {
         let dead: Vec<u64> = self
@@ -717,19 +764,21 @@ fn context(shared: &Arc<Shared>, conn: &Arc<ConnShared>, client: u64) -> Result<
         return Ok(e.sub.context());
     }
     let weak = Arc::downgrade(conn);
-    let sub = Subscription::new(move |kind: NotificationKind, status: HResult, payload: Option<&str>| {
-        if let Some(conn) = weak.upgrade() {
-            conn.push(
-                &ServerFrame::Notify {
-                    ctx: client,
-                    kind: encode_kind(kind),
-                    status: encode_status(status),
-                    payload: payload.map(str::to_owned),
-                },
-                Vec::new(),
-            );
-        }
-    });
+    let sub = Subscription::new(
+        move |kind: NotificationKind, status: HResult, payload: Option<&str>| {
+            if let Some(conn) = weak.upgrade() {
+                conn.push(
+                    &ServerFrame::Notify {
+                        ctx: client,
+                        kind: encode_kind(kind),
+                        status: encode_status(status),
+                        payload: payload.map(str::to_owned),
+                    },
+                    Vec::new(),
+                );
+            }
+        },
+    );
     let ctx = sub.context();
     shared.contexts.fetch_add(1, Ordering::SeqCst);
     h.contexts.insert(
@@ -863,7 +912,6 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<ConnShared>, call: Call) -> (CallResul
             let h = try_!(sys(system));
             match sim.close_compute_system(h) {
                 Ok(()) => {
-                    let open: HashSet<u64> = sim.open_handles().into_iter().collect();
                     let dead = {
                         let mut hs = lock(&conn.handles);
                         hs.systems.remove(&system);
@@ -871,19 +919,7 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<ConnShared>, call: Call) -> (CallResul
                             e.systems.remove(&system);
                         }
                         // Registrations made through this handle went with it.
-                        let gone: Vec<u64> = hs
-                            .callbacks
-                            .keys()
-                            .filter(|cb| !open.contains(cb))
-                            .copied()
-                            .collect();
-                        for cb in gone {
-                            if let Some((ctx, _)) = hs.callbacks.remove(&cb) {
-                                if let Some(e) = hs.contexts.get_mut(&ctx) {
-                                    e.callbacks = e.callbacks.saturating_sub(1);
-                                }
-                            }
-                        }
+                        hs.forget_callbacks_via(system);
                         hs.prune(shared)
                     };
                     drop(dead);
@@ -896,40 +932,40 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<ConnShared>, call: Call) -> (CallResul
                 Err(f) => err(f),
             }
         }
-        Call::Start {
-            system,
-            options,
-            ctx,
-        } => pending_op(shared, conn, system, ctx, |h, c| sim.start_compute_system(h, &options, c)),
-        Call::Pause {
-            system,
-            options,
-            ctx,
-        } => pending_op(shared, conn, system, ctx, |h, c| sim.pause_compute_system(h, &options, c)),
-        Call::Resume {
-            system,
-            options,
-            ctx,
-        } => pending_op(shared, conn, system, ctx, |h, c| sim.resume_compute_system(h, &options, c)),
-        Call::Save {
-            system,
-            options,
-            ctx,
-        } => pending_op(shared, conn, system, ctx, |h, c| sim.save_compute_system(h, &options, c)),
+        Call::Start { system, options, ctx } => pending_op(shared, conn, system, ctx, |h, c| {
+            sim.start_compute_system(h, &options, c)
+        }),
+        Call::Pause { system, options, ctx } => pending_op(shared, conn, system, ctx, |h, c| {
+            sim.pause_compute_system(h, &options, c)
+        }),
+        Call::Resume { system, options, ctx } => pending_op(shared, conn, system, ctx, |h, c| {
+            sim.resume_compute_system(h, &options, c)
+        }),
+        Call::Save { system, options, ctx } => pending_op(shared, conn, system, ctx, |h, c| {
+            sim.save_compute_system(h, &options, c)
+        }),
         Call::Shutdown { system, options } => unit(sim.shutdown_compute_system(try_!(sys(system)), &options)),
-        Call::Terminate { system, options } => unit(sim.terminate_compute_system(try_!(sys(system)), &options)),
-        Call::Properties { system, query } => text(sim.get_compute_system_properties(try_!(sys(system)), &query)),
+        Call::Terminate { system, options } => {
+            unit(sim.terminate_compute_system(try_!(sys(system)), &options))
+        }
+        Call::Properties { system, query } => {
+            text(sim.get_compute_system_properties(try_!(sys(system)), &query))
+        }
         Call::Modify {
             system,
             configuration,
         } => unit(sim.modify_compute_system(try_!(sys(system)), &configuration)),
         Call::RegisterSystem { system, ctx } => {
             let h = try_!(sys(system));
-            register(shared, conn, ctx, false, |c| sim.register_compute_system_callback(h, c))
+            register(shared, conn, ctx, (false, system), |c| {
+                sim.register_compute_system_callback(h, c)
+            })
         }
         Call::RegisterProcess { process, ctx } => {
             let h = try_!(proc_(process));
-            register(shared, conn, ctx, true, |c| sim.register_process_callback(h, c))
+            register(shared, conn, ctx, (true, process), |c| {
+                sim.register_process_callback(h, c)
+            })
         }
         Call::UnregisterSystem { callback } | Call::UnregisterProcess { callback } => {
             let entry = {
@@ -939,7 +975,7 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<ConnShared>, call: Call) -> (CallResul
                 }
                 hs.callbacks.get(&callback).copied()
             };
-            let Some((ctx, is_process)) = entry else {
+            let Some((ctx, is_process, _)) = entry else {
                 return (err(invalid_handle()), Vec::new());
             };
             let Some(h) = CallbackHandle::new(callback) else {
@@ -1006,23 +1042,10 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<ConnShared>, call: Call) -> (CallResul
             let h = try_!(proc_(process));
             match sim.close_process(h) {
                 Ok(()) => {
-                    let open: HashSet<u64> = sim.open_handles().into_iter().collect();
                     let dead = {
                         let mut hs = lock(&conn.handles);
                         hs.processes.remove(&process);
-                        let gone: Vec<u64> = hs
-                            .callbacks
-                            .keys()
-                            .filter(|cb| !open.contains(cb))
-                            .copied()
-                            .collect();
-                        for cb in gone {
-                            if let Some((ctx, _)) = hs.callbacks.remove(&cb) {
-                                if let Some(e) = hs.contexts.get_mut(&ctx) {
-                                    e.callbacks = e.callbacks.saturating_sub(1);
-                                }
-                            }
-                        }
+                        hs.forget_callbacks_via(process);
                         hs.prune(shared)
                     };
                     drop(dead);
@@ -1052,7 +1075,9 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<ConnShared>, call: Call) -> (CallResul
             Err(f) => err(f),
         },
         Call::ProcessProperties { process } => text(sim.get_process_properties(try_!(proc_(process)))),
-        Call::ModifyProcess { process, settings } => unit(sim.modify_process(try_!(proc_(process)), &settings)),
+        Call::ModifyProcess { process, settings } => {
+            unit(sim.modify_process(try_!(proc_(process)), &settings))
+        }
         Call::ServiceProperties { query } => text(sim.get_service_properties(&query)),
         Call::ModifyServiceSettings { settings } => unit(sim.modify_service_settings(&settings)),
         Call::CancelPending { ctx, kind } => {
@@ -1070,7 +1095,10 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<ConnShared>, call: Call) -> (CallResul
                 Ok(()) => unit(Ok(Reply::done(()))),
                 Err(e) => err(Failure::with_document(HResult::E_INVALIDARG, e.to_string())),
             },
-            Err(e) => err(Failure::with_document(HResult::E_INVALIDARG, format!("invalid fault plan: {e}"))),
+            Err(e) => err(Failure::with_document(
+                HResult::E_INVALIDARG,
+                format!("invalid fault plan: {e}"),
+            )),
         },
         Call::ClearFaults => {
             sim.clear_faults();
@@ -1144,7 +1172,7 @@ fn register(
     shared: &Arc<Shared>,
     conn: &Arc<ConnShared>,
     ctx: u64,
-    is_process: bool,
+    (is_process, via): (bool, u64),
     call: impl FnOnce(NotifyContext) -> Result<CallbackHandle, Failure>,
 ) -> CallResult {
     let server_ctx = match context(shared, conn, ctx) {
@@ -1158,7 +1186,7 @@ fn register(
                 if hs.closed {
                     false
                 } else {
-                    hs.callbacks.insert(cb.raw(), (ctx, is_process));
+                    hs.callbacks.insert(cb.raw(), (ctx, is_process, via));
                     if let Some(e) = hs.contexts.get_mut(&ctx) {
                         e.callbacks += 1;
                     }
