@@ -219,6 +219,26 @@ impl ClientDriver {
         self.unit(Call::Crash { id: id.into() }).map(|_| ())
     }
 
+    /// How many calls the service holds at fault gate `gate`.
+    pub fn blocked_on(&self, gate: &str) -> Result<usize, Failure> {
+        match self.call(Call::BlockedOn { gate: gate.into() })? {
+            (
+                CallResult::Ok {
+                    value: Value::Count { count },
+                    ..
+                },
+                _,
+            ) => Ok(count),
+            (CallResult::Err { code, document }, _) => Err(failure(code, document)),
+            other => Err(protocol_error(&other.0)),
+        }
+    }
+
+    /// Ends a simulated service disconnect (one a fault plan caused) in the service.
+    pub fn restart_service(&self) -> Result<(), Failure> {
+        self.unit(Call::RestartService).map(|_| ())
+    }
+
     /// Sends one call and waits for its answer (or for the connection to drop).
     fn call(&self, call: Call) -> Result<Answer, Failure> {
         let (tx, rx) = mpsc::sync_channel(1);

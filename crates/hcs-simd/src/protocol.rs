@@ -185,6 +185,10 @@ pub enum Call {
     Release { gate: String },
     /// Control: crashes system `id` (its unexpected exit).
     Crash { id: String },
+    /// Control: how many calls are held at fault gate `gate` ([`Value::Count`]).
+    BlockedOn { gate: String },
+    /// Control: ends a simulated service disconnect (`hcs_sim::Simulator::restart_service`).
+    RestartService,
     /// Control: the service's accounting ([`Stats`]).
     Stats,
 }
@@ -243,6 +247,11 @@ pub enum Value {
     },
     /// The service's accounting.
     Stats(Stats),
+    /// A number.
+    Count {
+        /// The number.
+        count: usize,
+    },
 }
 
 impl Value {

@@ -1112,6 +1112,17 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<ConnShared>, call: Call) -> (CallResul
             Ok(()) => unit(Ok(Reply::done(()))),
             Err(e) => err(Failure::with_document(HResult::E_INVALIDARG, e.to_string())),
         },
+        Call::BlockedOn { gate } => CallResult::Ok {
+            value: Value::Count {
+                count: sim.blocked_on(&gate),
+            },
+            document: None,
+            pending: false,
+        },
+        Call::RestartService => {
+            sim.restart_service();
+            unit(Ok(Reply::done(())))
+        }
         Call::Stats => {
             let counts = sim.handle_counts();
             let hs = lock(&conn.handles);
