@@ -109,7 +109,9 @@ impl ClientDriver {
             version: PROTOCOL_VERSION,
         })
         .map_err(|e| ConnectError::Handshake(e.to_string()))?;
-        write_all(&stream, &hello).map_err(io_err)?;
+        // A service that refuses this client may have closed the connection already: its
+        // `Refused` frame is still readable, so a failed write is judged by what arrives.
+        let wrote = write_all(&stream, &hello);
         stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io_err)?;
         let mut decoder = Decoder::new();
         let mut buf = [0u8; 4096];
@@ -121,12 +123,18 @@ impl ClientDriver {
             }
             match (&stream).read(&mut buf) {
                 Ok(0) => {
-                    return Err(ConnectError::Refused(
-                        "the service closed the connection during the handshake".into(),
-                    ))
+                    return Err(ConnectError::Refused(match &wrote {
+                        Ok(()) => "the service closed the connection during the handshake".into(),
+                        Err(e) => format!("the service closed the connection during the handshake ({e})"),
+                    }))
                 }
                 Ok(n) => decoder.push(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if wrote.is_err() => {
+                    return Err(ConnectError::Refused(format!(
+                        "the service closed the connection during the handshake ({e})"
+                    )))
+                }
                 Err(e) => return Err(io_err(e)),
             }
         };

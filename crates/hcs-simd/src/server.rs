@@ -584,14 +584,6 @@ impl Loop {
 
     fn shutdown(&mut self, listener: &mut UnixListener) {
         let _ = self.poll.registry().deregister(listener);
-        for conn in self.conns.values() {
-            conn.shared.push(
-                &ServerFrame::Goodbye {
-                    reason: "the service is shutting down".into(),
-                },
-                Vec::new(),
-            );
-        }
         let sim = self.shared.sim.clone();
         for id in sim.live_systems() {
             if let Ok(r) = sim.open_compute_system(&id) {
@@ -600,23 +592,18 @@ impl Loop {
             }
             tracing::info!(system = %id, "hcs-simd: terminated at shutdown");
         }
-        // Let the goodbyes out (a client that does not read is not waited for long).
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let mut events = Events::with_capacity(64);
-        while Instant::now() < deadline {
-            let tokens: Vec<Token> = self.conns.keys().copied().collect();
-            for t in &tokens {
-                self.flush(*t);
-            }
-            let pending = self
-                .conns
-                .values()
-                .any(|c| c.current.is_some() || !lock(&c.shared.out).frames.is_empty());
-            if !pending {
-                break;
-            }
-            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(10)));
+        // Let the exits reach the clients, then say goodbye (a client that does not read is
+        // not waited for long).
+        self.drain_for(Duration::from_secs(1), || sim.running_host_processes() == 0);
+        for conn in self.conns.values() {
+            conn.shared.push(
+                &ServerFrame::Goodbye {
+                    reason: "the service is shutting down".into(),
+                },
+                Vec::new(),
+            );
         }
+        self.drain_for(Duration::from_secs(1), || true);
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for t in tokens {
             if let Some(mut conn) = self.conns.remove(&t) {
@@ -625,6 +612,28 @@ impl Loop {
                 drop(conn.stream);
                 release(&self.shared, &conn.shared);
             }
+        }
+    }
+}
+
+impl Loop {
+    /// Flushes every outbox until all are empty and `done()` holds, or `limit` passes.
+    fn drain_for(&mut self, limit: Duration, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + limit;
+        let mut events = Events::with_capacity(64);
+        while Instant::now() < deadline {
+            let tokens: Vec<Token> = self.conns.keys().copied().collect();
+            for t in tokens {
+                self.flush(t);
+            }
+            let pending = self
+                .conns
+                .values()
+                .any(|c| c.current.is_some() || !lock(&c.shared.out).frames.is_empty());
+            if !pending && done() {
+                return;
+            }
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(5)));
         }
     }
 }
