@@ -562,6 +562,26 @@ impl Loop {
         let Some(mut conn) = self.conns.remove(&token) else {
             return;
         };
+        // What is already queued (a welcome, a refusal, replies) goes out if it can without
+        // waiting; the rest is dropped with the connection.
+        loop {
+            if conn.current.is_none() {
+                conn.current = lock(&conn.shared.out).frames.pop_front().map(|f| (f, 0));
+            }
+            let Some((frame, off)) = conn.current.as_mut() else {
+                break;
+            };
+            match send(&conn.stream, &frame.bytes[*off..], &frame.fds) {
+                Ok(n) if n > 0 => {
+                    frame.fds.clear();
+                    *off += n;
+                    if *off >= frame.bytes.len() {
+                        conn.current = None;
+                    }
+                }
+                _ => break,
+            }
+        }
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if reason.is_empty() {
             tracing::debug!(peer = %conn.shared.peer, "hcs-simd: client disconnected");
