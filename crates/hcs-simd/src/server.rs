@@ -908,8 +908,7 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<ConnShared>, call: Call) -> (CallResul
             ctx,
         } => {
             let server_ctx = try_!(context(shared, conn, ctx));
-            let r = sim.create_compute_system(&id, &configuration, server_ctx);
-            let r = match r {
+            match sim.create_compute_system(&id, &configuration, server_ctx) {
                 Ok(r) => {
                     let h = r.value;
                     if !adopt(conn, |hs| hs.systems.insert(h.raw())) {
@@ -923,8 +922,7 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<ConnShared>, call: Call) -> (CallResul
                     used_with(shared, conn, ctx, None);
                     err(f)
                 }
-            };
-            r
+            }
         }
         Call::Open { id } => match sim.open_compute_system(&id) {
             Ok(r) => {

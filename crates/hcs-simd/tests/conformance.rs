@@ -8,7 +8,7 @@ mod common;
 use common::Daemon;
 use hcs::{Driver, HandleCounts};
 use hcs_simd::ClientDriver;
-use hcs_testkit::conformance::{self, Harness, GREETING};
+use hcs_testkit::conformance::{Harness, GREETING};
 use std::sync::Arc;
 use std::time::Duration;
 
