@@ -5,7 +5,8 @@
 //! over a Unix socket with per-connection handles, as HCS serves per-process handles. The client
 //! driver ([`ClientDriver`]) implements [`hcs::Driver`] over that socket, so `hcs::System` and
 //! `hcs::Process` work against the service exactly as against the in-process simulator. The
-//! wire format is in [`protocol`] and `docs/hcs-simd-protocol.md`; the rules are design §14.
+//! rules are design §14. The wire format is in [`protocol`] and in the protocol document
+//! (`docs/hcs-simd-protocol.md`).
 //!
 //! ```no_run
 //! use hcs::System;
