@@ -127,7 +127,7 @@ fn rpc(client: &std::sync::Arc<ClientDriver>, rounds: usize, per_round: usize) -
     let mut resp_bytes = vec![0u8; resp];
     let (mut ours, mut base, mut pairs) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let mut run_ours = || {
+        let run_ours = || {
             let t = Instant::now();
             for _ in 0..per_round {
                 client.get_compute_system_properties(h, "{}").expect("properties");
@@ -194,7 +194,7 @@ fn notify(client: &std::sync::Arc<ClientDriver>, rounds: usize) -> (f64, f64, f6
     let note_bytes = vec![2u8; note];
     let (mut ours, mut base, mut pairs) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let mut run_ours = || {
+        let run_ours = || {
             let sys = std::sync::Arc::new(
                 System::create_with(
                     client.clone(),
