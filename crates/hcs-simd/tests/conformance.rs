@@ -58,7 +58,12 @@ impl Harness for ServiceHarness {
         )
     }
     fn process_echoing_stdin(&self) -> Option<String> {
-        Some(params("cat", true, true))
+        // `cat`, then a short pause before the exit: the suite calls `close_stdin` right after
+        // the EOF it caused, and the spec (hcs-behavior `CloseStdin`) makes that call fail when
+        // the process has exited but its `ProcessExited` has not reached the client yet. In
+        // process that window is a few µs; over the socket it is a round trip, so a bare `cat`
+        // would make the check race the notification (see the service's design section).
+        Some(params(r#"sh -c "cat; sleep 0.2""#, true, true))
     }
     fn process_running_until_killed(&self) -> String {
         params("sleep 30", false, false)
