@@ -26,7 +26,7 @@ use std::io::{self, IoSlice, Read};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -80,6 +80,37 @@ struct Shared {
     ready: Mutex<Vec<Token>>,
     connections: AtomicUsize,
     contexts: AtomicUsize,
+    /// A fault plan with rules is in force: any call may then block or be delayed, so every
+    /// call goes to the worker pool.
+    faults_active: AtomicBool,
+}
+
+/// `true` when `plan` has at least one rule.
+fn has_rules(plan: &FaultPlan) -> bool {
+    plan.to_json()
+        .get("rules")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|r| !r.is_empty())
+}
+
+/// Calls that only read the engine's state (or register a callback) and cannot block while no
+/// fault plan is in force: the event loop runs them itself, sparing two thread hand-offs.
+/// Everything else (spawns, signals and stops through the supervisor link, closes that drain
+/// deliveries, controls) runs on the worker pool.
+fn runs_inline(call: &Call) -> bool {
+    matches!(
+        call,
+        Call::Enumerate { .. }
+            | Call::Open { .. }
+            | Call::Properties { .. }
+            | Call::ProcessProperties { .. }
+            | Call::ProcessInfo { .. }
+            | Call::RegisterSystem { .. }
+            | Call::RegisterProcess { .. }
+            | Call::ServiceProperties { .. }
+            | Call::Stats
+            | Call::BlockedOn { .. }
+    )
 }
 
 impl Shared {
@@ -236,6 +267,7 @@ impl Server {
             ready: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             contexts: AtomicUsize::new(0),
+            faults_active: AtomicBool::new(has_rules(&config.sim.faults)),
         });
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -504,6 +536,11 @@ impl Loop {
             (true, ClientFrame::Call { id, call }) => {
                 let conn = conn.shared.clone();
                 let shared = self.shared.clone();
+                if !shared.faults_active.load(Ordering::SeqCst) && runs_inline(&call) {
+                    let (result, fds) = serve(&shared, &conn, call);
+                    conn.push(&ServerFrame::Reply { id, result }, fds);
+                    return Ok(());
+                }
                 let job: Job = Box::new(move || {
                     let (result, fds) = serve(&shared, &conn, call);
                     conn.push(&ServerFrame::Reply { id, result }, fds);
@@ -1118,10 +1155,20 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<ConnShared>, call: Call) -> (CallResul
             }
         }
         Call::SetFaultPlan { plan } => match serde_json::from_value::<FaultPlan>(plan) {
-            Ok(plan) => match sim.set_fault_plan(plan) {
-                Ok(()) => unit(Ok(Reply::done(()))),
-                Err(e) => err(Failure::with_document(HResult::E_INVALIDARG, e.to_string())),
-            },
+            Ok(plan) => {
+                let active = has_rules(&plan);
+                // Calls go to the workers from now on, before the plan can make one block.
+                if active {
+                    shared.faults_active.store(true, Ordering::SeqCst);
+                }
+                match sim.set_fault_plan(plan) {
+                    Ok(()) => {
+                        shared.faults_active.store(active, Ordering::SeqCst);
+                        unit(Ok(Reply::done(())))
+                    }
+                    Err(e) => err(Failure::with_document(HResult::E_INVALIDARG, e.to_string())),
+                }
+            }
             Err(e) => err(Failure::with_document(
                 HResult::E_INVALIDARG,
                 format!("invalid fault plan: {e}"),
@@ -1129,6 +1176,7 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<ConnShared>, call: Call) -> (CallResul
         },
         Call::ClearFaults => {
             sim.clear_faults();
+            shared.faults_active.store(false, Ordering::SeqCst);
             unit(Ok(Reply::done(())))
         }
         Call::Release { gate } => {
