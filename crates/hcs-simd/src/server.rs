@@ -1,8 +1,8 @@
 //! The service: one `mio` event loop that accepts clients, checks their credentials
 //! (`SO_PEERCRED`: its own uid and root only), splits frames, runs the handshake, and hands
-//! each call to a small fixed pool of worker threads that call the in-process simulator; the
-//! replies and the simulator's notifications come back through a per-connection outbox and a
-//! waker. Handles are per connection: a connection may use only the handles it obtained, and
+//! each call to a small fixed pool of worker threads that call the in-process simulator (calls
+//! that only read, while no fault plan is in force, run on the loop itself); the replies and
+//! the simulator's notifications come back through a per-connection outbox and a waker. Handles are per connection: a connection may use only the handles it obtained, and
 //! when it closes (cleanly, killed, or for a bad frame) a worker unregisters its callbacks and
 //! closes its handles, so `ShouldTerminateOnLastHandleClosed` systems end and nothing else is
 //! touched. Process stdio leaves as descriptors (`SCM_RIGHTS`). `SIGTERM`/`SIGINT` terminate
