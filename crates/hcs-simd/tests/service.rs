@@ -448,3 +448,67 @@ fn service_threads_do_not_grow_with_clients() {
         s.connections == 1 && s.live_systems == 0
     });
 }
+
+/// The parent pid of `pid`, from `/proc`.
+fn parent_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a PPid line")
+}
+
+#[test]
+fn the_death_of_a_systems_worker_is_that_systems_unexpected_exit() {
+    let daemon = Daemon::start(&[]);
+    let client = daemon.client();
+    let (cmd, marker) = marked_sleep(4);
+    let sys = System::create_with(
+        client.clone(),
+        "worker-dies",
+        &config(false),
+        Timeouts::uniform(LIMIT),
+    )
+    .expect("create");
+    sys.start().expect("start");
+    let other = System::create_with(
+        client.clone(),
+        "bystander",
+        &config(false),
+        Timeouts::uniform(LIMIT),
+    )
+    .expect("create");
+    other.start().expect("start");
+    let p = sys.create_process(&params(&cmd)).expect("process");
+    let pids = processes_with(&marker);
+    assert_eq!(pids.len(), 1);
+    let supervisor = parent_of(pids[0]);
+    let cmdline = std::fs::read(format!("/proc/{supervisor}/cmdline")).expect("cmdline");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains(hcs_simd::SUPERVISOR_ARG),
+        "the process runs under its system's supervisor"
+    );
+    let pid = rustix::process::Pid::from_raw(supervisor as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill the supervisor");
+    sys.wait_timeout(LIMIT).expect("the system exits");
+    let exit = sys.exit_status().expect("exit status");
+    assert!(
+        exit.unexpected,
+        "a worker's death is an unexpected exit: {exit:?}"
+    );
+    if let Err(e) = p.wait_timeout(LIMIT) {
+        assert!(!e.is_timeout(), "the process wait ends with its system: {e}");
+    }
+    wait_gone(&marker, Duration::from_secs(5)).expect("the system's process is gone");
+    let props = other.properties_v3("{}").expect("the other system is untouched");
+    assert!(props.contains(r#""State":"Running""#), "{props}");
+    p.close().expect("close");
+    sys.close().expect("close");
+    other.terminate().expect("terminate");
+    other.wait_timeout(LIMIT).expect("wait");
+    other.close().expect("close");
+    Daemon::wait_stats(&client, Duration::from_secs(3), |s| {
+        s.systems == 0 && s.processes == 0 && s.callbacks == 0 && s.live_systems == 0 && s.host_processes == 0
+    });
+}
