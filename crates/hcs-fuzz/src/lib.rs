@@ -15,6 +15,7 @@
 //! | [`lifecycle`] | arbitrary notifications through `hcs::dispatch` into a live `System`/`Process` on the fake driver (V1 and V2) |
 //! | [`fault_plan`] | `hcs_sim::FaultPlan::from_json` |
 //! | [`names`] | `NotificationKind::from_name`, `Method::from_name` |
+//! | [`simd_frames`] | the `hcs-simd` wire: `hcs_simd::protocol::Decoder` in any split, client and server frames (Unix only) |
 //!
 //! [`TARGETS`] lists them by name; the name is also the name of the cargo-fuzz target and of
 //! its corpus directory.
@@ -63,6 +64,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("lifecycle", lifecycle),
     ("fault_plan", fault_plan),
     ("names", names),
+    #[cfg(unix)]
+    ("simd_frames", simd_frames),
 ];
 
 /// Parses `text` as `T`; when that succeeds, checks that serialising the value and parsing the
@@ -522,4 +525,39 @@ pub fn names(data: &[u8]) {
     if let Some(method) = Method::from_name(text) {
         assert_eq!(method.name(), text.strip_prefix("Hcs").unwrap_or(text));
     }
+}
+
+/// The `hcs-simd` frame decoder (what the service reads from every client, and the client
+/// driver from the service): the first byte picks a chunk size, the rest is fed to a
+/// [`hcs_simd::protocol::Decoder`] in chunks of that size. Every frame must split cleanly or
+/// fail with an error (never a panic); each body that decodes as a client or server frame must
+/// re-encode to a frame that decodes to an equal value.
+#[cfg(unix)]
+pub fn simd_frames(data: &[u8]) {
+    use hcs_simd::protocol::{decode, encode, ClientFrame, Decoder, ServerFrame};
+    let Some((&step, rest)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(step).max(1);
+    let mut d = Decoder::new();
+    for chunk in rest.chunks(step) {
+        d.push(chunk);
+        loop {
+            match d.next_body() {
+                Ok(Some(body)) => {
+                    if let Ok(f) = decode::<ClientFrame>(&body) {
+                        let again = encode(&f).expect("a decoded frame re-encodes");
+                        assert_eq!(decode::<ClientFrame>(&again[4..]).expect("re-decodes"), f);
+                    }
+                    if let Ok(f) = decode::<ServerFrame>(&body) {
+                        let again = encode(&f).expect("a decoded frame re-encodes");
+                        assert_eq!(decode::<ServerFrame>(&again[4..]).expect("re-decodes"), f);
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+    let _ = d.finish();
 }

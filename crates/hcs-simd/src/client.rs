@@ -1,0 +1,811 @@
+//! The client driver: [`ClientDriver`] implements [`hcs::Driver`] over the service's socket,
+//! so `hcs::System` and `hcs::Process` run on `hcs-simd` unchanged. Calls are frames answered
+//! by id (any number in flight from any number of threads); one reader thread per connection
+//! receives replies, stdio descriptors (`SCM_RIGHTS`) and notifications, and hands the
+//! notifications to [`hcs::dispatch`], which never blocks it. When the connection drops, every
+//! call in flight or made later fails with `RPC_S_SERVER_UNAVAILABLE` (in HRESULT form;
+//! [`hcs::Error::is_service_disconnected`] holds) and every context the client had registered,
+//! or had a pending operation on, receives `ServiceDisconnect` at once.
+
+use crate::protocol::{
+    decode_kind, encode, encode_kind, Call, CallResult, ClientFrame, Decoder, ServerFrame, Stats, Value,
+    MAGIC, PROTOCOL_VERSION,
+};
+use hcs::{
+    ApiGeneration, CallbackHandle, Driver, DriverResult, Failure, HResult, NotificationKind, NotifyContext,
+    PipeReader, PipeWriter, ProcessHandle, ProcessInfo, Reply, SystemHandle,
+};
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{self, IoSliceMut, Read};
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long [`ClientDriver::connect`] waits for the service's answer to the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `RPC_S_SERVER_UNAVAILABLE` in HRESULT form: what every call fails with once the connection
+/// to the service is gone (the code the simulator uses for its own service disconnect).
+pub fn server_unavailable() -> HResult {
+    HResult(0x8007_0000 | HResult::RPC_S_SERVER_UNAVAILABLE.0)
+}
+
+/// Why [`ClientDriver::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The socket could not be reached.
+    #[error("cannot connect to hcs-simd at {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The service refused the connection (wrong protocol version, or a uid it does not serve).
+    #[error("hcs-simd refused the connection: {0}")]
+    Refused(String),
+    /// The service answered something that is not a handshake reply.
+    #[error("hcs-simd handshake failed: {0}")]
+    Handshake(String),
+}
+
+type Answer = (CallResult, Vec<OwnedFd>);
+
+#[derive(Default)]
+struct State {
+    dead: Option<String>,
+    next_id: u64,
+    waiting: HashMap<u64, mpsc::SyncSender<Answer>>,
+    /// Callback handle → its context.
+    callbacks: HashMap<u64, u64>,
+    /// Contexts with pending operations whose completion has not arrived, with their count.
+    pending: HashMap<u64, usize>,
+}
+
+struct Inner {
+    stream: UnixStream,
+    write: Mutex<()>,
+    state: Mutex<State>,
+}
+
+/// An [`hcs::Driver`] that talks to `hcs-simd` over its Unix socket. Cheap to share
+/// (`Arc<ClientDriver>` is an `Arc<dyn Driver>`); one connection, one reader thread.
+pub struct ClientDriver {
+    inner: Arc<Inner>,
+    generation: ApiGeneration,
+    server_pid: u32,
+}
+
+impl std::fmt::Debug for ClientDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientDriver")
+            .field("generation", &self.generation)
+            .field("server_pid", &self.server_pid)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl ClientDriver {
+    /// Connects to the service at `path` and runs the handshake.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Arc<ClientDriver>, ConnectError> {
+        let path = path.as_ref();
+        let io_err = |source| ConnectError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let stream = UnixStream::connect(path).map_err(io_err)?;
+        let hello = encode(&ClientFrame::Hello {
+            magic: MAGIC.into(),
+            version: PROTOCOL_VERSION,
+        })
+        .map_err(|e| ConnectError::Handshake(e.to_string()))?;
+        // A service that refuses this client may have closed the connection already: its
+        // `Refused` frame is still readable, so a failed write is judged by what arrives.
+        let wrote = write_all(&stream, &hello);
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io_err)?;
+        let mut decoder = Decoder::new();
+        let mut buf = [0u8; 4096];
+        let welcome = loop {
+            match decoder.next_frame::<ServerFrame>() {
+                Ok(Some(f)) => break f,
+                Ok(None) => {}
+                Err(e) => return Err(ConnectError::Handshake(e.to_string())),
+            }
+            match (&stream).read(&mut buf) {
+                Ok(0) => {
+                    return Err(ConnectError::Refused(match &wrote {
+                        Ok(()) => "the service closed the connection during the handshake".into(),
+                        Err(e) => format!("the service closed the connection during the handshake ({e})"),
+                    }))
+                }
+                Ok(n) => decoder.push(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if wrote.is_err() => {
+                    return Err(ConnectError::Refused(format!(
+                        "the service closed the connection during the handshake ({e})"
+                    )))
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+        };
+        stream.set_read_timeout(None).map_err(io_err)?;
+        let (generation, server_pid) = match welcome {
+            ServerFrame::Welcome {
+                version,
+                generation,
+                pid,
+            } if version == PROTOCOL_VERSION => (generation.into(), pid),
+            ServerFrame::Refused { reason } => return Err(ConnectError::Refused(reason)),
+            other => return Err(ConnectError::Handshake(format!("unexpected answer {other:?}"))),
+        };
+        let reader = stream.try_clone().map_err(io_err)?;
+        let inner = Arc::new(Inner {
+            stream,
+            write: Mutex::new(()),
+            state: Mutex::new(State {
+                next_id: 1,
+                ..State::default()
+            }),
+        });
+        let for_reader = inner.clone();
+        std::thread::Builder::new()
+            .name("hcs-simd-client".into())
+            .spawn(move || read_loop(&for_reader, reader, decoder))
+            .map_err(io_err)?;
+        Ok(Arc::new(ClientDriver {
+            inner,
+            generation,
+            server_pid,
+        }))
+    }
+
+    /// Connects to [`crate::default_socket_path`].
+    pub fn connect_default() -> Result<Arc<ClientDriver>, ConnectError> {
+        Self::connect(crate::default_socket_path())
+    }
+
+    /// The service's process id, as it said in the handshake.
+    pub fn server_pid(&self) -> u32 {
+        self.server_pid
+    }
+
+    /// `false` once the connection is gone (every call then fails with
+    /// [`server_unavailable`]).
+    pub fn is_connected(&self) -> bool {
+        lock(&self.inner.state).dead.is_none()
+    }
+
+    /// Closes the connection now (as if the service had gone): calls in flight fail and
+    /// registered contexts receive `ServiceDisconnect`. Dropping the driver does the same.
+    pub fn disconnect(&self) {
+        let _ = self.inner.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// The service's accounting, including this connection's own handles.
+    pub fn stats(&self) -> Result<Stats, Failure> {
+        match self.call(Call::Stats)? {
+            (
+                CallResult::Ok {
+                    value: Value::Stats(s),
+                    ..
+                },
+                _,
+            ) => Ok(s),
+            (CallResult::Err { code, document }, _) => Err(failure(code, document)),
+            other => Err(protocol_error(&other.0)),
+        }
+    }
+
+    /// Replaces the service's fault plan (an `hcs_sim::FaultPlan` as JSON; rules that name a
+    /// system id apply to that system only).
+    pub fn set_fault_plan(&self, plan: serde_json::Value) -> Result<(), Failure> {
+        self.unit(Call::SetFaultPlan { plan }).map(|_| ())
+    }
+
+    /// Removes every fault rule of the service.
+    pub fn clear_faults(&self) -> Result<(), Failure> {
+        self.unit(Call::ClearFaults).map(|_| ())
+    }
+
+    /// Releases the calls the service holds at fault gate `gate`.
+    pub fn release(&self, gate: &str) -> Result<(), Failure> {
+        self.unit(Call::Release { gate: gate.into() }).map(|_| ())
+    }
+
+    /// Crashes system `id` in the service (its unexpected exit).
+    pub fn crash(&self, id: &str) -> Result<(), Failure> {
+        self.unit(Call::Crash { id: id.into() }).map(|_| ())
+    }
+
+    /// How many calls the service holds at fault gate `gate`.
+    pub fn blocked_on(&self, gate: &str) -> Result<usize, Failure> {
+        match self.call(Call::BlockedOn { gate: gate.into() })? {
+            (
+                CallResult::Ok {
+                    value: Value::Count { count },
+                    ..
+                },
+                _,
+            ) => Ok(count),
+            (CallResult::Err { code, document }, _) => Err(failure(code, document)),
+            other => Err(protocol_error(&other.0)),
+        }
+    }
+
+    /// Ends a simulated service disconnect (one a fault plan caused) in the service.
+    pub fn restart_service(&self) -> Result<(), Failure> {
+        self.unit(Call::RestartService).map(|_| ())
+    }
+
+    /// Sends one call and waits for its answer (or for the connection to drop).
+    fn call(&self, call: Call) -> Result<Answer, Failure> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let id = {
+            let mut st = lock(&self.inner.state);
+            if let Some(reason) = &st.dead {
+                return Err(disconnected(reason));
+            }
+            let id = st.next_id;
+            st.next_id += 1;
+            st.waiting.insert(id, tx);
+            id
+        };
+        let bytes = match encode(&ClientFrame::Call { id, call }) {
+            Ok(b) => b,
+            Err(e) => {
+                lock(&self.inner.state).waiting.remove(&id);
+                return Err(Failure::with_document(HResult::E_INVALIDARG, e.to_string()));
+            }
+        };
+        let written = {
+            let _w = lock(&self.inner.write);
+            write_all(&self.inner.stream, &bytes)
+        };
+        if let Err(e) = written {
+            lock(&self.inner.state).waiting.remove(&id);
+            // The reader sees the same broken connection and tells every registration.
+            let _ = self.inner.stream.shutdown(std::net::Shutdown::Both);
+            return Err(disconnected(&format!("cannot write to the service: {e}")).with_source(e));
+        }
+        rx.recv().map_err(|_| {
+            let reason = lock(&self.inner.state)
+                .dead
+                .clone()
+                .unwrap_or_else(|| "the connection closed".into());
+            disconnected(&reason)
+        })
+    }
+
+    fn unit(&self, call: Call) -> DriverResult<()> {
+        match self.call(call)? {
+            (
+                CallResult::Ok {
+                    document, pending, ..
+                },
+                _,
+            ) => Ok(reply((), document, pending)),
+            (CallResult::Err { code, document }, _) => Err(failure(code, document)),
+        }
+    }
+
+    fn text(&self, call: Call) -> DriverResult<String> {
+        match self.call(call)? {
+            (
+                CallResult::Ok {
+                    value: Value::Text { text },
+                    document,
+                    pending,
+                },
+                _,
+            ) => Ok(reply(text, document, pending)),
+            (CallResult::Err { code, document }, _) => Err(failure(code, document)),
+            (other, _) => Err(protocol_error(&other)),
+        }
+    }
+
+    fn handle(&self, call: Call) -> DriverResult<u64> {
+        match self.call(call)? {
+            (
+                CallResult::Ok {
+                    value: Value::Handle { handle },
+                    document,
+                    pending,
+                },
+                _,
+            ) => Ok(reply(handle, document, pending)),
+            (CallResult::Err { code, document }, _) => Err(failure(code, document)),
+            (other, _) => Err(protocol_error(&other)),
+        }
+    }
+
+    /// A pending-capable call on context `ctx`: a pending answer marks `ctx` as waiting for a
+    /// completion (so that it hears of a lost connection).
+    fn pending_capable(&self, ctx: NotifyContext, call: Call) -> DriverResult<()> {
+        let r = self.unit(call)?;
+        if r.pending {
+            *lock(&self.inner.state).pending.entry(ctx.raw()).or_default() += 1;
+        }
+        Ok(r)
+    }
+
+    fn registered(&self, ctx: NotifyContext, call: Call) -> Result<CallbackHandle, Failure> {
+        let h = self.handle(call)?.value;
+        let cb = CallbackHandle::new(h).ok_or_else(|| protocol_error(&"a zero callback handle"))?;
+        lock(&self.inner.state).callbacks.insert(h, ctx.raw());
+        Ok(cb)
+    }
+
+    fn unregistered(&self, callback: CallbackHandle, call: Call) -> Result<(), Failure> {
+        self.unit(call)?;
+        lock(&self.inner.state).callbacks.remove(&callback.raw());
+        Ok(())
+    }
+
+    fn process_info(&self, answer: Answer) -> DriverResult<(Option<u64>, ProcessInfo)> {
+        match answer {
+            (
+                CallResult::Ok {
+                    value:
+                        Value::Process {
+                            handle,
+                            pid,
+                            stdin,
+                            stdout,
+                            stderr,
+                        },
+                    document,
+                    pending,
+                },
+                fds,
+            ) => {
+                let mut fds = fds.into_iter();
+                let mut next = |wanted: bool| if wanted { fds.next().map(File::from) } else { None };
+                let info = ProcessInfo {
+                    pid,
+                    stdin: next(stdin).map(PipeWriter::from_file),
+                    stdout: next(stdout).map(PipeReader::from_file),
+                    stderr: next(stderr).map(PipeReader::from_file),
+                };
+                Ok(reply((handle, info), document, pending))
+            }
+            (CallResult::Err { code, document }, _) => Err(failure(code, document)),
+            (other, _) => Err(protocol_error(&other)),
+        }
+    }
+}
+
+impl Drop for ClientDriver {
+    fn drop(&mut self) {
+        self.disconnect();
+    }
+}
+
+fn reply<T>(value: T, document: Option<String>, pending: bool) -> Reply<T> {
+    let r = if pending {
+        Reply::pending(value)
+    } else {
+        Reply::done(value)
+    };
+    match document {
+        Some(d) => r.with_document(d),
+        None => r,
+    }
+}
+
+fn failure(code: u32, document: Option<String>) -> Failure {
+    let mut f = Failure::new(HResult(code));
+    f.document = document;
+    f
+}
+
+/// The failure of every call once the service is gone.
+fn disconnected(reason: &str) -> Failure {
+    Failure::with_document(server_unavailable(), format!("hcs-simd: {reason}")).with_source(io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        reason.to_owned(),
+    ))
+}
+
+fn protocol_error(what: &dyn std::fmt::Debug) -> Failure {
+    Failure::with_document(
+        HResult::E_UNEXPECTED,
+        format!("hcs-simd answered with an unexpected value: {what:?}"),
+    )
+}
+
+fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::net::send(stream, bytes, rustix::net::SendFlags::NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The reader thread: replies to their waiters, notifications to [`hcs::dispatch`]; on end of
+/// stream (or a bad frame) the disconnect.
+fn read_loop(inner: &Inner, stream: UnixStream, mut decoder: Decoder) {
+    let mut fds: VecDeque<OwnedFd> = VecDeque::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let reason = 'outer: loop {
+        // Frames already buffered (the handshake may have read past the welcome).
+        loop {
+            match decoder.next_frame::<ServerFrame>() {
+                Ok(Some(frame)) => {
+                    if let Err(reason) = handle_frame(inner, frame, &mut fds) {
+                        break 'outer reason;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => break 'outer format!("bad frame from the service: {e}"),
+            }
+        }
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(16))];
+        let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+        let msg = match rustix::net::recvmsg(
+            &stream,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            rustix::net::RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => break format!("the connection failed: {e}"),
+        };
+        for m in control.drain() {
+            if let rustix::net::RecvAncillaryMessage::ScmRights(r) = m {
+                fds.extend(r);
+            }
+        }
+        if msg.bytes == 0 {
+            break match decoder.finish() {
+                Ok(()) => "the service closed the connection".to_string(),
+                Err(e) => format!("the service closed the connection: {e}"),
+            };
+        }
+        decoder.push(&buf[..msg.bytes]);
+    };
+    tracing::debug!("hcs-simd client: disconnected: {reason}");
+    let (waiting, contexts) = {
+        let mut st = lock(&inner.state);
+        st.dead = Some(reason);
+        let waiting = std::mem::take(&mut st.waiting);
+        let mut contexts: Vec<u64> = st.callbacks.values().copied().collect();
+        contexts.extend(st.pending.keys().copied());
+        contexts.sort_unstable();
+        contexts.dedup();
+        (waiting, contexts)
+    };
+    drop(waiting);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    for ctx in contexts {
+        hcs::dispatch(ctx, NotificationKind::ServiceDisconnect, HResult::S_OK, None);
+    }
+}
+
+fn handle_frame(inner: &Inner, frame: ServerFrame, fds: &mut VecDeque<OwnedFd>) -> Result<(), String> {
+    match frame {
+        ServerFrame::Reply { id, result } => {
+            let n = match &result {
+                CallResult::Ok { value, .. } => value.fd_count(),
+                CallResult::Err { .. } => 0,
+            };
+            if fds.len() < n {
+                return Err(format!(
+                    "a reply announced {n} descriptors but {} arrived",
+                    fds.len()
+                ));
+            }
+            let mine: Vec<OwnedFd> = fds.drain(..n).collect();
+            let waiter = lock(&inner.state).waiting.remove(&id);
+            match waiter {
+                Some(tx) => {
+                    let _ = tx.send((result, mine));
+                }
+                None => tracing::warn!(id, "hcs-simd client: a reply to no call; ignored"),
+            }
+            Ok(())
+        }
+        ServerFrame::Notify {
+            ctx,
+            kind,
+            status,
+            payload,
+        } => {
+            let kind = decode_kind(kind);
+            if kind.is_completion() {
+                let mut st = lock(&inner.state);
+                if let Some(n) = st.pending.get_mut(&ctx) {
+                    *n -= 1;
+                    if *n == 0 {
+                        st.pending.remove(&ctx);
+                    }
+                }
+            }
+            hcs::dispatch(ctx, kind, HResult(status), payload.as_deref());
+            Ok(())
+        }
+        ServerFrame::Goodbye { reason } => Err(format!("the service is going away: {reason}")),
+        ServerFrame::Welcome { .. } | ServerFrame::Refused { .. } => {
+            Err("an out-of-order handshake frame from the service".into())
+        }
+    }
+}
+
+impl Driver for ClientDriver {
+    fn name(&self) -> &str {
+        "hcs-simd"
+    }
+
+    fn generation(&self) -> ApiGeneration {
+        self.generation
+    }
+
+    fn enumerate_compute_systems(&self, query: &str) -> DriverResult<String> {
+        self.text(Call::Enumerate { query: query.into() })
+    }
+
+    fn create_compute_system(
+        &self,
+        id: &str,
+        configuration: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<SystemHandle> {
+        let r = self.handle(Call::Create {
+            id: id.into(),
+            configuration: configuration.into(),
+            ctx: ctx.raw(),
+        })?;
+        let h = SystemHandle::new(r.value).ok_or_else(|| protocol_error(&"a zero system handle"))?;
+        if r.pending {
+            *lock(&self.inner.state).pending.entry(ctx.raw()).or_default() += 1;
+        }
+        Ok(reply(h, r.document, r.pending))
+    }
+
+    fn open_compute_system(&self, id: &str) -> DriverResult<SystemHandle> {
+        let r = self.handle(Call::Open { id: id.into() })?;
+        let h = SystemHandle::new(r.value).ok_or_else(|| protocol_error(&"a zero system handle"))?;
+        Ok(reply(h, r.document, r.pending))
+    }
+
+    fn close_compute_system(&self, system: SystemHandle) -> Result<(), Failure> {
+        self.unit(Call::Close { system: system.raw() }).map(|_| ())
+    }
+
+    fn start_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()> {
+        self.pending_capable(
+            ctx,
+            Call::Start {
+                system: system.raw(),
+                options: options.into(),
+                ctx: ctx.raw(),
+            },
+        )
+    }
+
+    fn shutdown_compute_system(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.unit(Call::Shutdown {
+            system: system.raw(),
+            options: options.into(),
+        })
+    }
+
+    fn terminate_compute_system(&self, system: SystemHandle, options: &str) -> DriverResult<()> {
+        self.unit(Call::Terminate {
+            system: system.raw(),
+            options: options.into(),
+        })
+    }
+
+    fn pause_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()> {
+        self.pending_capable(
+            ctx,
+            Call::Pause {
+                system: system.raw(),
+                options: options.into(),
+                ctx: ctx.raw(),
+            },
+        )
+    }
+
+    fn resume_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()> {
+        self.pending_capable(
+            ctx,
+            Call::Resume {
+                system: system.raw(),
+                options: options.into(),
+                ctx: ctx.raw(),
+            },
+        )
+    }
+
+    fn save_compute_system(
+        &self,
+        system: SystemHandle,
+        options: &str,
+        ctx: NotifyContext,
+    ) -> DriverResult<()> {
+        self.pending_capable(
+            ctx,
+            Call::Save {
+                system: system.raw(),
+                options: options.into(),
+                ctx: ctx.raw(),
+            },
+        )
+    }
+
+    fn get_compute_system_properties(&self, system: SystemHandle, query: &str) -> DriverResult<String> {
+        self.text(Call::Properties {
+            system: system.raw(),
+            query: query.into(),
+        })
+    }
+
+    fn modify_compute_system(&self, system: SystemHandle, configuration: &str) -> DriverResult<()> {
+        self.unit(Call::Modify {
+            system: system.raw(),
+            configuration: configuration.into(),
+        })
+    }
+
+    fn register_compute_system_callback(
+        &self,
+        system: SystemHandle,
+        ctx: NotifyContext,
+    ) -> Result<CallbackHandle, Failure> {
+        self.registered(
+            ctx,
+            Call::RegisterSystem {
+                system: system.raw(),
+                ctx: ctx.raw(),
+            },
+        )
+    }
+
+    fn unregister_compute_system_callback(&self, callback: CallbackHandle) -> Result<(), Failure> {
+        self.unregistered(
+            callback,
+            Call::UnregisterSystem {
+                callback: callback.raw(),
+            },
+        )
+    }
+
+    fn create_process(
+        &self,
+        system: SystemHandle,
+        parameters: &str,
+    ) -> DriverResult<(ProcessHandle, ProcessInfo)> {
+        let answer = self.call(Call::CreateProcess {
+            system: system.raw(),
+            parameters: parameters.into(),
+        })?;
+        let r = self.process_info(answer)?;
+        let (handle, info) = r.value;
+        let h = handle
+            .and_then(ProcessHandle::new)
+            .ok_or_else(|| protocol_error(&"a process without a handle"))?;
+        Ok(reply((h, info), r.document, r.pending))
+    }
+
+    fn open_process(&self, system: SystemHandle, pid: u32) -> DriverResult<ProcessHandle> {
+        let r = self.handle(Call::OpenProcess {
+            system: system.raw(),
+            pid,
+        })?;
+        let h = ProcessHandle::new(r.value).ok_or_else(|| protocol_error(&"a zero process handle"))?;
+        Ok(reply(h, r.document, r.pending))
+    }
+
+    fn close_process(&self, process: ProcessHandle) -> Result<(), Failure> {
+        self.unit(Call::CloseProcess {
+            process: process.raw(),
+        })
+        .map(|_| ())
+    }
+
+    fn terminate_process(&self, process: ProcessHandle) -> DriverResult<()> {
+        self.unit(Call::TerminateProcess {
+            process: process.raw(),
+        })
+    }
+
+    fn signal_process(&self, process: ProcessHandle, options: &str) -> DriverResult<()> {
+        self.unit(Call::SignalProcess {
+            process: process.raw(),
+            options: options.into(),
+        })
+    }
+
+    fn get_process_info(&self, process: ProcessHandle) -> DriverResult<ProcessInfo> {
+        let answer = self.call(Call::ProcessInfo {
+            process: process.raw(),
+        })?;
+        let r = self.process_info(answer)?;
+        Ok(reply(r.value.1, r.document, r.pending))
+    }
+
+    fn get_process_properties(&self, process: ProcessHandle) -> DriverResult<String> {
+        self.text(Call::ProcessProperties {
+            process: process.raw(),
+        })
+    }
+
+    fn modify_process(&self, process: ProcessHandle, settings: &str) -> DriverResult<()> {
+        self.unit(Call::ModifyProcess {
+            process: process.raw(),
+            settings: settings.into(),
+        })
+    }
+
+    fn register_process_callback(
+        &self,
+        process: ProcessHandle,
+        ctx: NotifyContext,
+    ) -> Result<CallbackHandle, Failure> {
+        self.registered(
+            ctx,
+            Call::RegisterProcess {
+                process: process.raw(),
+                ctx: ctx.raw(),
+            },
+        )
+    }
+
+    fn unregister_process_callback(&self, callback: CallbackHandle) -> Result<(), Failure> {
+        self.unregistered(
+            callback,
+            Call::UnregisterProcess {
+                callback: callback.raw(),
+            },
+        )
+    }
+
+    fn get_service_properties(&self, query: &str) -> DriverResult<String> {
+        self.text(Call::ServiceProperties { query: query.into() })
+    }
+
+    fn modify_service_settings(&self, settings: &str) -> DriverResult<()> {
+        self.unit(Call::ModifyServiceSettings {
+            settings: settings.into(),
+        })
+    }
+
+    fn cancel_pending(&self, ctx: NotifyContext, kind: NotificationKind) -> Result<(), Failure> {
+        self.unit(Call::CancelPending {
+            ctx: ctx.raw(),
+            kind: encode_kind(kind),
+        })
+        .map(|_| ())
+    }
+}
