@@ -23,6 +23,7 @@
 #![cfg(unix)]
 
 pub mod client;
+pub mod daemon;
 pub mod paths;
 pub mod protocol;
 pub mod server;

@@ -199,11 +199,28 @@ fn select_with(
     })
 }
 
-/// The client of the `hcs-simd` service (wired to `hcs_simd::ClientDriver` when that crate lands).
+/// The client of the `hcs-simd` service at `socket` (else its default path).
+#[cfg(unix)]
 fn service_client(socket: Option<&Path>) -> Result<Arc<dyn hcs::Driver>, CliError> {
-    let _ = socket;
+    let path = socket.map_or_else(hcs_simd::default_socket_path, Path::to_path_buf);
+    match hcs_simd::ClientDriver::connect(&path) {
+        Ok(d) => Ok(d),
+        Err(hcs_simd::ConnectError::Refused(why)) => Err(CliError::new(
+            UNAVAILABLE,
+            format!("the hcs-simd service at {} refused this client: {why}", path.display()),
+        )),
+        Err(e) => Err(CliError::new(
+            UNAVAILABLE,
+            format!("{e} (start the service with `hcsctl daemon`, or name its socket with --socket or HCS_SIM_SOCKET)"),
+        )),
+    }
+}
+
+/// Off Unix there is no simulated service.
+#[cfg(not(unix))]
+fn service_client(_socket: Option<&Path>) -> Result<Arc<dyn hcs::Driver>, CliError> {
     Err(CliError::new(
         UNAVAILABLE,
-        "driver 'service' is unavailable: this hcsctl was built without the hcs-simd client",
+        "driver 'service' (the hcs-simd service) needs a Unix host",
     ))
 }

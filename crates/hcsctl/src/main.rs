@@ -84,6 +84,8 @@ enum Command {
     Wait(manage::WaitArgs),
     /// Stream the notifications of one compute system or of all of them.
     Events(manage::EventsArgs),
+    /// Run the simulated HCS service (hcs-simd) in the foreground until SIGTERM or Ctrl-C.
+    Daemon(DaemonCmd),
     /// Print the version.
     Version,
 }
@@ -116,6 +118,33 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
+/// `hcsctl daemon`: the options of `hcs-simd` (Unix only).
+#[derive(Debug, clap::Args)]
+struct DaemonCmd {
+    #[cfg(unix)]
+    #[command(flatten)]
+    daemon: hcs_simd::daemon::DaemonArgs,
+}
+
+fn daemon(args: &DaemonCmd) -> Result<i32, exit::CliError> {
+    #[cfg(unix)]
+    {
+        Ok(hcs_simd::daemon::serve(
+            "hcsctl daemon",
+            &args.daemon,
+            &[hcs_sim::supervisor::HCSCTL_ARG],
+        ))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = args;
+        Err(exit::CliError::new(
+            exit::UNAVAILABLE,
+            "hcsctl daemon (the simulated HCS service) needs a Unix host; on Windows HCS itself is the service",
+        ))
+    }
+}
+
 fn version() -> i32 {
     let default = if cfg!(windows) {
         "computecore when computecore.dll is present, else vmcompute"
@@ -137,7 +166,12 @@ fn main() {
         std::process::exit(hcs_sim::supervisor::main());
     }
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    match cli.command {
+        // The service logs at info (connections, refusals, bad frames; RUST_LOG overrides).
+        #[cfg(unix)]
+        Command::Daemon(_) if cli.verbose == 0 => hcs_simd::daemon::init_logging(),
+        _ => init_tracing(cli.verbose),
+    }
     let result = match cli.command {
         Command::Run(opts) => run::run(opts),
         Command::Migrate(opts) => migrate::migrate(opts),
@@ -154,6 +188,7 @@ fn main() {
         Command::Rm(a) => manage::rm(&a),
         Command::Wait(a) => manage::wait(&a),
         Command::Events(a) => manage::events(&a),
+        Command::Daemon(a) => daemon(&a),
         Command::Version => Ok(version()),
     };
     let code = match result {
@@ -172,4 +207,15 @@ fn main() {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks over every subcommand (unique argument and group ids,
+    /// valid defaults), which otherwise run only when that subcommand is parsed.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }
