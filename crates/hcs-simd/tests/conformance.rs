@@ -58,12 +58,10 @@ impl Harness for ServiceHarness {
         )
     }
     fn process_echoing_stdin(&self) -> Option<String> {
-        // `cat`, then a short pause before the exit: the suite calls `close_stdin` right after
-        // the EOF it caused, and the spec (hcs-behavior `CloseStdin`) makes that call fail when
-        // the process has exited but its `ProcessExited` has not reached the client yet. In
-        // process that window is a few µs; over the socket it is a round trip, so a bare `cat`
-        // would make the check race the notification (see the service's design section).
-        Some(params(r#"sh -c "cat; sleep 0.2""#, true, true))
+        // A bare `cat`: it exits at the EOF the suite causes, and the suite's `close_stdin`
+        // then races its `ProcessExited` over the socket; the lifecycle treats HCS's "process
+        // gone" answer to that call as done (design §5.4), so the check holds either way.
+        Some(params("cat", true, true))
     }
     fn process_running_until_killed(&self) -> String {
         params("sleep 30", false, false)
