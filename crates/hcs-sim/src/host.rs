@@ -389,6 +389,11 @@ pub(crate) fn exit_code(status: ExitStatus) -> u32 {
 #[cfg(target_os = "linux")]
 const LOST_EXIT_CODE: u32 = 128 + 9;
 
+/// How many exit reports of not-yet-adopted processes are kept (see `Children::early`); a spawn
+/// is adopted right after its `Spawned` reply, so only a handful are ever waiting.
+#[cfg(target_os = "linux")]
+const EARLY_EXITS: usize = 1024;
+
 enum Host {
     Direct {
         child: Child,
@@ -471,6 +476,15 @@ struct Children {
     /// A supervisor started ahead of need ([`Reaper::prepare`]), for the next system.
     #[cfg(target_os = "linux")]
     spare: Option<Arc<Supervisor>>,
+    /// Exit reports `(sys, pid, code)` read before their process was adopted: the process
+    /// exited between the supervisor's `Spawned` and [`Reaper::adopt`]. Matched at adoption
+    /// (else the exit would be lost and the process would never exit in the model); dropped
+    /// with the system's supervisor, and at most [`EARLY_EXITS`] kept.
+    #[cfg(target_os = "linux")]
+    early: Vec<(u64, u32, u32)>,
+    /// Exits `(sys, proc, code)` matched at adoption, for the next sweep to report.
+    #[cfg(target_os = "linux")]
+    adopted_exits: Vec<(u64, u64, u32)>,
     /// Changes whenever a child or supervisor is added or removed (so pidfd duplicates can be
     /// refreshed).
     generation: u64,
@@ -625,6 +639,7 @@ impl Reaper {
             let Some(sup) = children.supervisors.remove(&sys) else {
                 return false;
             };
+            children.early.retain(|&(s, _, _)| s != sys);
             tracing::debug!(
                 sys,
                 pid = sup.pid,
@@ -664,6 +679,16 @@ impl Reaper {
             HostChild::Supervised { pid, sup } => Host::Supervised { pid, sup },
         };
         let mut children = lock(&self.children);
+        #[cfg(target_os = "linux")]
+        if let Host::Supervised { pid, .. } = &host {
+            if let Some(i) = children.early.iter().position(|&(s, p, _)| s == sys && p == *pid) {
+                // It exited before we got here: the service thread reports it at its next sweep
+                // (the engine pokes it after every adoption).
+                let (_, _, code) = children.early.remove(i);
+                children.adopted_exits.push((sys, proc, code));
+                return;
+            }
+        }
         children.map.insert(proc, Child2 { sys, host, console });
         children.generation += 1;
     }
@@ -845,9 +870,18 @@ impl Reaper {
                         Host::Supervised { pid: p, .. } if c.sys == sys && *p == pid => Some(*proc),
                         _ => None,
                     });
-                    if let Some(proc) = found {
-                        children.map.remove(&proc);
-                        out.exits.push((sys, proc, code));
+                    match found {
+                        Some(proc) => {
+                            children.map.remove(&proc);
+                            out.exits.push((sys, proc, code));
+                        }
+                        // Not adopted yet (see `Children::early`).
+                        None => {
+                            if children.early.len() >= EARLY_EXITS {
+                                children.early.remove(0);
+                            }
+                            children.early.push((sys, pid, code));
+                        }
                     }
                 }
                 // A supervisor retired meanwhile is no longer this system's.
@@ -881,6 +915,8 @@ impl Reaper {
                     out.lost.push(sys);
                 }
             }
+            let adopted = std::mem::take(&mut children.adopted_exits);
+            out.exits.extend(adopted);
             if named(Key::Retired) || (!children.retired.is_empty() && matches!(sweep, Sweep::All)) {
                 let n = children.retired.len();
                 children.retired.retain(|s| !s.try_reap());
@@ -1026,4 +1062,71 @@ pub(crate) fn proc_stats(pid: u32) -> Option<ProcStats> {
 /// The `/proc` state letter of `pid` (`R`, `S`, `T` for stopped, `Z`, ...).
 pub fn proc_state(pid: u32) -> Option<char> {
     proc_stats(pid).map(|s| s.state)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod early_exit_tests {
+    use super::*;
+
+    /// The `hcs-sim-supervisor` binary Cargo builds next to this test's `deps/` directory.
+    fn supervisor_binary() -> Option<std::path::PathBuf> {
+        let exe = std::env::current_exe().ok()?;
+        let bin = exe.parent()?.parent()?.join("hcs-sim-supervisor");
+        bin.exists().then_some(bin)
+    }
+
+    /// A process that exits between its supervisor's `Spawned` reply and its adoption: the
+    /// sweep that reads the exit report does not know the pid yet. The report is kept and
+    /// matched at adoption; before, it was dropped and the process never exited in the model
+    /// (the service's conformance check `handle_hygiene` timed out about one run in fifteen).
+    #[test]
+    fn an_exit_reported_before_the_adoption_is_matched_at_the_adoption() {
+        let Some(bin) = supervisor_binary() else {
+            eprintln!(
+                "skipped: no hcs-sim-supervisor binary next to the test (build the package's binaries)"
+            );
+            return;
+        };
+        let reaper = Reaper::new(Some(SupervisorProgram::new(bin)));
+        let params = Params {
+            command_line: "true".into(),
+            argv: vec!["true".into()],
+            working_directory: None,
+            environment: Vec::new(),
+            stdin: false,
+            stdout: false,
+            stderr: false,
+            emulate_console: false,
+            console_size: None,
+        };
+        let spawned = reaper.spawn(7, &params).expect("spawn through the supervisor");
+        assert!(
+            matches!(spawned.child, HostChild::Supervised { .. }),
+            "supervised"
+        );
+        // Let `true` exit and its report arrive, and read it before the adoption.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let reaped = reaper.reap(&Sweep::All);
+            assert!(
+                reaped.exits.is_empty(),
+                "no process is adopted yet: {:?}",
+                reaped.exits
+            );
+            if !lock(&reaper.children).early.is_empty() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the exit report never came");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        reaper.adopt(7, 42, spawned.child, None);
+        let reaped = reaper.reap(&Sweep::None);
+        assert_eq!(
+            reaped.exits,
+            vec![(7, 42, 0)],
+            "the early exit is reported for the adopted process"
+        );
+        assert!(lock(&reaper.children).map.is_empty(), "nothing left to reap");
+        reaper.retire(7);
+    }
 }

@@ -137,11 +137,14 @@ struct Outbox {
 }
 
 /// One client context in use: the server-side subscription that forwards to it, and what
-/// keeps it alive (the systems it was used with, the callback registrations made with it).
+/// keeps it alive (the systems it was used with, the callback registrations made with it, and
+/// the calls using it right now: an entry is never pruned between the call that made it and the
+/// bookkeeping after that call, or a registration made in that window would forward to nothing).
 struct CtxEntry {
     sub: Subscription,
     systems: HashSet<u64>,
     callbacks: usize,
+    in_calls: usize,
 }
 
 #[derive(Default)]
@@ -810,7 +813,7 @@ impl Handles {
         let dead: Vec<u64> = self
             .contexts
             .iter()
-            .filter(|(_, e)| e.systems.is_empty() && e.callbacks == 0)
+            .filter(|(_, e)| e.systems.is_empty() && e.callbacks == 0 && e.in_calls == 0)
             .map(|(k, _)| *k)
             .collect();
         shared.contexts.fetch_sub(dead.len(), Ordering::SeqCst);
@@ -820,13 +823,16 @@ impl Handles {
     }
 }
 
-/// The server-side context that forwards to the client's context `client`, created on first use.
+/// The server-side context that forwards to the client's context `client`, created on first use,
+/// and held for the call that asked for it: every `context` is balanced by one [`used_with`] (or
+/// by [`register`]'s adoption of the registration) after that call.
 fn context(shared: &Arc<Shared>, conn: &Arc<ConnShared>, client: u64) -> Result<NotifyContext, Failure> {
     let mut h = lock(&conn.handles);
     if h.closed {
         return Err(closed_connection());
     }
-    if let Some(e) = h.contexts.get(&client) {
+    if let Some(e) = h.contexts.get_mut(&client) {
+        e.in_calls += 1;
         return Ok(e.sub.context());
     }
     let weak = Arc::downgrade(conn);
@@ -853,20 +859,24 @@ fn context(shared: &Arc<Shared>, conn: &Arc<ConnShared>, client: u64) -> Result<
             sub,
             systems: HashSet::new(),
             callbacks: 0,
+            in_calls: 1,
         },
     );
     Ok(ctx)
 }
 
-/// Notes that client context `client` was used with `system` (it stays alive while the
-/// connection holds that handle), then prunes unused contexts.
+/// Ends the call that took client context `client` with [`context`]: notes that it was used
+/// with `system` (it stays alive while the connection holds that handle), releases the call's
+/// hold, then prunes unused contexts.
 fn used_with(shared: &Shared, conn: &ConnShared, client: u64, system: Option<u64>) {
     let dead = {
         let mut h = lock(&conn.handles);
-        if let Some(s) = system.filter(|s| h.systems.contains(s)) {
-            if let Some(e) = h.contexts.get_mut(&client) {
+        let held = system.filter(|s| h.systems.contains(s));
+        if let Some(e) = h.contexts.get_mut(&client) {
+            if let Some(s) = held {
                 e.systems.insert(s);
             }
+            e.in_calls = e.in_calls.saturating_sub(1);
         }
         h.prune(shared)
     };
@@ -1275,6 +1285,7 @@ fn register(
                     hs.callbacks.insert(cb.raw(), (ctx, is_process, via));
                     if let Some(e) = hs.contexts.get_mut(&ctx) {
                         e.callbacks += 1;
+                        e.in_calls = e.in_calls.saturating_sub(1);
                     }
                     true
                 }

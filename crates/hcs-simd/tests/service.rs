@@ -512,3 +512,57 @@ fn the_death_of_a_systems_worker_is_that_systems_unexpected_exit() {
         s.systems == 0 && s.processes == 0 && s.callbacks == 0 && s.live_systems == 0 && s.host_processes == 0
     });
 }
+
+/// A server-side context made for one call must live until that call's bookkeeping is done: a
+/// registration slowed down by a fault plan while another call of the same connection finishes
+/// (and prunes unused contexts) still forwards the process's exit. Before the fix the other call
+/// pruned the fresh context and the exit went nowhere (the conformance check `handle_hygiene`
+/// timed out about one run in ten).
+#[test]
+fn a_context_made_for_a_call_in_flight_is_not_pruned_by_another_call() {
+    let daemon = Daemon::start(&["--generation", "v2", "--sync"]);
+    let client = daemon.client();
+    let driver: Arc<dyn hcs::Driver> = client.clone();
+    let sys = System::create_with(driver.clone(), "prune", &config(false), Timeouts::uniform(LIMIT))
+        .expect("create");
+    sys.start().expect("start");
+    let h = driver.open_compute_system("prune").expect("open").value;
+    let (ph, _info) = driver
+        .create_process(h, &params("sleep 30"))
+        .expect("create process")
+        .value;
+    client
+        .set_fault_plan(
+            FaultPlan::new()
+                .rule(Rule::call(Method::RegisterProcessCallback).delay(Duration::from_millis(300)))
+                .to_json(),
+        )
+        .expect("fault plan");
+    let (tx, rx) = mpsc::channel();
+    let sub = hcs::notify::Subscription::new(move |kind, _, _| {
+        let _ = tx.send(kind);
+    });
+    let ctx = sub.context();
+    let d2 = driver.clone();
+    let registering = std::thread::spawn(move || d2.register_process_callback(ph, ctx));
+    std::thread::sleep(Duration::from_millis(100));
+    // Another call with a context of its own, finishing while the registration is delayed.
+    let other = hcs::notify::Subscription::new(|_, _, _| {});
+    let _ = driver.pause_compute_system(h, "", other.context());
+    let cb = registering.join().expect("join").expect("register");
+    client.clear_faults().expect("clear faults");
+    driver.terminate_process(ph).expect("terminate the process");
+    let got = rx.recv_timeout(LIMIT);
+    assert_eq!(
+        got,
+        Ok(hcs::NotificationKind::ProcessExited),
+        "the registration made while another call finished still forwards the exit"
+    );
+    driver.unregister_process_callback(cb).expect("unregister");
+    driver.close_process(ph).expect("close process");
+    driver.close_compute_system(h).expect("close");
+    let _ = sys.resume();
+    sys.terminate().expect("terminate");
+    sys.wait_timeout(LIMIT).expect("wait");
+    sys.close().expect("close");
+}
