@@ -31,10 +31,16 @@ if [ -z "${SHIM_BIN:-}" ]; then
   SHIM_BIN="$PWD/target/debug/containerd-shim-hcs-v1"
 fi
 SHIM_BIN=$(readlink -f "$SHIM_BIN")
+# hcsctl runs the hcs-simd service for the last check.
+if [ -z "${HCSCTL_BIN:-}" ]; then
+  cargo build -q --locked -p hcsctl
+  HCSCTL_BIN="$PWD/target/debug/hcsctl"
+fi
 
 tmp=$(mktemp -d /tmp/shim-e2e.XXXXXX)
 cpid=""
 evpid=""
+svcpid=""
 # Pids of the shims of this run (their command line names our temporary containerd socket).
 shims_of_run() {
   local p
@@ -64,6 +70,11 @@ cleanup() {
     done
   fi
   [ -n "$evpid" ] && kill "$evpid" 2>/dev/null
+  if [ -n "$svcpid" ]; then
+    kill "$svcpid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$svcpid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$svcpid" 2>/dev/null
+  fi
   if [ -n "$cpid" ]; then
     kill "$cpid" 2>/dev/null
     for _ in $(seq 50); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
@@ -102,11 +113,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = "$tmp/c.sock.ttrpc"
 TOML
 say "starting a private containerd ($tmp)"
-# The shims inherit containerd's environment: per-task simulator fault plans and a short HCS
-# call bound for the fault case below.
+# The shims inherit containerd's environment: per-task simulator fault plans, a short HCS call
+# bound for the fault case below, and the hcs-simd socket they use when a service answers there
+# (none does until the last check: until then each shim runs its own simulator).
 mkdir -p "$tmp/faults"
 echo '{"rules":[{"op":"StartComputeSystem","action":"pending","never":true}]}' >"$tmp/faults/t-hang.json"
-HCS_SHIM_SIM_FAULTS_DIR="$tmp/faults" HCS_SHIM_CALL_BOUND_MS=2000 \
+HCS_SHIM_SIM_FAULTS_DIR="$tmp/faults" HCS_SHIM_CALL_BOUND_MS=2000 HCS_SHIM_SERVICE_SOCKET="$tmp/svc/hcs.sock" \
   containerd --config "$tmp/config.toml" >"$tmp/containerd.log" 2>&1 &
 cpid=$!
 for _ in $(seq 100); do [ -S "$tmp/c.sock" ] && break; sleep 0.1; done
@@ -316,5 +328,23 @@ sups_of_run() {
 }
 for _ in $(seq 50); do [ -z "$(sups_of_run)" ] && break; sleep 0.1; done
 [ -z "$(sups_of_run)" ] || fail "supervisors left after every task was deleted: $(sups_of_run)"
+
+say "with an hcs-simd service at HCS_SHIM_SERVICE_SOCKET: the container is one of its systems"
+svc() { HCS_SIM_SOCKET="$tmp/svc/hcs.sock" "$HCSCTL_BIN" "$@"; }
+svc daemon >"$tmp/svc.log" 2>&1 &
+svcpid=$!
+for _ in $(seq 100); do [ -S "$tmp/svc/hcs.sock" ] && break; sleep 0.1; done
+[ -S "$tmp/svc/hcs.sock" ] || { cat "$tmp/svc.log"; fail "hcsctl daemon did not start"; }
+timeout 30 ctr -a "$tmp/c.sock" run -d --runtime "$SHIM_BIN" --rootfs "$tmp/rootfs" t-svc /bin/sleep 60 </dev/null || fail "ctr run -d t-svc"
+svc list --json | grep -q '"id":"t-svc"' || fail "hcsctl list does not show the container: $(svc list 2>&1)"
+# (its image is the shim's chroot helper, which then executes the container's command)
+svc ps --json t-svc | grep -q '"ProcessId"' || fail "hcsctl ps does not show the container's process: $(svc ps t-svc 2>&1)"
+ctr task kill -s SIGKILL t-svc || fail "kill t-svc"
+for _ in $(seq 50); do ctr task ls | grep -qE "^t-svc .*STOPPED" && break; sleep 0.1; done
+ctr task delete t-svc >/dev/null || fail "task delete t-svc"
+ctr container delete t-svc || fail "container delete t-svc"
+for _ in $(seq 50); do [ "$(svc list --json)" = "[]" ] && break; sleep 0.1; done
+[ "$(svc list --json)" = "[]" ] || fail "the service still holds a system after delete: $(svc list 2>&1)"
+kill "$svcpid"; wait "$svcpid" 2>/dev/null || true; svcpid=""
 
 say "passed"

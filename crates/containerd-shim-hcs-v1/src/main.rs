@@ -120,8 +120,15 @@ fn helper(_args: &[std::ffi::OsString]) -> ! {
 const FAULTS_DIR_ENV: &str = "HCS_SHIM_SIM_FAULTS_DIR";
 /// Environment variable overriding the bound of each HCS call in a handler (milliseconds).
 const CALL_BOUND_ENV: &str = "HCS_SHIM_CALL_BOUND_MS";
+/// Environment variable naming an `hcs-simd` socket: when a service answers there, the shim's
+/// HCS is that service (its containers then show in `hcsctl list`, and the service's
+/// supervisors hold their processes); when none answers, the shim runs its own simulator and
+/// logs why.
+#[cfg_attr(not(unix), allow(dead_code))] // the simulator only
+const SERVICE_ENV: &str = "HCS_SHIM_SERVICE_SOCKET";
 
-/// The driver behind the shim: the simulator on Unix, configured as `hcsctl` configures it
+/// The driver behind the shim: on Unix the `hcs-simd` service named by [`SERVICE_ENV`] when one
+/// answers there, else the simulator, configured as `hcsctl` configures it
 /// (V2, no modelled latency, synchronous answers, fast reaping, and on Linux each system's
 /// processes under a per-system supervisor: this binary re-executed with
 /// [`hcs_sim::supervisor::HCSCTL_ARG`]), with the fault plan of task `id` when
@@ -132,6 +139,18 @@ const CALL_BOUND_ENV: &str = "HCS_SHIM_CALL_BOUND_MS";
 /// takes its container's processes with it.
 #[cfg(unix)]
 fn driver(id: &str) -> Result<Arc<dyn hcs::Driver>, String> {
+    if let Some(socket) = std::env::var_os(SERVICE_ENV) {
+        match hcs_simd::ClientDriver::connect(&socket) {
+            Ok(service) => {
+                log::info!(
+                    "task {id:?}: HCS is the hcs-simd service at {}",
+                    socket.to_string_lossy()
+                );
+                return Ok(service);
+            }
+            Err(e) => log::warn!("task {id:?}: {SERVICE_ENV}: {e}; using a simulator of the shim's own"),
+        }
+    }
     let mut config = hcs_sim::SimConfig::default()
         .generation(hcs::ApiGeneration::V2)
         .latency(std::time::Duration::ZERO)
