@@ -93,6 +93,8 @@ pub mod hresult;
 mod loom_tests;
 #[cfg(not(loom))]
 pub mod migration;
+#[cfg(not(loom))]
+mod migration_events;
 mod notifier;
 pub mod notify;
 #[cfg(not(loom))]

@@ -9,7 +9,7 @@ use crate::driver::{Driver, DriverResult, Failure, NotificationKind, NotifyConte
 use crate::error::{Cause, Error, Result};
 use crate::guard::HandleCell;
 use crate::hresult::{sets, HResult};
-use crate::migration::EventHub;
+use crate::migration_events::EventHub;
 use crate::notifier::{Notifier, Outcome, PendingEnd};
 use crate::notify::Sink;
 use crate::object::{self, Registration};
