@@ -273,13 +273,47 @@ mod bench {
         ((median(text.clone()), max(&text)), (median(json.clone()), max(&json)))
     }
 
+    /// Wall time of one run of `cmd` (output discarded), `None` when it had to be killed
+    /// after [`HANG`]; it must otherwise succeed.
+    fn timed_bounded(cmd: &mut Command) -> Option<f64> {
+        let t = Instant::now();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let pid = rustix::process::Pid::from_child(&child);
+        let (done, watch) = std::sync::mpsc::channel::<()>();
+        let dog = std::thread::spawn(move || {
+            let hung = watch.recv_timeout(HANG).is_err();
+            if hung {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            hung
+        });
+        let st = child.wait().expect("wait");
+        let el = t.elapsed().as_nanos() as f64;
+        let _ = done.send(());
+        if dog.join().expect("watchdog") {
+            return None;
+        }
+        assert!(st.success(), "{cmd:?} failed: {st}");
+        Some(el)
+    }
+
+    /// How long an `exec` run may take before it counts as hung and is killed.
+    const HANG: Duration = Duration::from_secs(10);
+
     /// `hcsctl exec ID -- true` vs `true`, interleaved: (ours ns, baseline ns, paired ratio)
-    /// as medians.
-    fn exec_ratio(bin: &Path, socket: &Path, id: &str, runs: usize) -> (f64, f64, f64) {
-        let ours = || timed(&mut hcsctl_cmd(bin, socket, &["exec", id, "--", "true"]));
-        let base = || timed(&mut Command::new("true"));
+    /// as medians, the number of pairs, and the number of `exec` runs that hung (left out of
+    /// the figures).
+    fn exec_ratio(bin: &Path, socket: &Path, id: &str, runs: usize) -> (f64, f64, f64, usize, usize) {
+        let ours = || timed_bounded(&mut hcsctl_cmd(bin, socket, &["exec", id, "--", "true"]));
+        let base = || timed_bounded(&mut Command::new("true")).expect("true does not hang");
+        let mut hung = 0;
         for _ in 0..5 {
-            ours();
+            hung += usize::from(ours().is_none());
             base();
         }
         let (mut o, mut b, mut pairs) = (Vec::new(), Vec::new(), Vec::new());
@@ -291,11 +325,16 @@ mod bench {
                 let y = base();
                 (ours(), y)
             };
+            let Some(x) = x else {
+                hung += 1;
+                continue;
+            };
             o.push(x);
             b.push(y);
             pairs.push(x / y);
         }
-        (median(o), median(b), median(pairs))
+        let n = pairs.len();
+        (median(o), median(b), median(pairs), n, hung)
     }
 
     fn arg_value(args: &[String], name: &str) -> Option<usize> {
@@ -401,14 +440,15 @@ mod bench {
             doc.len() / 1024
         );
 
-        let (o, b, r) = exec_ratio(&bin, &socket, "s0-0", exec_runs);
-        let pass = r <= EXEC_TARGET;
+        let (o, b, r, pairs, hung) = exec_ratio(&bin, &socket, "s0-0", exec_runs);
+        let pass = r <= EXEC_TARGET && hung == 0;
         ok &= pass;
         println!(
-            "exec: hcsctl exec ID -- true through the service {:.2} ms vs spawning true {:.2} ms: ratio of medians {:.2}, paired ratio {r:.2} over {exec_runs} pairs (target ≤ {EXEC_TARGET}) {}",
+            "exec: hcsctl exec ID -- true through the service {:.2} ms vs spawning true {:.2} ms: ratio of medians {:.2}, paired ratio {r:.2} over {pairs} pairs (target ≤ {EXEC_TARGET}); {hung} runs hung (killed after {} s, not in the figures) {}",
             o / 1e6,
             b / 1e6,
             o / b,
+            HANG.as_secs(),
             verdict(pass)
         );
         let sups = children_of(pid);
