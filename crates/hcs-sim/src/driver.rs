@@ -8,7 +8,8 @@
 use crate::codes::{self, ForGeneration};
 use crate::config::Backend;
 use crate::documents::{
-    basic_container_properties, basic_properties, image_name, parse_json, parse_params, parse_system_config, rfc3339, to_100ns,
+    basic_container_properties, basic_properties, image_name, parse_json, parse_params, parse_system_config,
+    rfc3339, to_100ns,
 };
 use crate::engine::{bad_handle, unavailable, Engine};
 use crate::host;

@@ -270,7 +270,10 @@ mod bench {
                 t();
             }
         }
-        ((median(text.clone()), max(&text)), (median(json.clone()), max(&json)))
+        (
+            (median(text.clone()), max(&text)),
+            (median(json.clone()), max(&json)),
+        )
     }
 
     /// Wall time of one run of `cmd` (output discarded), `None` when it had to be killed
