@@ -162,7 +162,14 @@ pub(crate) fn image_name(argv0: &str) -> String {
 
 /// The basic properties document of a system (`ContainerProperties`).
 pub(crate) fn basic_properties(s: &SystemRec) -> Value {
-    let props = hcs_schema::ContainerProperties {
+    serde_json::to_value(basic_container_properties(s)).unwrap_or(Value::Null)
+}
+
+/// The basic properties of a system, typed: an enumeration serialises these directly (no
+/// intermediate [`Value`] maps: a list of 10,000 systems is one call, see
+/// `docs/performance.md`).
+pub(crate) fn basic_container_properties(s: &SystemRec) -> hcs_schema::ContainerProperties {
+    hcs_schema::ContainerProperties {
         id: s.id.clone(),
         state: s.state.as_str().to_string(),
         name: s.name.clone(),
@@ -175,8 +182,7 @@ pub(crate) fn basic_properties(s: &SystemRec) -> Value {
             .map(|k| k.exit_type().as_str().to_string())
             .unwrap_or_default(),
         ..Default::default()
-    };
-    serde_json::to_value(props).unwrap_or(Value::Null)
+    }
 }
 
 /// `t` as an RFC 3339 UTC timestamp with 100 ns precision, as HCS writes them.

@@ -8,7 +8,8 @@
 use crate::codes::{self, ForGeneration};
 use crate::config::Backend;
 use crate::documents::{
-    basic_properties, image_name, parse_json, parse_params, parse_system_config, rfc3339, to_100ns,
+    basic_container_properties, basic_properties, image_name, parse_json, parse_params, parse_system_config,
+    rfc3339, to_100ns,
 };
 use crate::engine::{bad_handle, unavailable, Engine};
 use crate::host;
@@ -92,16 +93,19 @@ impl Driver for Model {
         let q: hcs_schema::ComputeSystemQuery = serde_json::from_value(v)
             .map_err(|e| codes::failure(codes::INVALID_ARG, format!("invalid ComputeSystemQuery: {e}")))?;
         let st = sh.lock();
-        let list: Vec<Value> = st
+        let list: Vec<hcs_schema::ContainerProperties> = st
             .systems
             .values()
             .filter(|s| q.ids.is_empty() || q.ids.contains(&s.id))
             .filter(|s| q.types.is_empty() || q.types.iter().any(|t| t.eq_ignore_ascii_case(&s.system_type)))
             .filter(|s| q.names.is_empty() || q.names.contains(&s.name))
             .filter(|s| q.owners.is_empty() || q.owners.contains(&s.owner))
-            .map(basic_properties)
+            .map(basic_container_properties)
             .collect();
-        Ok(Reply::done(Value::Array(list).to_string()))
+        drop(st);
+        // Typed rows straight to text (no `Value` maps); plain structs always serialise.
+        let text = serde_json::to_string(&list).unwrap_or_else(|_| "[]".to_owned());
+        Ok(Reply::done(text))
     }
 
     fn create_compute_system(

@@ -390,6 +390,59 @@ fn short_duration(d: Duration) -> String {
 /// How many running systems `list` queries for their uptime.
 const UPTIME_QUERIES: usize = 64;
 
+/// One row of `list --json` (serialised directly: no intermediate `Value` maps per row).
+#[derive(serde::Serialize)]
+struct ListRow<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    system_type: &'a str,
+    state: &'a str,
+    owner: &'a str,
+    runtime_os_type: &'a str,
+    stopped: bool,
+    uptime_s: Option<f64>,
+}
+
+/// How many threads `list` spreads its statistics queries over (calls to the service are
+/// independent; in flight together they do not wait for each other's round trips).
+const UPTIME_THREADS: usize = 4;
+
+/// The statistics of each system in `ids` (in order; `None` where a query fails), each by one
+/// open, one properties query and one close straight through the driver, spread over
+/// [`UPTIME_THREADS`] threads. (`System::open` would add a callback registration, a properties
+/// query for its cache and their undoing: twice the calls.)
+fn statistics_of(driver: &dyn hcs::Driver, ids: &[&str]) -> Vec<Option<serde_json::Value>> {
+    let query = serde_json::to_string(&hcs::schema::PropertyQuery {
+        property_types: vec![PropertyType::Statistics],
+    })
+    .unwrap_or_default();
+    let one = |id: &str| -> Option<serde_json::Value> {
+        let h = driver.open_compute_system(id).ok()?.value;
+        let text = driver.get_compute_system_properties(h, &query);
+        if let Err(e) = driver.close_compute_system(h) {
+            tracing::debug!(error = %e, "close compute system");
+        }
+        let reply = text.ok().filter(|r| !r.pending)?;
+        serde_json::from_str::<ContainerProperties>(&reply.value)
+            .ok()?
+            .statistics
+    };
+    if ids.len() < 2 * UPTIME_THREADS {
+        return ids.iter().map(|id| one(id)).collect();
+    }
+    let chunk = ids.len().div_ceil(UPTIME_THREADS);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = ids
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|id| one(id)).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_default())
+            .collect()
+    })
+}
+
 /// `list`.
 pub fn list(args: &ListArgs) -> Result<i32, CliError> {
     let sel = args.driver.select()?;
@@ -398,31 +451,34 @@ pub fn list(args: &ListArgs) -> Result<i32, CliError> {
     // HCS's enumeration has no start times: the uptime takes one statistics query per running
     // system, so it is shown for the first [`UPTIME_QUERIES`] of them only (a list of thousands
     // stays one call).
-    for s in systems
-        .iter_mut()
-        .filter(|s| !s.stopped && s.statistics.is_none())
+    let wanted: Vec<usize> = systems
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.stopped && s.statistics.is_none())
+        .map(|(i, _)| i)
         .take(UPTIME_QUERIES)
-    {
-        if let Ok(sys) = System::open(sel.driver.clone(), &s.id) {
-            if let Ok(p) = sys.properties(&[PropertyType::Statistics]) {
-                s.statistics = p.statistics;
-            }
-            close(&sys);
-        }
+        .collect();
+    let ids: Vec<&str> = wanted.iter().map(|&i| systems[i].id.as_str()).collect();
+    let stats = statistics_of(&*sel.driver, &ids);
+    for (i, st) in wanted.into_iter().zip(stats) {
+        systems[i].statistics = st;
     }
     let mut text = String::new();
     if args.json {
-        let rows: Vec<_> = systems
+        let rows: Vec<ListRow<'_>> = systems
             .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "id": s.id, "type": s.system_type, "state": s.state, "owner": s.owner,
-                    "runtime_os_type": s.runtime_os_type, "stopped": s.stopped,
-                    "uptime_s": uptime(s).map(|d| d.as_secs_f64()),
-                })
+            .map(|s| ListRow {
+                id: &s.id,
+                system_type: &s.system_type,
+                state: &s.state,
+                owner: &s.owner,
+                runtime_os_type: &s.runtime_os_type,
+                stopped: s.stopped,
+                uptime_s: uptime(s).map(|d| d.as_secs_f64()),
             })
             .collect();
-        text = serde_json::Value::Array(rows).to_string();
+        text = serde_json::to_string(&rows)
+            .map_err(|e| CliError::new(1, format!("cannot write the list: {e}")))?;
         text.push('\n');
     } else {
         use std::fmt::Write as _;

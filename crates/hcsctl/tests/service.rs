@@ -328,3 +328,51 @@ fn a_second_daemon_on_the_same_socket_refuses_to_start() {
     assert_ne!(code(&o), 0);
     assert_eq!(code(&d.run(&["list"])), 0, "the first one still serves");
 }
+
+#[test]
+fn list_shows_the_uptime_of_many_running_systems_and_none_of_stopped_ones() {
+    // More running systems than `list` queries one at a time (it spreads its statistics
+    // queries over threads beyond a few), and a created-only one without an uptime.
+    let d = Daemon::start("many");
+    let mut ids: Vec<String> = (0..12).map(|i| format!("m{i:02}")).collect();
+    for id in &ids {
+        let o = d.run(&["create", "--start", id]);
+        assert_eq!(code(&o), 0, "create {id}: {}", err(&o));
+    }
+    let o = d.run(&["create", "idle"]);
+    assert_eq!(code(&o), 0, "create idle: {}", err(&o));
+    std::thread::sleep(Duration::from_millis(20));
+    let list = json(&d.run(&["list", "--json"]));
+    let rows = list.as_array().expect("an array");
+    let mut seen: Vec<String> = rows
+        .iter()
+        .filter(|r| r["state"] == "Running")
+        .map(|r| {
+            assert!(
+                r["uptime_s"].as_f64().is_some(),
+                "uptime of a running system: {r}"
+            );
+            assert_eq!(
+                (r["type"].as_str(), r["stopped"].as_bool()),
+                (Some("Container"), Some(false)),
+                "{r}"
+            );
+            r["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids);
+    let idle = rows
+        .iter()
+        .find(|r| r["id"] == "idle")
+        .expect("the created system is listed");
+    assert!(idle["uptime_s"].is_null(), "no uptime before a start: {idle}");
+    let o = d.run(&["list"]);
+    assert_eq!(
+        out(&o).lines().count(),
+        14,
+        "a header and every system: {}",
+        out(&o)
+    );
+}
