@@ -434,11 +434,16 @@ fn statistics_of(driver: &dyn hcs::Driver, ids: &[&str]) -> Vec<Option<serde_jso
     std::thread::scope(|s| {
         let parts: Vec<_> = ids
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|id| one(id)).collect::<Vec<_>>()))
+            .map(|part| {
+                let h = s.spawn(move || part.iter().map(|id| one(id)).collect::<Vec<_>>());
+                (part.len(), h)
+            })
             .collect();
+        // A chunk whose thread failed keeps its place (no uptime for its systems), so every
+        // later result stays with its own system.
         parts
             .into_iter()
-            .flat_map(|p| p.join().unwrap_or_default())
+            .flat_map(|(n, h)| h.join().unwrap_or_else(|_| vec![None; n]))
             .collect()
     })
 }
