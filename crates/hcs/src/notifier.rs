@@ -384,6 +384,17 @@ impl Notifier {
         self.wake_after(lock(&self.inner));
     }
 
+    /// `true` once an outcome that waits report as success is published (lock-free, no
+    /// listener; the first thing a wait future's poll checks). Always `false` in loom models,
+    /// which then take [`Notifier::poll_done`]'s locked path.
+    #[inline(always)]
+    pub(crate) fn done_ok(&self) -> bool {
+        #[cfg(not(loom))]
+        return matches!(self.published.get(), Some((_, true)));
+        #[cfg(loom)]
+        return false;
+    }
+
     /// The poll step of the wait futures: ready once an outcome is published, with
     /// [`Notifier::waits_ok`] (so the common success path reads the outcome once); otherwise
     /// registers `cx`'s waker through `listener`.

@@ -725,9 +725,21 @@ pub struct ProcessWait {
 
 impl Future for ProcessWait {
     type Output = Result<()>;
-    #[inline]
+    /// The common re-poll (the process exited and its status is known) is one load and inlines
+    /// into the executor; everything else is [`ProcessWait::poll_slow`], out of line.
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = &mut *self;
+        if self.inner.notifier.done_ok() {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_slow(cx)
+    }
+}
+
+impl ProcessWait {
+    #[inline(never)]
+    fn poll_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self;
         if ready!(this.inner.notifier.poll_done(&mut this.listener, cx)) {
             return Poll::Ready(Ok(()));
         }

@@ -458,9 +458,21 @@ pub struct SystemWait {
 
 impl Future for SystemWait {
     type Output = Result<()>;
-    #[inline]
+    /// The common re-poll (the system exited cleanly) is one load and inlines into the
+    /// executor; everything else is [`SystemWait::poll_slow`], out of line.
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = &mut *self;
+        if self.sys.notifier.done_ok() {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_slow(cx)
+    }
+}
+
+impl SystemWait {
+    #[inline(never)]
+    fn poll_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self;
         let notifier = &this.sys.notifier;
         if ready!(notifier.poll_done(&mut this.listener, cx)) {
             return Poll::Ready(Ok(()));
