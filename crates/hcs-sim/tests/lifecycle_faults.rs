@@ -1,539 +1,69 @@
 //! Fault plans driven through the lifecycle layer (`hcs::System` / `hcs::Process` over the
-//! simulator): pending calls that never complete, crashes, service disconnects, late, duplicated,
-//! dropped and delayed notifications, failures carrying result documents, and a JSON plan file.
-//! Every test ends with no leaked handle, registration, system or host process.
+//! simulator, in process): pending calls that never complete, crashes, service disconnects,
+//! late, duplicated, dropped and delayed notifications, failures carrying result documents, and
+//! a JSON plan file. The checks themselves are in `common/fault_checks.rs`, shared with the
+//! same tests through the service (`hcs-simd/tests/faults.rs`); this file says how the
+//! in-process simulator puts a plan in force and answers what really happened. Every test ends
+//! with no leaked handle, registration, system or host process.
 #![cfg(unix)]
 
-use hcs::{CallOptions, Driver, Method, NotificationKind, System, Timeouts};
-use hcs_sim::{FaultPlan, Rule, SimConfig, Simulator};
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+#[path = "common/fault_checks.rs"]
+#[macro_use]
+mod fault_checks;
 
-const CONFIG: &str = r#"{"Owner":"faults","SchemaVersion":{"Major":2,"Minor":1},"Container":{}}"#;
-const LIMIT: Duration = Duration::from_secs(10);
-const SHORT: Duration = Duration::from_millis(100);
+use fault_checks::Env;
+use hcs::{ApiGeneration, Driver};
+use hcs_sim::{FaultPlan, SimConfig, Simulator};
+use std::sync::Arc;
 
-fn params(command_line: &str) -> String {
-    serde_json::json!({ "CommandLine": command_line }).to_string()
-}
+/// The in-process simulator as a check environment.
+struct InProcess(Arc<Simulator>);
 
-fn sim_with(plan: FaultPlan) -> Arc<Simulator> {
-    Simulator::new(SimConfig::default().faults(plan))
-}
-
-fn driver(sim: &Arc<Simulator>) -> Arc<dyn Driver> {
-    sim.clone()
-}
-
-fn create(sim: &Arc<Simulator>, id: &str, timeouts: Timeouts) -> System {
-    System::create_with(driver(sim), id, CONFIG, timeouts).expect("create")
-}
-
-fn running(sim: &Arc<Simulator>, id: &str) -> System {
-    let s = create(sim, id, Timeouts::uniform(LIMIT));
-    s.start().expect("start");
-    s
-}
-
-/// Terminates, waits, closes.
-fn stop(sys: System) {
-    sys.terminate().expect("terminate");
-    sys.wait_timeout(LIMIT).expect("wait for the exit");
-    sys.close().expect("close");
-}
-
-fn no_leaks(sim: &Simulator) {
-    sim.assert_no_leaks();
-    assert_eq!(sim.running_host_processes(), 0, "host processes left running");
-}
-
-#[test]
-fn start_pending_forever_times_out_then_close_leaks_nothing() {
-    let sim = sim_with(FaultPlan::new().rule(Rule::call(Method::StartComputeSystem).never_complete()));
-    let sys = create(&sim, "start-never", Timeouts::uniform(LIMIT));
-    let began = Instant::now();
-    let e = sys
-        .start_with(&CallOptions::timeout(SHORT))
-        .expect_err("start must time out");
-    assert!(
-        e.is_timeout(),
-        "start with a completion that never comes: timeout, got {e}"
-    );
-    assert_eq!(e.operation(), "hcs::System::Start");
-    assert!(
-        began.elapsed() < Duration::from_secs(5),
-        "the timeout ended the wait promptly"
-    );
-    // The start took effect inside HCS; the owner stops it and closes.
-    sys.terminate().expect("terminate after a timed-out start");
-    sys.close().expect("close after a timed-out start");
-    drop(sys);
-    no_leaks(&sim);
-}
-
-#[test]
-fn create_pending_forever_times_out_terminates_and_leaks_nothing() {
-    let sim = sim_with(FaultPlan::new().rule(Rule::call(Method::CreateComputeSystem).never_complete()));
-    let began = Instant::now();
-    let e = System::create_with(driver(&sim), "create-never", CONFIG, Timeouts::uniform(SHORT))
-        .expect_err("create must time out");
-    assert!(
-        e.is_timeout(),
-        "create with a completion that never comes: timeout, got {e}"
-    );
-    assert_eq!(e.system_id(), Some("create-never"));
-    assert!(began.elapsed() < Duration::from_secs(5));
-    // The lifecycle terminated the half-created system and closed its handle.
-    no_leaks(&sim);
-    assert!(
-        sim.system_info("create-never").is_none(),
-        "the timed-out system is gone"
-    );
-}
-
-#[test]
-fn crash_during_start_fails_start_and_completes_wait_with_unexpected_exit() {
-    let sim = sim_with(
-        FaultPlan::new().rule(Rule::call(Method::StartComputeSystem).crash(Duration::from_millis(5))),
-    );
-    let sys = create(&sim, "crash-start", Timeouts::uniform(LIMIT));
-    let e = sys.start().expect_err("start must fail when the system crashes");
-    assert!(
-        e.is_unexpected_exit(),
-        "start during a crash: unexpected exit, got {e}"
-    );
-    sys.wait_timeout(LIMIT)
-        .expect("wait completes with Ok after a crash");
-    let exit = sys.exit_status().expect("exit status");
-    assert!(exit.unexpected, "a crash is an unexpected exit: {exit:?}");
-    assert_eq!(exit.exit_type.map(|t| t.as_str()), Some("UnexpectedExit"));
-    let err = sys.exit_error().expect("exit_error after a crash");
-    assert!(err.is_unexpected_exit(), "exit_error after a crash: {err}");
-    sys.close().expect("close");
-    drop(sys);
-    no_leaks(&sim);
-}
-
-#[test]
-fn crash_of_a_running_system_ends_its_process_waits() {
-    let sim = sim_with(FaultPlan::new());
-    let sys = running(&sim, "crash-running");
-    let p = sys.create_process(&params("sleep 30")).expect("create process");
-    sim.crash("crash-running").expect("crash");
-    sys.wait_timeout(LIMIT).expect("system wait after a crash");
-    assert!(sys.exit_status().expect("exit status").unexpected);
-    if let Err(e) = p.wait_timeout(LIMIT) {
-        assert!(
-            !e.is_timeout(),
-            "the process wait must end when its system crashed: {e}"
-        );
+impl Env for InProcess {
+    fn driver(&self) -> Arc<dyn Driver> {
+        self.0.clone()
     }
-    assert!(p.exit().is_some());
-    p.close().expect("close process");
-    sys.close().expect("close system");
-    drop((p, sys));
-    no_leaks(&sim);
-}
-
-#[test]
-fn service_disconnect_fails_pending_start_and_every_wait_then_restart_works() {
-    let sim =
-        sim_with(FaultPlan::new().rule(Rule::call(Method::StartComputeSystem).system("dc-b").disconnect()));
-    let a = Arc::new(running(&sim, "dc-a"));
-    let p = Arc::new(a.create_process(&params("sleep 30")).expect("create process"));
-    let (tx, rx) = mpsc::channel();
-    {
-        let (a, p, tx) = (a.clone(), p.clone(), tx.clone());
-        std::thread::spawn(move || {
-            let _ = tx.send(("system", a.wait()));
-            let _ = tx.send(("process", p.wait()));
-        });
+    fn crash(&self, id: &str) {
+        self.0.crash(id).expect("crash");
     }
-    drop(tx);
-    let b = create(&sim, "dc-b", Timeouts::uniform(LIMIT));
-    let e = b.start().expect_err("start must fail on a disconnect");
-    assert!(
-        e.is_service_disconnected(),
-        "pending start during a disconnect: {e}"
-    );
-    for _ in 0..2 {
-        let (what, r) = rx
-            .recv_timeout(LIMIT)
-            .expect("waiters are released by the disconnect");
-        let e = r.expect_err("a wait ended by a disconnect is an error");
-        assert!(e.is_service_disconnected(), "{what} wait after a disconnect: {e}");
+    fn restart_service(&self) {
+        self.0.restart_service();
     }
-    let e = b.wait_timeout(SHORT).expect_err("b's wait after the disconnect");
-    assert!(
-        e.is_service_disconnected(),
-        "a later wait also sees the disconnect: {e}"
-    );
-    let e = p.wait_timeout(SHORT).expect_err("p's later wait");
-    assert!(
-        e.is_service_disconnected(),
-        "a later process wait also sees the disconnect: {e}"
-    );
-    // Close needs the service: it fails and the object stays open (retryable).
-    let e = p.close().expect_err("close while disconnected");
-    assert!(e.is_service_disconnected(), "close while disconnected: {e}");
-
-    sim.restart_service();
-    p.close().expect("close retried after the restart");
-    // The old objects latched the disconnect (stop is a no-op on them); stop through new handles.
-    for id in ["dc-a", "dc-b"] {
-        stop(System::open(driver(&sim), id).expect("reopen after restart"));
+    fn system_exists(&self, id: &str) -> bool {
+        self.0.system_info(id).is_some()
     }
-    a.close().expect("close a");
-    b.close().expect("close b");
-    let c = running(&sim, "dc-c");
-    let q = c
-        .create_process(&params(r#"sh -c "exit 7""#))
-        .expect("a new process after the restart");
-    q.wait_timeout(LIMIT).expect("wait");
-    assert_eq!(q.exit_code().expect("exit code"), 7);
-    q.close().expect("close");
-    stop(c);
-    drop((p, a, b, q));
-    no_leaks(&sim);
-}
-
-#[test]
-fn late_callbacks_after_unregistration_have_no_effect() {
-    let plan = FaultPlan::new()
-        .rule(
-            Rule::call(Method::UnregisterProcessCallback)
-                .late_callback(NotificationKind::ProcessExited, Duration::from_millis(5)),
-        )
-        .rule(
-            Rule::call(Method::UnregisterComputeSystemCallback)
-                .late_callback(NotificationKind::SystemExited, Duration::from_millis(5)),
-        )
-        .rule(
-            Rule::call(Method::UnregisterComputeSystemCallback)
-                .late_callback(NotificationKind::ServiceDisconnect, Duration::from_millis(5)),
-        );
-    let sim = sim_with(plan);
-    let sys = running(&sim, "late");
-    let other = System::open(driver(&sim), "late").expect("second handle");
-    let p = sys.create_process(&params("sleep 30")).expect("create process");
-    p.close().expect("close the running process");
-    sys.close().expect("close the running system");
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(
-        p.wait().expect_err("closed process").is_already_closed(),
-        "a late ProcessExited changed nothing"
-    );
-    assert!(p.exit_code().is_err(), "a late ProcessExited set no exit code");
-    assert!(
-        sys.wait().expect_err("closed system").is_already_closed(),
-        "a late SystemExited changed nothing"
-    );
-    assert!(
-        sys.exit_status().is_none(),
-        "a late SystemExited set no exit status"
-    );
-    let e = other
-        .wait_timeout(SHORT)
-        .expect_err("the other handle has not seen an exit");
-    assert!(
-        e.is_timeout(),
-        "late callbacks to a stale context do not reach another object: {e}"
-    );
-    // The process was not closed inside HCS; terminating the system ends it.
-    stop(other);
-    drop((p, sys));
-    no_leaks(&sim);
-}
-
-/// The window between a close's unregister and the end of its handle close: a late callback
-/// arriving there (here a fabricated "exited with 0" for a process that still runs, and a
-/// graceful exit for a running system, while the handle close is slowed down) reached the
-/// object through its still-registered context and published an exit that never happened (the
-/// fault soak caught it under load: "reports exit code 0 but is still running").
-#[test]
-fn a_late_callback_during_the_handle_close_publishes_nothing() {
-    for generation in [hcs::ApiGeneration::V1, hcs::ApiGeneration::V2] {
-        late_callback_during_the_handle_close(generation);
+    fn system_exited(&self, id: &str) -> bool {
+        self.0.system_info(id).is_some_and(|i| i.exit_type.is_some())
+    }
+    fn process_runs(&self, id: &str, pid: u32) -> bool {
+        self.0
+            .system_info(id)
+            .is_some_and(|i| i.processes.iter().any(|q| q.pid == pid && q.exit_code.is_none()))
+    }
+    fn assert_no_leaks(&self) {
+        self.0.assert_no_leaks();
+        assert_eq!(self.0.running_host_processes(), 0, "host processes left running");
     }
 }
 
-fn late_callback_during_the_handle_close(generation: hcs::ApiGeneration) {
-    let plan = FaultPlan::new()
-        .rule(
-            Rule::call(Method::UnregisterProcessCallback)
-                .late_callback(NotificationKind::ProcessExited, Duration::ZERO),
-        )
-        .rule(Rule::call(Method::CloseProcess).delay(Duration::from_millis(60)))
-        .rule(
-            Rule::call(Method::UnregisterComputeSystemCallback)
-                .late_callback(NotificationKind::SystemExited, Duration::ZERO),
-        )
-        .rule(Rule::call(Method::CloseComputeSystem).delay(Duration::from_millis(60)));
-    let sim = Simulator::new(SimConfig::default().generation(generation).faults(plan));
-    let sys = running(&sim, "late-window");
-    let p = sys.create_process(&params("sleep 30")).expect("create process");
-    let pid = p.pid();
-    p.close().expect("close the running process");
-    assert_eq!(
-        p.exit(),
-        Some(hcs::ExitCode::Unknown),
-        "{generation:?}: a late ProcessExited during the close published an exit code"
-    );
-    assert!(
-        p.wait()
-            .expect_err("a closed process that never exited")
-            .is_already_closed(),
-        "{generation:?}: a late ProcessExited during the close published an exit"
-    );
-    let info = sim.system_info("late-window").expect("the system exists");
-    assert!(
-        info.processes
-            .iter()
-            .any(|q| q.pid == pid && q.exit_code.is_none()),
-        "the process still runs"
-    );
-    sys.close().expect("close the running system");
-    assert!(
-        sys.exit_status().is_none(),
-        "{generation:?}: a late SystemExited during the close published an exit"
-    );
-    assert!(sim
-        .system_info("late-window")
-        .is_some_and(|i| i.exit_type.is_none()));
-    let other = System::open(driver(&sim), "late-window").expect("reopen");
-    stop(other);
-    drop((p, sys));
-    no_leaks(&sim);
+fn make(generation: ApiGeneration, plan: FaultPlan) -> Box<dyn Env> {
+    Box::new(InProcess(Simulator::new(
+        SimConfig::default().generation(generation).faults(plan),
+    )))
 }
 
-#[test]
-fn duplicated_notifications_collapse() {
-    let plan = FaultPlan::new()
-        .rule(Rule::notification(NotificationKind::ProcessExited).duplicate(2))
-        .rule(Rule::notification(NotificationKind::SystemExited).duplicate(2))
-        .rule(Rule::notification(NotificationKind::SystemPauseCompleted).duplicate(2))
-        .rule(Rule::notification(NotificationKind::SystemStartCompleted).duplicate(2));
-    let sim = sim_with(plan);
-    let sys = running(&sim, "dup");
-    sys.pause().expect("pause");
-    sys.resume().expect("resume");
-    sys.pause().expect("pause again");
-    sys.resume().expect("resume again");
-    let p = sys
-        .create_process(&params(r#"sh -c "exit 5""#))
-        .expect("create process");
-    p.wait_timeout(LIMIT).expect("wait");
-    assert_eq!(p.exit_code().expect("exit code"), 5);
-    p.close().expect("close");
-    sys.shutdown().expect("shutdown");
-    sys.wait_timeout(LIMIT).expect("wait");
-    let exit = sys.exit_status().expect("exit status");
-    assert!(!exit.unexpected);
-    assert_eq!(exit.exit_type.map(|t| t.as_str()), Some("GracefulExit"));
-    sys.close().expect("close");
-    drop((p, sys));
-    no_leaks(&sim);
-}
+shared_checks!(make);
 
-#[test]
-fn dropped_exit_times_out_the_wait_and_close_releases_waiters_with_already_closed() {
-    let plan = FaultPlan::new()
-        .rule(Rule::notification(NotificationKind::SystemExited).drop_it())
-        .rule(Rule::notification(NotificationKind::ProcessExited).drop_it());
-    let sim = sim_with(plan);
-    let sys = Arc::new(running(&sim, "dropped"));
-    let p = Arc::new(
-        sys.create_process(&params(r#"sh -c "exit 0""#))
-            .expect("create process"),
-    );
-    let e = p
-        .wait_timeout(Duration::from_millis(200))
-        .expect_err("the process exit was dropped");
-    assert!(
-        e.is_timeout(),
-        "process wait with a dropped exit: timeout, got {e}"
-    );
-    sys.terminate().expect("terminate");
-    let e = sys
-        .wait_timeout(Duration::from_millis(200))
-        .expect_err("the system exit was dropped");
-    assert!(
-        e.is_timeout(),
-        "system wait with a dropped exit: timeout, got {e}"
-    );
-    let (tx, rx) = mpsc::channel();
-    {
-        let (sys, p, tx) = (sys.clone(), p.clone(), tx.clone());
-        std::thread::spawn(move || {
-            let _ = tx.send(("process", p.wait()));
-            let _ = tx.send(("system", sys.wait()));
-        });
-    }
-    drop(tx);
-    std::thread::sleep(Duration::from_millis(20));
-    p.close().expect("close process");
-    sys.close().expect("close system");
-    for _ in 0..2 {
-        let (what, r) = rx.recv_timeout(LIMIT).expect("close releases the waiter");
-        let e = r.expect_err("released by close");
-        assert!(
-            e.is_already_closed(),
-            "{what} waiter released by close: already-closed, got {e}"
-        );
-    }
-    drop((p, sys));
-    no_leaks(&sim);
-}
-
-#[test]
-fn delayed_notifications_arrive_late_but_count() {
-    let plan = FaultPlan::new()
-        .rule(Rule::notification(NotificationKind::SystemStartCompleted).delay(Duration::from_millis(150)))
-        .rule(Rule::notification(NotificationKind::SystemExited).delay(Duration::from_millis(150)));
-    let sim = sim_with(plan);
-    let sys = create(&sim, "delayed", Timeouts::uniform(LIMIT));
-    let began = Instant::now();
-    sys.start()
-        .expect("a delayed completion still completes the start");
-    assert!(
-        began.elapsed() >= Duration::from_millis(150),
-        "start waited for the delayed completion"
-    );
-    sys.terminate().expect("terminate");
-    let e = sys
-        .wait_timeout(Duration::from_millis(20))
-        .expect_err("the exit is delayed");
-    assert!(e.is_timeout());
-    sys.wait_timeout(LIMIT).expect("the delayed exit arrives");
-    sys.close().expect("close");
-    drop(sys);
-    no_leaks(&sim);
-}
-
-#[test]
-fn completion_arriving_after_its_wait_timed_out_is_dropped() {
-    // The first pause completes 300 ms late (after its 50 ms wait gave up); the second pause never
-    // completes. The stale completion must not be handed to the second pause (I3).
-    let plan = FaultPlan::new()
-        .rule(
-            Rule::call(Method::PauseComputeSystem)
-                .nth(1)
-                .complete_late(Duration::from_millis(300)),
-        )
-        .rule(Rule::call(Method::PauseComputeSystem).nth(2).never_complete());
-    let sim = sim_with(plan);
-    let sys = running(&sim, "stale");
-    let e = sys
-        .pause_with(&CallOptions::timeout(Duration::from_millis(50)))
-        .expect_err("first pause times out");
-    assert!(e.is_timeout(), "{e}");
-    sys.resume().expect("resume the (actually paused) system");
-    let e = sys
-        .pause_with(&CallOptions::timeout(Duration::from_millis(600)))
-        .expect_err("the second pause never completes; the first one's late completion must not satisfy it");
-    assert!(e.is_timeout(), "{e}");
-    stop(sys);
-    no_leaks(&sim);
-}
-
-#[test]
-fn failure_with_result_document_carries_the_events() {
-    let doc = r#"{"Error":-2143878907,"ErrorMessage":"refused","ErrorEvents":[{"Message":"the start was refused","EventId":42,"Provider":"sim"},{"Message":"second event"}]}"#;
-    let plan = FaultPlan::new()
-        .rule(
-            Rule::call(Method::StartComputeSystem)
-                .nth(1)
-                .fail_with_document(0x8037_0105u32, doc),
-        )
-        .rule(
-            Rule::call(Method::CreateProcess)
-                .nth(1)
-                .fail_with_document(0x8037_0105u32, doc),
-        );
-    let sim = sim_with(plan);
-    let sys = create(&sim, "events", Timeouts::uniform(LIMIT));
-    let e = sys.start().expect_err("scripted start failure");
-    assert!(e.is_invalid_state(), "{e}");
-    assert_eq!(e.hresult(), Some(hcs::HResult(0x8037_0105)));
-    assert_eq!(e.operation(), "hcs::System::Start");
-    assert_eq!(e.system_id(), Some("events"));
-    let messages: Vec<&str> = e.events().iter().map(|ev| ev.message.as_str()).collect();
-    assert_eq!(messages, ["the start was refused", "second event"]);
-    assert_eq!(e.events()[0].event_id, 42);
-    assert!(
-        e.to_string().contains("the start was refused"),
-        "the message shows the events: {e}"
-    );
-    sys.start().expect("the rule fired once; start works now");
-    let e = sys
-        .create_process(&params("sleep 1"))
-        .expect_err("scripted create-process failure");
-    assert_eq!(e.operation(), "hcs::System::CreateProcess");
-    assert_eq!(e.detail(), Some(r#"command line "sleep 1""#));
-    assert_eq!(e.events().len(), 2);
-    stop(sys);
-    no_leaks(&sim);
-}
-
+/// The plan arrives as a file, parsed by `FaultPlan::from_file` and put in force with
+/// `set_fault_plan`.
 #[test]
 fn json_fault_plan_file_drives_the_lifecycle() {
-    let plan = r#"{"rules": [
-        {"op": "StartComputeSystem", "system": "json", "nth": 1, "action": "fail",
-         "code": "0xC0370105", "document": {"Error": -1070137083, "ErrorEvents": [{"Message": "from the plan file"}]}},
-        {"op": "PauseComputeSystem", "action": "pending", "complete_after_ms": 30},
-        {"notification": "ProcessExited", "action": "duplicate", "copies": 1},
-        {"notification": "SystemExited", "action": "delay", "ms": 20}
-    ]}"#;
     let path = std::env::temp_dir().join(format!("hcs-sim-lifecycle-plan-{}.json", std::process::id()));
-    std::fs::write(&path, plan).expect("write the plan file");
+    std::fs::write(&path, fault_checks::JSON_PLAN).expect("write the plan file");
     let parsed = FaultPlan::from_file(&path);
     let _ = std::fs::remove_file(&path);
-    let sim = sim_with(FaultPlan::new());
+    let sim = Simulator::new(SimConfig::default());
     sim.set_fault_plan(parsed.expect("the plan file parses"))
         .expect("a valid plan");
-
-    let sys = create(&sim, "json", Timeouts::uniform(LIMIT));
-    let e = sys.start().expect_err("the plan fails the first start");
-    assert!(e.is_invalid_state(), "{e}");
-    assert_eq!(e.events().len(), 1);
-    assert_eq!(e.events()[0].message, "from the plan file");
-    sys.start().expect("second start");
-    let began = Instant::now();
-    sys.pause().expect("pause completes late");
-    assert!(began.elapsed() >= Duration::from_millis(30));
-    sys.resume().expect("resume");
-    let p = sys.create_process(&params(r#"sh -c "exit 9""#)).expect("process");
-    p.wait_timeout(LIMIT).expect("wait");
-    assert_eq!(p.exit_code().expect("exit code"), 9);
-    p.close().expect("close");
-    drop(p);
-    stop(sys);
-    no_leaks(&sim);
-}
-
-/// A second `stdio()` call on a driver that cannot hand a process's streams out again (the
-/// simulator hands its host pipes over once) is a clear error, never a silently empty set.
-#[cfg(unix)]
-#[test]
-fn second_stdio_call_without_fresh_streams_is_an_error_not_silence() {
-    let sim = Simulator::new(SimConfig::default().all_sync());
-    let s = System::create_with(sim.clone(), "stdio2", CONFIG, Timeouts::uniform(LIMIT)).unwrap();
-    s.start().unwrap();
-    let p = s
-        .create_process_from(&hcs::schema::ProcessParameters {
-            command_line: Some("true".into()),
-            create_std_out_pipe: Some(true),
-            ..Default::default()
-        })
-        .unwrap();
-    let first = p.stdio().unwrap();
-    assert!(first.stdout.is_some(), "the first call hands out the streams");
-    let e = p.stdio().unwrap_err();
-    assert!(e.is_not_supported(), "{e}");
-    assert!(e.to_string().contains("taken by an earlier stdio() call"), "{e}");
-    p.wait_timeout(LIMIT).unwrap();
-    p.close().unwrap();
-    s.terminate().unwrap();
-    s.close().unwrap();
-    sim.assert_no_leaks();
+    fault_checks::lifecycle_under_the_json_plan(&InProcess(sim));
 }
