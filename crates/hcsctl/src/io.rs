@@ -7,7 +7,8 @@
 //! while a reader of our output has stalled. Elsewhere (Windows, or a driver whose streams are
 //! not OS pipes) the handler is `ctrlc`'s thread and each stream gets a relay thread. Interrupts
 //! reach the supervisor as [`Event::Interrupt`] and cancel the [`hcs::CancelToken`]
-//! of a start in progress.
+//! of a start in progress. On Unix a change of our terminal's size (`SIGWINCH`) reaches it as
+//! [`Event::Resize`], so that a console process (`exec -t`) follows the size of our window.
 
 use hcs::{CancelToken, PipeReader, PipeWriter, Process};
 use std::io::{Read, Write};
@@ -22,6 +23,9 @@ pub(crate) enum Event {
     Interrupt(usize, i32),
     /// The process's wait future was woken: the process has probably exited.
     Exited,
+    /// Our terminal's size changed (`SIGWINCH`; Unix only).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    Resize,
 }
 
 /// What an interrupt does, wherever it is caught: it cancels the token (a start in progress
@@ -52,6 +56,12 @@ impl Interrupts {
         }
         let _ = self.tx.send(Event::Interrupt(n, sig));
     }
+
+    /// Reports a change of our terminal's size.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    fn resized(&self) {
+        let _ = self.tx.send(Event::Resize);
+    }
 }
 
 /// `SIGINT` (Linux numbering; also what a Windows Ctrl-C stands for).
@@ -61,6 +71,9 @@ pub(crate) const SIGINT: i32 = 2;
 pub(crate) const SIGHUP: i32 = 1;
 /// `SIGTERM`.
 pub(crate) const SIGTERM: i32 = 15;
+/// `SIGWINCH` (Linux numbering): not an interrupt, a change of the terminal's size.
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(crate) const SIGWINCH: i32 = 28;
 
 /// How long a driver call may stay blocked after the interrupt that asks to give up on it.
 const ABANDON_AFTER: Duration = Duration::from_millis(500);
@@ -295,7 +308,7 @@ impl Io {
 mod unix {
     use super::{
         attach_with_threads, close_stdin, closed_stream, note_written, record_output_error, Interrupts,
-        Streams, SIGHUP, SIGINT, SIGTERM,
+        Streams, SIGHUP, SIGINT, SIGTERM, SIGWINCH,
     };
     use hcs::{PipeReader, Process};
     use rustix::event::{poll, PollFd, PollFlags};
@@ -497,6 +510,7 @@ mod unix {
                 (SIGINT, signal_hook::consts::SIGINT),
                 (SIGTERM, signal_hook::consts::SIGTERM),
                 (SIGHUP, signal_hook::consts::SIGHUP),
+                (SIGWINCH, signal_hook::consts::SIGWINCH),
             ] {
                 let (r, w) = UnixStream::pair()?;
                 r.set_nonblocking(true)?;
@@ -647,8 +661,16 @@ mod unix {
                 match slot {
                     Slot::Signal(i) => {
                         let (signo, sock) = &sigs[i];
-                        for _ in 0..drain(sock) {
-                            interrupts.raise(*signo);
+                        let n = drain(sock);
+                        if *signo == SIGWINCH {
+                            // Only the latest size matters.
+                            if n > 0 {
+                                interrupts.resized();
+                            }
+                        } else {
+                            for _ in 0..n {
+                                interrupts.raise(*signo);
+                            }
                         }
                     }
                     Slot::Control => {

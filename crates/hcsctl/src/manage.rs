@@ -59,8 +59,8 @@ pub struct ExecArgs {
     /// Keep stdin open and relay ours to the process (without it the process's stdin is closed).
     #[arg(short, long)]
     pub interactive: bool,
-    /// Give the process a console (`EmulateConsole`) the size of our terminal; our terminal is
-    /// put in raw mode while it runs. There is no separate stderr.
+    /// Give the process a console (`EmulateConsole`) the size of our terminal, resized with
+    /// it; our terminal is put in raw mode while it runs. There is no separate stderr.
     #[arg(short, long)]
     pub tty: bool,
     /// Kill the process after this long (e.g. 500ms, 10s); hcsctl then exits 124. 0: no limit.
@@ -287,7 +287,11 @@ pub fn simple(verb: &str, args: &IdArgs) -> Result<i32, CliError> {
 pub fn exec(args: ExecArgs) -> Result<i32, CliError> {
     let sel = args.driver.select()?;
     let system = open(&sel, &args.id)?;
-    let console = if args.tty { Some(terminal_size()) } else { None };
+    let console = if args.tty {
+        Some(crate::run::terminal_size())
+    } else {
+        None
+    };
     let shape = Shape {
         owns_system: false,
         stdin: args.interactive,
@@ -319,19 +323,6 @@ pub fn exec(args: ExecArgs) -> Result<i32, CliError> {
     drop(raw);
     close(&system);
     r
-}
-
-/// Our terminal's size (columns, rows), 80×24 when stdout is not a terminal.
-fn terminal_size() -> (u16, u16) {
-    #[cfg(unix)]
-    {
-        if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdout()) {
-            if ws.ws_col > 0 && ws.ws_row > 0 {
-                return (ws.ws_col, ws.ws_row);
-            }
-        }
-    }
-    (80, 24)
 }
 
 /// Our stdin in raw mode while a console process runs (restored on drop).

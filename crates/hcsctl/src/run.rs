@@ -700,7 +700,21 @@ fn run_process(
     Ok(outcome)
 }
 
-/// Waits for the process, handling interrupts and the timeout.
+/// Our terminal's size (columns, rows), 80×24 when stdout is not a terminal.
+pub(crate) fn terminal_size() -> (u16, u16) {
+    #[cfg(unix)]
+    {
+        if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdout()) {
+            if ws.ws_col > 0 && ws.ws_row > 0 {
+                return (ws.ws_col, ws.ws_row);
+            }
+        }
+    }
+    (80, 24)
+}
+
+/// Waits for the process, handling interrupts, the timeout and (for a console) our terminal's
+/// size.
 fn supervise(system: &System, process: &Process, opts: &RunOptions, ctx: &RunContext<'_>) -> Outcome {
     let deadline = ctx.deadline;
     let (tx, rx) = (&ctx.events.tx, &ctx.events.rx);
@@ -759,6 +773,17 @@ fn supervise(system: &System, process: &Process, opts: &RunOptions, ctx: &RunCon
                     break;
                 }
             },
+            Ok(Event::Resize) => {
+                if ctx.shape.console.is_some() {
+                    let (columns, rows) = terminal_size();
+                    if let Err(e) =
+                        crate::io::busy("resize console", || process.resize_console(columns, rows))
+                    {
+                        // The process may just have exited; its exit arrives as an event.
+                        tracing::debug!(error = %e, columns, rows, "resize console");
+                    }
+                }
+            }
             Ok(Event::Interrupt(n, sig)) => {
                 interrupted = true;
                 first_signal.get_or_insert(sig);

@@ -376,3 +376,108 @@ fn list_shows_the_uptime_of_many_running_systems_and_none_of_stopped_ones() {
         out(&o)
     );
 }
+
+/// `exec -t` follows our terminal: the console starts at our terminal's size, and when our
+/// terminal is resized (`SIGWINCH` to `hcsctl`) the console is resized too, so the command sees
+/// its own `SIGWINCH` and the new size.
+#[test]
+fn exec_t_follows_a_resize_of_our_terminal() {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    use rustix::termios::{tcsetwinsize, Winsize};
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+
+    let d = Daemon::start("winch");
+    let o = d.run(&["create", "--start", "winch"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+
+    // A terminal of our own for `hcsctl exec -t`: it reads and writes the slave side.
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .expect("open the pty slave");
+    let size = |rows, cols| Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    tcsetwinsize(&slave, size(30, 100)).expect("set the first size");
+    let slave = std::fs::File::from(slave);
+    let mut child = d
+        .cmd(&[
+            "exec",
+            "-t",
+            "winch",
+            "--",
+            "sh",
+            "-c",
+            "trap 'stty size' WINCH; stty size; while :; do sleep 0.1; done",
+        ])
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave)
+        .spawn()
+        .expect("spawn hcsctl exec -t");
+    let seen = Arc::new(Mutex::new(String::new()));
+    {
+        let seen = seen.clone();
+        let mut master = std::fs::File::from(master.try_clone().expect("dup the master"));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let wait_for = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !seen.lock().unwrap().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "{what:?} never appeared on the terminal; it shows {:?}",
+                seen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("30 100");
+    tcsetwinsize(&master, size(40, 120)).expect("resize our terminal");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-WINCH", &pid])
+        .status()
+        .expect("kill -WINCH")
+        .success());
+    wait_for("40 120");
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM")
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hcsctl exec -t did not end after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(143), "SIGTERM is forwarded: 128 + 15");
+    let o = d.run(&["rm", "-f", "winch"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+}
