@@ -269,17 +269,38 @@ fn close(system: &System) {
     }
 }
 
+/// A state change that takes nothing but the system: `start`, `pause`, `resume`.
+#[derive(Debug, Clone, Copy)]
+pub enum Transition {
+    /// `hcsctl start`.
+    Start,
+    /// `hcsctl pause`.
+    Pause,
+    /// `hcsctl resume`.
+    Resume,
+}
+
+impl Transition {
+    fn verb(self) -> &'static str {
+        match self {
+            Transition::Start => "start",
+            Transition::Pause => "pause",
+            Transition::Resume => "resume",
+        }
+    }
+}
+
 /// `start`, `pause` and `resume`.
-pub fn simple(verb: &str, args: &IdArgs) -> Result<i32, CliError> {
+pub fn transition(what: Transition, args: &IdArgs) -> Result<i32, CliError> {
     let sel = args.driver.select()?;
     let system = open(&sel, &args.id)?;
-    let r = match verb {
-        "start" => system.start(),
-        "pause" => system.pause(),
-        _ => system.resume(),
+    let r = match what {
+        Transition::Start => system.start(),
+        Transition::Pause => system.pause(),
+        Transition::Resume => system.resume(),
     };
     close(&system);
-    r.map_err(|e| failed(&format!("{verb} compute system {:?}", args.id), &e))?;
+    r.map_err(|e| failed(&format!("{} compute system {:?}", what.verb(), args.id), &e))?;
     Ok(0)
 }
 
@@ -813,7 +834,8 @@ struct Watch {
     driver: std::sync::Arc<dyn hcs::Driver>,
     handle: hcs::SystemHandle,
     callback: Option<hcs::CallbackHandle>,
-    _sub: Subscription,
+    /// The notification context the callback delivers to; kept until the watch ends.
+    sub: Subscription,
 }
 
 impl Drop for Watch {
@@ -842,11 +864,12 @@ fn watch(sel: &Selected, id: &str, tx: &mpsc::Sender<Seen>) -> Result<Watch, hcs
         driver: sel.driver.clone(),
         handle,
         callback: None,
-        _sub: sub,
+        sub,
     };
+    // Registered after the watch exists, so that its drop closes the handle if this fails.
     w.callback = Some(
         sel.driver
-            .register_compute_system_callback(handle, w._sub.context())?,
+            .register_compute_system_callback(handle, w.sub.context())?,
     );
     Ok(w)
 }
