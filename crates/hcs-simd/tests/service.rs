@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{processes_with, wait_gone, Daemon};
+use common::{processes_with, wait_gone, wait_processes, Daemon};
 use hcs::{Method, System, Timeouts};
 use hcs_sim::{FaultPlan, Rule};
 use hcs_simd::ClientDriver;
@@ -65,7 +65,8 @@ fn kill_9_of_the_service_fails_every_waiter_within_a_second_and_leaves_no_proces
         let p = sys.create_process(&params(&cmd)).expect("create process");
         objects.push((client, Arc::new(sys), Arc::new(p)));
     }
-    assert_eq!(processes_with(&marker).len(), CLIENTS, "every process runs");
+    // Every process runs.
+    wait_processes(&marker, CLIENTS, LIMIT);
     let socket = daemon.socket.display().to_string();
     assert!(
         !processes_with(&socket).is_empty(),
@@ -218,7 +219,7 @@ fn client_killed_mid_call_releases_its_handles_and_leaves_others_alone() {
     let during = me.stats().expect("stats");
     assert_eq!(during.connections, 2);
     assert_eq!(during.live_systems, 2);
-    assert_eq!(processes_with(&marker).len(), 1);
+    wait_processes(&marker, 1, LIMIT);
 
     child.0.kill().expect("kill the helper");
     child.0.wait().expect("reap the helper");
@@ -481,8 +482,7 @@ fn the_death_of_a_systems_worker_is_that_systems_unexpected_exit() {
     .expect("create");
     other.start().expect("start");
     let p = sys.create_process(&params(&cmd)).expect("process");
-    let pids = processes_with(&marker);
-    assert_eq!(pids.len(), 1);
+    let pids = wait_processes(&marker, 1, LIMIT);
     let supervisor = parent_of(pids[0]);
     let cmdline = std::fs::read(format!("/proc/{supervisor}/cmdline")).expect("cmdline");
     assert!(

@@ -183,6 +183,26 @@ pub fn processes_with(marker: &str) -> Vec<u32> {
     out
 }
 
+/// Waits until exactly `n` live processes' command lines contain `marker`, and returns their
+/// pids. A process just spawned may not show its new command line at once: its `exec` lets the
+/// `vfork`ing parent go on before the kernel has set up the new arguments, so a look right
+/// after a spawn can miss it (it did, once, under load).
+pub fn wait_processes(marker: &str, n: usize, limit: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let found = processes_with(marker);
+        if found.len() == n || Instant::now() > deadline {
+            assert_eq!(
+                found.len(),
+                n,
+                "processes with {marker:?} after {limit:?}: {found:?}"
+            );
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Waits until no live process's command line contains `marker`; the survivors otherwise.
 pub fn wait_gone(marker: &str, limit: Duration) -> Result<(), Vec<u32>> {
     let deadline = Instant::now() + limit;
