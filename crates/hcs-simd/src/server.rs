@@ -98,14 +98,18 @@ fn has_rules(plan: &FaultPlan) -> bool {
         .is_some_and(|r| !r.is_empty())
 }
 
-/// Calls that only read the engine's state (or register a callback) and cannot block while no
-/// fault plan is in force: the event loop runs them itself, sparing two thread hand-offs.
-/// Everything else (spawns, signals and stops through the supervisor link, closes that drain
-/// deliveries, controls) runs on the worker pool.
+/// Calls that cannot block while no fault plan is in force: the event loop runs them itself,
+/// sparing two thread hand-offs. They only read the engine's state or register a callback,
+/// except `Terminate`: a forced stop signals the system's processes without waiting
+/// (`kill(2)`, or a non-blocking write to its supervisor's link: `Supervisor::send_now`), and
+/// its exit notification is queued for the engine's service thread. Everything else (spawns,
+/// graceful stops, process signals, closes that drain deliveries, controls) runs on the worker
+/// pool.
 fn runs_inline(call: &Call) -> bool {
     matches!(
         call,
-        Call::Enumerate { .. }
+        Call::Terminate { .. }
+            | Call::Enumerate { .. }
             | Call::Open { .. }
             | Call::Properties { .. }
             | Call::ProcessProperties { .. }
@@ -426,7 +430,9 @@ impl Loop {
                     }
                     token => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.read(token);
+                            // Without a hang-up or an error to find, a short read has
+                            // taken everything.
+                            self.read(token, !(ev.is_read_closed() || ev.is_error()));
                         }
                         if ev.is_writable() {
                             self.flush(token);
@@ -513,7 +519,11 @@ impl Loop {
         }
     }
 
-    fn read(&mut self, token: Token) {
+    /// Reads what the client sent and serves its frames. Reads until the socket would block,
+    /// or, with `short_is_all`, until a read returns less than the buffer holds: a Unix stream
+    /// socket's read takes every byte queued (clients send no descriptors or credentials that
+    /// would cut it short), and bytes arriving later raise a new edge.
+    fn read(&mut self, token: Token, short_is_all: bool) {
         let buf = &mut self.buf;
         let mut frames = Vec::new();
         let outcome: Result<bool, String> = {
@@ -543,6 +553,9 @@ impl Loop {
                         }
                         if let Some(b) = bad {
                             break Err(b);
+                        }
+                        if short_is_all && n < buf.len() {
+                            break Ok(true);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(true),
