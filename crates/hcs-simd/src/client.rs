@@ -554,14 +554,27 @@ impl Inner {
         }
     }
 
-    /// One `recvmsg` (blocking or not) into the decoder, with any descriptors that came along.
+    /// One `recvmsg` into the decoder, with any descriptors that came along; with `block`,
+    /// after waiting for bytes (or the end of the stream).
+    ///
+    /// A blocking wait is a `poll` for `POLLIN`, not a blocking `recvmsg`: a thread asleep in
+    /// `recvmsg` is also woken each time the service reads what this side wrote (the kernel's
+    /// write-space wake-up of a Unix socket reaches every sleeper on it, and only `poll`-style
+    /// waiters filter it by event), which cost a second wake-up per call.
     fn read_some(&self, r: &mut Reader, block: bool) -> Result<Got, String> {
+        if block {
+            let mut fds = [rustix::event::PollFd::new(
+                &self.stream,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(format!("the connection failed: {e}")),
+            }
+        }
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(16))];
         let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
-        let mut flags = rustix::net::RecvFlags::CMSG_CLOEXEC;
-        if !block {
-            flags |= rustix::net::RecvFlags::DONTWAIT;
-        }
+        let flags = rustix::net::RecvFlags::CMSG_CLOEXEC | rustix::net::RecvFlags::DONTWAIT;
         let msg = match rustix::net::recvmsg(
             &self.stream,
             &mut [IoSliceMut::new(&mut r.buf)],
@@ -570,7 +583,7 @@ impl Inner {
         ) {
             Ok(m) => m,
             Err(rustix::io::Errno::INTR) => return Ok(Got::Data),
-            Err(rustix::io::Errno::AGAIN) if !block => return Ok(Got::WouldBlock),
+            Err(rustix::io::Errno::AGAIN) => return Ok(Got::WouldBlock),
             Err(e) => return Err(format!("the connection failed: {e}")),
         };
         for m in control.drain() {
