@@ -114,7 +114,7 @@ struct Inner {
 }
 
 /// An [`hcs::Driver`] that talks to `hcs-simd` over its Unix socket. Cheap to share
-/// (`Arc<ClientDriver>` is an `Arc<dyn Driver>`); one connection, one reader thread.
+/// (`Arc<ClientDriver>` is an `Arc<dyn Driver>`); one connection, one watcher thread.
 pub struct ClientDriver {
     inner: Arc<Inner>,
     generation: ApiGeneration,

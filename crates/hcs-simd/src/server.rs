@@ -1,7 +1,8 @@
 //! The service: one `mio` event loop that accepts clients, checks their credentials
 //! (`SO_PEERCRED`: its own uid and root only), splits frames, runs the handshake, and hands
 //! each call to a small fixed pool of worker threads that call the in-process simulator (calls
-//! that only read, while no fault plan is in force, run on the loop itself). Replies and the
+//! that cannot block — reads, registrations, a forced terminate: `runs_inline` — run on the
+//! loop itself while no fault plan is in force). Replies and the
 //! simulator's notifications are written to the client's socket by the thread that has them
 //! (loop, worker or engine thread; non-blocking, under the connection's outbox lock) when
 //! nothing is queued before them; otherwise, or when the socket is full, they wait in the
