@@ -504,10 +504,10 @@ impl Inner {
             }
         }
         if role {
-            // The reply is ours to read: it need not wake the watcher too.
+            // The reply is ours to read: it need not wake the watcher too. (A role handed over
+            // comes with the watch disarmed already.)
             self.set_watch(epoll::EventFlags::ONESHOT);
-        }
-        if !role {
+        } else {
             match rx.recv() {
                 Ok(Msg::Answer(a)) => return Ok(a),
                 Ok(Msg::Role) => {}

@@ -235,34 +235,18 @@ impl ConnShared {
             if out.closed || out.overflow {
                 return;
             }
-            let mut sent = 0;
-            let mut fds = fds;
-            if out.frames.is_empty() {
-                // Nothing queued before it: write it now, from this thread, if the socket
-                // takes it (the loop is woken only for what remains).
-                loop {
-                    match send(&self.stream, &bytes[sent..], &fds) {
-                        Ok(n) => {
-                            fds.clear();
-                            sent += n;
-                            if sent >= bytes.len() {
-                                return;
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        // Full, or broken: the loop's flush finds out and closes.
-                        Err(_) => break,
-                    }
-                }
-            }
             if out.bytes + bytes.len() > MAX_OUTBOX {
                 out.overflow = true;
             } else {
-                if out.frames.is_empty() {
-                    out.sent = sent;
-                }
+                let first = out.frames.is_empty();
                 out.bytes += bytes.len();
                 out.frames.push_back(Outgoing { bytes, fds });
+                // Nothing queued before it: write it now, from this thread, if the socket takes
+                // it; the loop is woken only for what remains (full, or broken: its flush finds
+                // out and closes).
+                if first && matches!(out.write(&self.stream), Ok(true)) {
+                    return;
+                }
             }
         }
         if let Some(s) = self.server.upgrade() {
