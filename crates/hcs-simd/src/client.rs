@@ -1,8 +1,12 @@
 //! The client driver: [`ClientDriver`] implements [`hcs::Driver`] over the service's socket,
 //! so `hcs::System` and `hcs::Process` run on `hcs-simd` unchanged. Calls are frames answered
-//! by id (any number in flight from any number of threads); one reader thread per connection
-//! receives replies, stdio descriptors (`SCM_RIGHTS`) and notifications, and hands the
-//! notifications to [`hcs::dispatch`], which never blocks it. When the connection drops, every
+//! by id (any number in flight from any number of threads). One thread at a time holds the
+//! connection's *reader role*: it reads the socket, hands replies (with their stdio descriptors,
+//! `SCM_RIGHTS`) to their callers and notifications to [`hcs::dispatch`] (which never blocks),
+//! then passes the role on. A calling thread takes the role when it is free and so reads its own
+//! reply (one thread wake-up per call instead of two); a watcher thread per connection takes it
+//! when bytes arrive while no call reads, so notifications arrive promptly between calls. When
+//! the connection drops, every
 //! call in flight or made later fails with `RPC_S_SERVER_UNAVAILABLE` (in HRESULT form;
 //! [`hcs::Error::is_service_disconnected`] holds) and every context the client had registered,
 //! or had a pending operation on, receives `ServiceDisconnect` at once.
@@ -22,8 +26,17 @@ use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::mpsc::{self, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use rustix::event::epoll;
+
+/// The watcher's registration while armed: one wake for readable bytes or the end of the
+/// stream, then disarmed until re-armed.
+fn armed() -> epoll::EventFlags {
+    epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT
+}
 
 /// How long [`ClientDriver::connect`] waits for the service's answer to the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,25 +73,48 @@ pub enum ConnectError {
 
 type Answer = (CallResult, Vec<OwnedFd>);
 
+/// What a waiting caller receives: its answer, or the reader role (it then reads the socket
+/// itself until its answer arrives).
+enum Msg {
+    Answer(Answer),
+    Role,
+}
+
 #[derive(Default)]
 struct State {
     dead: Option<String>,
     next_id: u64,
-    waiting: HashMap<u64, mpsc::SyncSender<Answer>>,
+    waiting: HashMap<u64, mpsc::SyncSender<Msg>>,
     /// Callback handle → its context.
     callbacks: HashMap<u64, u64>,
     /// Contexts with pending operations whose completion has not arrived, with their count.
     pending: HashMap<u64, usize>,
+    /// A thread holds the reader role (only that thread touches [`Inner::reader`] and reads
+    /// the socket).
+    reading: bool,
+}
+
+/// The reading side of the connection, used only by the holder of the reader role.
+struct Reader {
+    decoder: Decoder,
+    /// Descriptors received and not yet claimed by a reply.
+    fds: VecDeque<OwnedFd>,
+    buf: Vec<u8>,
 }
 
 struct Inner {
     stream: UnixStream,
     write: Mutex<()>,
     state: Mutex<State>,
+    reader: Mutex<Reader>,
+    /// The watcher's epoll instance, with the socket registered one-shot: armed while the
+    /// role is free, disarmed by a caller that takes it (so that its reply does not also wake
+    /// the watcher), re-armed by whoever frees it.
+    epoll: OwnedFd,
 }
 
 /// An [`hcs::Driver`] that talks to `hcs-simd` over its Unix socket. Cheap to share
-/// (`Arc<ClientDriver>` is an `Arc<dyn Driver>`); one connection, one reader thread.
+/// (`Arc<ClientDriver>` is an `Arc<dyn Driver>`); one connection, one watcher thread.
 pub struct ClientDriver {
     inner: Arc<Inner>,
     generation: ApiGeneration,
@@ -148,7 +184,8 @@ impl ClientDriver {
             ServerFrame::Refused { reason } => return Err(ConnectError::Refused(reason)),
             other => return Err(ConnectError::Handshake(format!("unexpected answer {other:?}"))),
         };
-        let reader = stream.try_clone().map_err(io_err)?;
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|e| io_err(e.into()))?;
+        epoll::add(&epoll, &stream, epoll::EventData::new_u64(0), armed()).map_err(|e| io_err(e.into()))?;
         let inner = Arc::new(Inner {
             stream,
             write: Mutex::new(()),
@@ -156,11 +193,17 @@ impl ClientDriver {
                 next_id: 1,
                 ..State::default()
             }),
+            reader: Mutex::new(Reader {
+                decoder,
+                fds: VecDeque::new(),
+                buf: vec![0u8; 64 * 1024],
+            }),
+            epoll,
         });
-        let for_reader = inner.clone();
+        let for_watcher = inner.clone();
         std::thread::Builder::new()
             .name("hcs-simd-client".into())
-            .spawn(move || read_loop(&for_reader, reader, decoder))
+            .spawn(move || watch(&for_watcher))
             .map_err(io_err)?;
         Ok(Arc::new(ClientDriver {
             inner,
@@ -249,7 +292,7 @@ impl ClientDriver {
 
     /// Sends one call and waits for its answer (or for the connection to drop).
     fn call(&self, call: Call) -> Result<Answer, Failure> {
-        let (tx, rx) = mpsc::sync_channel(1);
+        let (tx, rx) = mpsc::sync_channel(2);
         let id = {
             let mut st = lock(&self.inner.state);
             if let Some(reason) = &st.dead {
@@ -277,13 +320,7 @@ impl ClientDriver {
             let _ = self.inner.stream.shutdown(std::net::Shutdown::Both);
             return Err(disconnected(&format!("cannot write to the service: {e}")).with_source(e));
         }
-        rx.recv().map_err(|_| {
-            let reason = lock(&self.inner.state)
-                .dead
-                .clone()
-                .unwrap_or_else(|| "the connection closed".into());
-            disconnected(&reason)
-        })
+        self.inner.wait_answer(&rx)
     }
 
     fn unit(&self, call: Call) -> DriverResult<()> {
@@ -435,64 +472,240 @@ fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The reader thread: replies to their waiters, notifications to [`hcs::dispatch`]; on end of
-/// stream (or a bad frame) the disconnect.
-fn read_loop(inner: &Inner, stream: UnixStream, mut decoder: Decoder) {
-    let mut fds: VecDeque<OwnedFd> = VecDeque::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let reason = 'outer: loop {
-        // Frames already buffered (the handshake may have read past the welcome).
+/// What one read of the socket found.
+enum Got {
+    Data,
+    WouldBlock,
+}
+
+impl Inner {
+    fn gone(&self) -> Failure {
+        let reason = lock(&self.state)
+            .dead
+            .clone()
+            .unwrap_or_else(|| "the connection closed".into());
+        disconnected(&reason)
+    }
+
+    /// Waits for the answer to a call already sent: reads the socket itself while it holds the
+    /// reader role, otherwise waits for its answer or for the role to be handed to it.
+    fn wait_answer(&self, rx: &mpsc::Receiver<Msg>) -> Result<Answer, Failure> {
+        let mut role = match rx.try_recv() {
+            Ok(Msg::Answer(a)) => return Ok(a),
+            Ok(Msg::Role) => true,
+            Err(TryRecvError::Disconnected) => return Err(self.gone()),
+            Err(TryRecvError::Empty) => false,
+        };
+        if !role {
+            let mut st = lock(&self.state);
+            if st.dead.is_none() && !st.reading {
+                st.reading = true;
+                role = true;
+            }
+        }
+        if role {
+            // The reply is ours to read: it need not wake the watcher too. (A role handed over
+            // comes with the watch disarmed already.)
+            self.set_watch(epoll::EventFlags::ONESHOT);
+        } else {
+            match rx.recv() {
+                Ok(Msg::Answer(a)) => return Ok(a),
+                Ok(Msg::Role) => {}
+                Err(_) => return Err(self.gone()),
+            }
+        }
+        // The role is ours: read until the answer is there.
+        let mut r = lock(&self.reader);
         loop {
-            match decoder.next_frame::<ServerFrame>() {
-                Ok(Some(frame)) => {
-                    if let Err(reason) = handle_frame(inner, frame, &mut fds) {
-                        break 'outer reason;
-                    }
+            if let Err(reason) = self.frames(&mut r) {
+                self.shut(reason);
+                break;
+            }
+            match rx.try_recv() {
+                Ok(Msg::Answer(a)) => {
+                    self.release();
+                    return Ok(a);
                 }
-                Ok(None) => break,
-                Err(e) => break 'outer format!("bad frame from the service: {e}"),
+                // Only a waiter without the role is handed the role.
+                Ok(Msg::Role) | Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => break,
+            }
+            if let Err(reason) = self.read_some(&mut r, true) {
+                self.shut(reason);
+                break;
+            }
+        }
+        // The connection is gone; the answer may still have been delivered before.
+        drop(r);
+        match rx.recv() {
+            Ok(Msg::Answer(a)) => Ok(a),
+            _ => Err(self.gone()),
+        }
+    }
+
+    /// Handles every complete frame buffered.
+    fn frames(&self, r: &mut Reader) -> Result<(), String> {
+        loop {
+            match r.decoder.next_frame::<ServerFrame>() {
+                Ok(Some(frame)) => handle_frame(self, frame, &mut r.fds)?,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(format!("bad frame from the service: {e}")),
+            }
+        }
+    }
+
+    /// One `recvmsg` into the decoder, with any descriptors that came along; with `block`,
+    /// after waiting for bytes (or the end of the stream).
+    ///
+    /// A blocking wait is a `poll` for `POLLIN`, not a blocking `recvmsg`: a thread asleep in
+    /// `recvmsg` is also woken each time the service reads what this side wrote (the kernel's
+    /// write-space wake-up of a Unix socket reaches every sleeper on it, and only `poll`-style
+    /// waiters filter it by event), which cost a second wake-up per call.
+    fn read_some(&self, r: &mut Reader, block: bool) -> Result<Got, String> {
+        if block {
+            let mut fds = [rustix::event::PollFd::new(
+                &self.stream,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(format!("the connection failed: {e}")),
             }
         }
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(16))];
         let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+        let flags = rustix::net::RecvFlags::CMSG_CLOEXEC | rustix::net::RecvFlags::DONTWAIT;
         let msg = match rustix::net::recvmsg(
-            &stream,
-            &mut [IoSliceMut::new(&mut buf)],
+            &self.stream,
+            &mut [IoSliceMut::new(&mut r.buf)],
             &mut control,
-            rustix::net::RecvFlags::CMSG_CLOEXEC,
+            flags,
         ) {
             Ok(m) => m,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => break format!("the connection failed: {e}"),
+            Err(rustix::io::Errno::INTR) => return Ok(Got::Data),
+            Err(rustix::io::Errno::AGAIN) => return Ok(Got::WouldBlock),
+            Err(e) => return Err(format!("the connection failed: {e}")),
         };
         for m in control.drain() {
-            if let rustix::net::RecvAncillaryMessage::ScmRights(r) = m {
-                fds.extend(r);
+            if let rustix::net::RecvAncillaryMessage::ScmRights(rights) = m {
+                r.fds.extend(rights);
             }
         }
         if msg.bytes == 0 {
-            break match decoder.finish() {
+            return Err(match r.decoder.finish() {
                 Ok(()) => "the service closed the connection".to_string(),
                 Err(e) => format!("the service closed the connection: {e}"),
-            };
+            });
         }
-        decoder.push(&buf[..msg.bytes]);
-    };
-    tracing::debug!("hcs-simd client: disconnected: {reason}");
-    let (waiting, contexts) = {
-        let mut st = lock(&inner.state);
-        st.dead = Some(reason);
-        let waiting = std::mem::take(&mut st.waiting);
-        let mut contexts: Vec<u64> = st.callbacks.values().copied().collect();
-        contexts.extend(st.pending.keys().copied());
-        contexts.sort_unstable();
-        contexts.dedup();
-        (waiting, contexts)
-    };
-    drop(waiting);
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-    for ctx in contexts {
-        hcs::dispatch(ctx, NotificationKind::ServiceDisconnect, HResult::S_OK, None);
+        let n = msg.bytes;
+        let Reader { decoder, buf, .. } = r;
+        decoder.push(&buf[..n]);
+        Ok(Got::Data)
+    }
+
+    /// Reads and handles everything the socket holds now, without blocking.
+    fn drain(&self, r: &mut Reader) -> Result<(), String> {
+        loop {
+            self.frames(r)?;
+            if let Got::WouldBlock = self.read_some(r, false)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Lets the reader role go: to a caller still waiting for its answer, or free, re-arming
+    /// the watcher (which then wakes at once if bytes arrived meanwhile).
+    fn release(&self) {
+        let next = {
+            let mut st = lock(&self.state);
+            match st.waiting.values().next() {
+                Some(tx) if st.dead.is_none() => Some(tx.clone()),
+                _ => {
+                    st.reading = false;
+                    None
+                }
+            }
+        };
+        // The role goes with the message (`reading` stays set). A waiter's channel always has
+        // room and its receiver lives while it waits; should the message not go, free the role.
+        if let Some(tx) = next {
+            if tx.try_send(Msg::Role).is_ok() {
+                return;
+            }
+            lock(&self.state).reading = false;
+        }
+        self.set_watch(armed());
+    }
+
+    fn set_watch(&self, flags: epoll::EventFlags) {
+        if let Err(e) = epoll::modify(&self.epoll, &self.stream, epoll::EventData::new_u64(0), flags) {
+            tracing::warn!("hcs-simd client: cannot watch the connection: {e}");
+        }
+    }
+
+    /// The connection is over: every call in flight fails, every context the client
+    /// registered (or had a pending operation on) receives `ServiceDisconnect`.
+    fn shut(&self, reason: String) {
+        let (waiting, contexts) = {
+            let mut st = lock(&self.state);
+            if st.dead.is_some() {
+                return;
+            }
+            tracing::debug!("hcs-simd client: disconnected: {reason}");
+            st.dead = Some(reason);
+            st.reading = false;
+            let waiting = std::mem::take(&mut st.waiting);
+            let mut contexts: Vec<u64> = st.callbacks.values().copied().collect();
+            contexts.extend(st.pending.keys().copied());
+            contexts.sort_unstable();
+            contexts.dedup();
+            (waiting, contexts)
+        };
+        drop(waiting);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        // The watcher wakes (the stream has ended) and leaves.
+        self.set_watch(armed());
+        for ctx in contexts {
+            hcs::dispatch(ctx, NotificationKind::ServiceDisconnect, HResult::S_OK, None);
+        }
+    }
+}
+
+/// The watcher thread: takes the reader role when bytes arrive while no caller holds it
+/// (notifications between calls), and ends with the connection.
+fn watch(inner: &Inner) {
+    let mut events = [epoll::Event {
+        flags: epoll::EventFlags::empty(),
+        data: epoll::EventData::new_u64(0),
+    }; 4];
+    // First what the handshake may have read past the welcome.
+    let mut woken = true;
+    loop {
+        if woken {
+            let take = {
+                let mut st = lock(&inner.state);
+                if st.dead.is_some() {
+                    return;
+                }
+                // Held: the holder re-arms the watch when it lets the role go.
+                !std::mem::replace(&mut st.reading, true)
+            };
+            if take {
+                let mut r = lock(&inner.reader);
+                match inner.drain(&mut r) {
+                    Ok(()) => inner.release(),
+                    Err(reason) => inner.shut(reason),
+                }
+            }
+        }
+        woken = match epoll::wait(&inner.epoll, &mut events[..], None) {
+            Ok(n) => n > 0,
+            Err(rustix::io::Errno::INTR) => false,
+            Err(e) => {
+                inner.shut(format!("cannot watch the connection: {e}"));
+                return;
+            }
+        };
     }
 }
 
@@ -513,7 +726,7 @@ fn handle_frame(inner: &Inner, frame: ServerFrame, fds: &mut VecDeque<OwnedFd>) 
             let waiter = lock(&inner.state).waiting.remove(&id);
             match waiter {
                 Some(tx) => {
-                    let _ = tx.send((result, mine));
+                    let _ = tx.try_send(Msg::Answer((result, mine)));
                 }
                 None => tracing::warn!(id, "hcs-simd client: a reply to no call; ignored"),
             }

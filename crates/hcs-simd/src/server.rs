@@ -1,8 +1,13 @@
 //! The service: one `mio` event loop that accepts clients, checks their credentials
 //! (`SO_PEERCRED`: its own uid and root only), splits frames, runs the handshake, and hands
 //! each call to a small fixed pool of worker threads that call the in-process simulator (calls
-//! that only read, while no fault plan is in force, run on the loop itself); the replies and
-//! the simulator's notifications come back through a per-connection outbox and a waker. Handles are per connection: a connection may use only the handles it obtained, and
+//! that cannot block — reads, registrations, a forced terminate: `runs_inline` — run on the
+//! loop itself while no fault plan is in force). Replies and the
+//! simulator's notifications are written to the client's socket by the thread that has them
+//! (loop, worker or engine thread; non-blocking, under the connection's outbox lock) when
+//! nothing is queued before them; otherwise, or when the socket is full, they wait in the
+//! per-connection outbox that the loop flushes (woken through a waker). Handles are per
+//! connection: a connection may use only the handles it obtained, and
 //! when it closes (cleanly, killed, or for a bad frame) a worker unregisters its callbacks and
 //! closes its handles, so `ShouldTerminateOnLastHandleClosed` systems end and nothing else is
 //! touched. Process stdio leaves as descriptors (`SCM_RIGHTS`). `SIGTERM`/`SIGINT` terminate
@@ -20,11 +25,12 @@ use hcs::{
 };
 use hcs_sim::{FaultPlan, SimConfig, Simulator};
 use mio::net::{UnixListener, UnixStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, IoSlice, Read};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -93,14 +99,18 @@ fn has_rules(plan: &FaultPlan) -> bool {
         .is_some_and(|r| !r.is_empty())
 }
 
-/// Calls that only read the engine's state (or register a callback) and cannot block while no
-/// fault plan is in force: the event loop runs them itself, sparing two thread hand-offs.
-/// Everything else (spawns, signals and stops through the supervisor link, closes that drain
-/// deliveries, controls) runs on the worker pool.
+/// Calls that cannot block while no fault plan is in force: the event loop runs them itself,
+/// sparing two thread hand-offs. They only read the engine's state or register a callback,
+/// except `Terminate`: a forced stop signals the system's processes without waiting
+/// (`kill(2)`, or a non-blocking write to its supervisor's link: `Supervisor::send_now`), and
+/// its exit notification is queued for the engine's service thread. Everything else (spawns,
+/// graceful stops, process signals, closes that drain deliveries, controls) runs on the worker
+/// pool.
 fn runs_inline(call: &Call) -> bool {
     matches!(
         call,
-        Call::Enumerate { .. }
+        Call::Terminate { .. }
+            | Call::Enumerate { .. }
             | Call::Open { .. }
             | Call::Properties { .. }
             | Call::ProcessProperties { .. }
@@ -128,12 +138,40 @@ struct Outgoing {
     fds: Vec<OwnedFd>,
 }
 
+/// What waits to be written to one client, in order. Every write to the client's socket
+/// happens under this lock, so frames never interleave.
 #[derive(Default)]
 struct Outbox {
     frames: VecDeque<Outgoing>,
+    /// Bytes of the front frame already written.
+    sent: usize,
     bytes: usize,
     overflow: bool,
     closed: bool,
+}
+
+impl Outbox {
+    /// Writes queued frames until the queue is empty (`Ok(true)`) or the socket is full
+    /// (`Ok(false)`).
+    fn write(&mut self, stream: &UnixStream) -> io::Result<bool> {
+        while let Some(front) = self.frames.front_mut() {
+            match send(stream, &front.bytes[self.sent..], &front.fds) {
+                Ok(n) => {
+                    front.fds.clear();
+                    self.sent += n;
+                    if self.sent >= front.bytes.len() {
+                        self.bytes -= front.bytes.len();
+                        self.sent = 0;
+                        self.frames.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// One client context in use: the server-side subscription that forwards to it, and what
@@ -162,6 +200,8 @@ struct Handles {
 struct ConnShared {
     token: Token,
     peer: String,
+    /// The client's socket (non-blocking). The loop reads it; anyone writes it under `out`.
+    stream: UnixStream,
     out: Mutex<Outbox>,
     handles: Mutex<Handles>,
     server: Weak<Shared>,
@@ -198,8 +238,15 @@ impl ConnShared {
             if out.bytes + bytes.len() > MAX_OUTBOX {
                 out.overflow = true;
             } else {
+                let first = out.frames.is_empty();
                 out.bytes += bytes.len();
                 out.frames.push_back(Outgoing { bytes, fds });
+                // Nothing queued before it: write it now, from this thread, if the socket takes
+                // it; the loop is woken only for what remains (full, or broken: its flush finds
+                // out and closes).
+                if first && matches!(out.write(&self.stream), Ok(true)) {
+                    return;
+                }
             }
         }
         if let Some(s) = self.server.upgrade() {
@@ -210,11 +257,12 @@ impl ConnShared {
 
 /// The loop's side of a connection.
 struct Conn {
-    stream: UnixStream,
     decoder: Decoder,
     shared: Arc<ConnShared>,
     hello: bool,
-    current: Option<(Outgoing, usize)>,
+    /// Registered for writability too (only while its outbox waits for room: a writable
+    /// interest would otherwise wake the loop each time the client reads a reply).
+    writable: bool,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -313,6 +361,7 @@ impl Server {
             next: FIRST_CONN,
             uid: rustix::process::getuid().as_raw(),
             generation: sim.generation().into(),
+            buf: vec![0u8; 64 * 1024],
         };
         let result = lp.run(&mut listener, &mut sig_read);
         lp.shutdown(&mut listener);
@@ -340,6 +389,8 @@ struct Loop {
     next: usize,
     uid: u32,
     generation: Generation,
+    /// The read buffer (kept: zeroing 64 KiB per read cost more than the engine's call).
+    buf: Vec<u8>,
 }
 
 impl Loop {
@@ -364,7 +415,9 @@ impl Loop {
                     }
                     token => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.read(token);
+                            // Without a hang-up or an error to find, a short read has
+                            // taken everything.
+                            self.read(token, !(ev.is_read_closed() || ev.is_error()));
                         }
                         if ev.is_writable() {
                             self.flush(token);
@@ -421,10 +474,10 @@ impl Loop {
             }
             let token = Token(self.next);
             self.next += 1;
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE)
             {
                 tracing::warn!(peer = %peer, "hcs-simd: cannot register a client: {e}");
                 continue;
@@ -434,6 +487,7 @@ impl Loop {
             let shared = Arc::new(ConnShared {
                 token,
                 peer,
+                stream,
                 out: Mutex::new(Outbox::default()),
                 handles: Mutex::new(Handles::default()),
                 server: Arc::downgrade(&self.shared),
@@ -441,25 +495,28 @@ impl Loop {
             self.conns.insert(
                 token,
                 Conn {
-                    stream,
                     decoder: Decoder::new(),
                     shared,
                     hello: false,
-                    current: None,
+                    writable: false,
                 },
             );
         }
     }
 
-    fn read(&mut self, token: Token) {
-        let mut buf = [0u8; 64 * 1024];
+    /// Reads what the client sent and serves its frames. Reads until the socket would block,
+    /// or, with `short_is_all`, until a read returns less than the buffer holds: a Unix stream
+    /// socket's read takes every byte queued (clients send no descriptors or credentials that
+    /// would cut it short), and bytes arriving later raise a new edge.
+    fn read(&mut self, token: Token, short_is_all: bool) {
+        let buf = &mut self.buf;
         let mut frames = Vec::new();
         let outcome: Result<bool, String> = {
             let Some(conn) = self.conns.get_mut(&token) else {
                 return;
             };
             loop {
-                match conn.stream.read(&mut buf) {
+                match (&conn.shared.stream).read(buf) {
                     Ok(0) => {
                         break match conn.decoder.finish() {
                             Ok(()) => Err(String::new()),
@@ -481,6 +538,9 @@ impl Loop {
                         }
                         if let Some(b) = bad {
                             break Err(b);
+                        }
+                        if short_is_all && n < buf.len() {
+                            break Ok(true);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(true),
@@ -559,80 +619,67 @@ impl Loop {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        let result: Result<(), String> = loop {
-            if conn.current.is_none() {
-                let mut out = lock(&conn.shared.out);
-                if out.overflow {
-                    break Err(format!(
-                        "the client does not read: more than {MAX_OUTBOX} bytes queued"
-                    ));
-                }
-                match out.frames.pop_front() {
-                    Some(f) => {
-                        out.bytes -= f.bytes.len();
-                        conn.current = Some((f, 0));
-                    }
-                    None => break Ok(()),
-                }
-            }
-            let Some((frame, off)) = conn.current.as_mut() else {
-                break Ok(());
-            };
-            match send(&conn.stream, &frame.bytes[*off..], &frame.fds) {
-                Ok(n) => {
-                    frame.fds.clear();
-                    *off += n;
-                    if *off >= frame.bytes.len() {
-                        conn.current = None;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(format!("write failed: {e}")),
+        let result: Result<bool, String> = {
+            let mut out = lock(&conn.shared.out);
+            if out.overflow {
+                Err(format!(
+                    "the client does not read: more than {MAX_OUTBOX} bytes queued"
+                ))
+            } else {
+                out.write(&conn.shared.stream)
+                    .map_err(|e| format!("write failed: {e}"))
             }
         };
-        if let Err(reason) = result {
-            self.close(token, &reason);
+        match result {
+            Ok(empty) => {
+                // Watch for room only while something waits for it.
+                if empty == conn.writable {
+                    let interest = if empty {
+                        Interest::READABLE
+                    } else {
+                        Interest::READABLE | Interest::WRITABLE
+                    };
+                    let fd = conn.shared.stream.as_raw_fd();
+                    match self
+                        .poll
+                        .registry()
+                        .reregister(&mut SourceFd(&fd), token, interest)
+                    {
+                        Ok(()) => conn.writable = !empty,
+                        Err(e) => self.close(token, &format!("cannot watch the socket: {e}")),
+                    }
+                }
+            }
+            Err(reason) => self.close(token, &reason),
         }
     }
 
     /// Closes a connection: logs why (an empty reason is a client that went away), and
     /// releases its handles on a worker.
     fn close(&mut self, token: Token, reason: &str) {
-        let Some(mut conn) = self.conns.remove(&token) else {
+        let Some(conn) = self.conns.remove(&token) else {
             return;
         };
-        // What is already queued (a welcome, a refusal, replies) goes out if it can without
-        // waiting; the rest is dropped with the connection.
-        loop {
-            if conn.current.is_none() {
-                conn.current = lock(&conn.shared.out).frames.pop_front().map(|f| (f, 0));
-            }
-            let Some((frame, off)) = conn.current.as_mut() else {
-                break;
-            };
-            match send(&conn.stream, &frame.bytes[*off..], &frame.fds) {
-                Ok(n) if n > 0 => {
-                    frame.fds.clear();
-                    *off += n;
-                    if *off >= frame.bytes.len() {
-                        conn.current = None;
-                    }
-                }
-                _ => break,
-            }
+        {
+            // What is already queued (a welcome, a refusal, replies) goes out if it can
+            // without waiting; the rest is dropped with the connection. Nothing is written to
+            // it after this.
+            let mut out = lock(&conn.shared.out);
+            let _ = out.write(&conn.shared.stream);
+            out.closed = true;
+            out.frames.clear();
+            out.sent = 0;
+            out.bytes = 0;
         }
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let fd = conn.shared.stream.as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        // The descriptor itself closes with the last reference (a worker may hold one): end
+        // the connection for the client now.
+        let _ = conn.shared.stream.shutdown(std::net::Shutdown::Both);
         if reason.is_empty() {
             tracing::debug!(peer = %conn.shared.peer, "hcs-simd: client disconnected");
         } else {
             tracing::warn!(peer = %conn.shared.peer, "hcs-simd: closing connection: {reason}");
-        }
-        {
-            let mut out = lock(&conn.shared.out);
-            out.closed = true;
-            out.frames.clear();
-            out.bytes = 0;
         }
         let shared = self.shared.clone();
         let c = conn.shared.clone();
@@ -666,10 +713,11 @@ impl Loop {
         self.drain_for(Duration::from_secs(1), || true);
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for t in tokens {
-            if let Some(mut conn) = self.conns.remove(&t) {
-                let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let Some(conn) = self.conns.remove(&t) {
+                let fd = conn.shared.stream.as_raw_fd();
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                 lock(&conn.shared.out).closed = true;
-                drop(conn.stream);
+                let _ = conn.shared.stream.shutdown(std::net::Shutdown::Both);
                 release(&self.shared, &conn.shared);
             }
         }
@@ -689,7 +737,7 @@ impl Loop {
             let pending = self
                 .conns
                 .values()
-                .any(|c| c.current.is_some() || !lock(&c.shared.out).frames.is_empty());
+                .any(|c| !lock(&c.shared.out).frames.is_empty());
             if !pending && done() {
                 return;
             }
