@@ -726,7 +726,7 @@ pub struct ProcessWait {
 impl Future for ProcessWait {
     type Output = Result<()>;
     /// The common re-poll (the process exited and its status is known) is one load and inlines
-    /// into the executor; everything else is [`ProcessWait::poll_slow`], out of line.
+    /// into the executor; everything else is `poll_slow`, out of line.
     #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         if self.inner.notifier.done_ok() {

@@ -459,7 +459,7 @@ pub struct SystemWait {
 impl Future for SystemWait {
     type Output = Result<()>;
     /// The common re-poll (the system exited cleanly) is one load and inlines into the
-    /// executor; everything else is [`SystemWait::poll_slow`], out of line.
+    /// executor; everything else is `poll_slow`, out of line.
     #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         if self.sys.notifier.done_ok() {
