@@ -415,9 +415,7 @@ impl Loop {
                     }
                     token => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            // Without a hang-up or an error to find, a short read has
-                            // taken everything.
-                            self.read(token, !(ev.is_read_closed() || ev.is_error()));
+                            self.read(token);
                         }
                         if ev.is_writable() {
                             self.flush(token);
@@ -504,11 +502,12 @@ impl Loop {
         }
     }
 
-    /// Reads what the client sent and serves its frames. Reads until the socket would block,
-    /// or, with `short_is_all`, until a read returns less than the buffer holds: a Unix stream
-    /// socket's read takes every byte queued (clients send no descriptors or credentials that
-    /// would cut it short), and bytes arriving later raise a new edge.
-    fn read(&mut self, token: Token, short_is_all: bool) {
+    /// Reads what the client sent and serves its frames. Reads until the socket would block
+    /// (the registration is edge-triggered). A shorter read than the buffer is not taken as
+    /// "everything": a Unix stream read also stops where the queued bytes change sender
+    /// credentials or carry descriptors (a client that sends some, or a connection written by
+    /// two processes), and bytes left there would raise no new edge.
+    fn read(&mut self, token: Token) {
         let buf = &mut self.buf;
         let mut frames = Vec::new();
         let outcome: Result<bool, String> = {
@@ -538,9 +537,6 @@ impl Loop {
                         }
                         if let Some(b) = bad {
                             break Err(b);
-                        }
-                        if short_is_all && n < buf.len() {
-                            break Ok(true);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(true),

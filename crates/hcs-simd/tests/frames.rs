@@ -284,3 +284,49 @@ proptest! {
         prop_assert!(d.finish().is_ok());
     }
 }
+
+/// A client that attaches descriptors to its bytes (clients never need to) is still read to
+/// the end. A Unix stream read stops right after bytes that carried descriptors; an
+/// edge-triggered loop that took such a short read for "everything queued" left the rest
+/// unread until the client wrote again, so a handshake sent that way hung.
+#[test]
+fn bytes_that_carry_descriptors_are_still_read_to_the_end() {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::io::IoSlice;
+    use std::os::fd::AsFd;
+
+    let daemon = Daemon::start(&[]);
+    let bytes = [hello(PROTOCOL_VERSION, MAGIC), call_frame()].concat();
+    let (first, rest) = bytes.split_at(3);
+    for round in 0..10 {
+        let mut s = UnixStream::connect(&daemon.socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+        let spare = std::fs::File::open("/dev/null").expect("open /dev/null");
+        let fds = [spare.as_fd()];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+        // Both parts are queued before the service reads: the second right after the first.
+        sendmsg(&s, &[IoSlice::new(first)], &mut control, SendFlags::empty())
+            .expect("send with a descriptor");
+        s.write_all(rest).expect("send the rest");
+        let mut d = Decoder::new();
+        let mut frames = Vec::new();
+        let mut buf = [0u8; 4096];
+        while frames.len() < 2 {
+            match s.read(&mut buf) {
+                Ok(0) => panic!("round {round}: the service closed the connection: {frames:?}"),
+                Ok(n) => d.push(&buf[..n]),
+                Err(e) => panic!("round {round}: no answer to a handshake and a call sent with a descriptor ({e}); got {frames:?}"),
+            }
+            while let Some(f) = d.next_frame::<ServerFrame>().expect("valid frames") {
+                frames.push(f);
+            }
+        }
+        assert!(matches!(frames[0], ServerFrame::Welcome { .. }), "{frames:?}");
+        assert!(
+            matches!(frames[1], ServerFrame::Reply { id: 1, .. }),
+            "{frames:?}"
+        );
+    }
+}
