@@ -14,56 +14,20 @@
 //! seconds; without the flag the same loops run five times as many rounds.
 
 #[cfg(unix)]
+mod common;
+
+#[cfg(unix)]
 mod bench {
+    use super::common::{median, Daemon};
     use hcs::{Driver, System, Timeouts};
     use hcs_simd::protocol::{encode, Call, CallResult, ClientFrame, ServerFrame, Value};
     use hcs_simd::ClientDriver;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
-    use std::process::{Child, Command, Stdio};
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
     const CONFIG: &str = r#"{"Owner":"bench","SchemaVersion":{"Major":2,"Minor":1},"Container":{}}"#;
-
-    struct Daemon {
-        child: Child,
-        dir: std::path::PathBuf,
-    }
-
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    fn start() -> (Daemon, std::sync::Arc<ClientDriver>) {
-        let dir = std::env::temp_dir().join(format!("hcs-simd-bench-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let socket = dir.join("hcs.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_hcs-simd"))
-            .arg("--socket")
-            .arg(&socket)
-            .args(["--generation", "v2", "--sync", "--latency-ms", "0"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start hcs-simd");
-        let d = Daemon { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(c) = ClientDriver::connect(&socket) {
-                return (d, c);
-            }
-            assert!(Instant::now() < deadline, "hcs-simd did not start");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
 
     /// A raw echo peer: reads `req` bytes, answers `resp` bytes, until the stream closes.
     fn raw_peer(req: usize, resp: usize) -> UnixStream {
@@ -83,11 +47,6 @@ mod bench {
     fn raw_round_trip(s: &mut UnixStream, req: &[u8], resp: &mut [u8]) {
         s.write_all(req).expect("write");
         s.read_exact(resp).expect("read");
-    }
-
-    fn median(mut v: Vec<f64>) -> f64 {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
     }
 
     /// `rpc`: returns (ours ns, baseline ns, paired ratio).
@@ -292,7 +251,8 @@ mod bench {
         let quick = std::env::args().any(|a| a == "--quick-ratios");
         let scale = if quick { 1 } else { 5 };
         let began = Instant::now();
-        let (daemon, client) = start();
+        let daemon = Daemon::start("bench");
+        let client = daemon.client();
         let mut ok = true;
         let (o, b, r) = rpc(&client, 21 * scale, 200);
         let pass = r <= 2.0;

@@ -28,11 +28,15 @@
 //! CI (the figures are for a quiet machine; CI only compiles it).
 
 #[cfg(unix)]
+mod common;
+
+#[cfg(unix)]
 mod bench {
+    use super::common::{median, Daemon};
     use hcs::{System, Timeouts};
     use hcs_simd::ClientDriver;
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -41,66 +45,6 @@ mod bench {
     /// Targets.
     const LIST_TARGET_MS: f64 = 100.0;
     const EXEC_TARGET: f64 = 4.0;
-
-    /// The service under test: stopped with `SIGTERM` (then killed) and its directory removed
-    /// on drop.
-    struct Daemon {
-        child: Child,
-        dir: PathBuf,
-        socket: PathBuf,
-    }
-
-    impl Daemon {
-        fn start() -> Daemon {
-            let dir = std::env::temp_dir().join(format!("hcs-simd-scale-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("temp dir");
-            let socket = dir.join("hcs.sock");
-            let child = Command::new(env!("CARGO_BIN_EXE_hcs-simd"))
-                .arg("--socket")
-                .arg(&socket)
-                .args(["--generation", "v2", "--sync", "--latency-ms", "0"])
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start hcs-simd");
-            let d = Daemon { child, dir, socket };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while ClientDriver::connect(&d.socket).is_err() {
-                assert!(Instant::now() < deadline, "hcs-simd did not start");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            d
-        }
-
-        fn pid(&self) -> u32 {
-            self.child.id()
-        }
-
-        /// `SIGTERM`, then up to 10 s for a clean exit; whether it exited by itself.
-        fn stop(&mut self) -> bool {
-            let pid = rustix::process::Pid::from_child(&self.child);
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            false
-        }
-    }
-
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
 
     /// The release `hcsctl`: `$HCSCTL_BIN`, else `<target>/release/hcsctl`.
     fn hcsctl() -> PathBuf {
@@ -176,11 +120,6 @@ mod bench {
             ),
             Err(e) => println!("fd limit: cannot raise the soft RLIMIT_NOFILE {soft} ({needed} needed): {e}"),
         }
-    }
-
-    fn median(mut v: Vec<f64>) -> f64 {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
     }
 
     fn max(v: &[f64]) -> f64 {
@@ -399,7 +338,7 @@ mod bench {
         // Each client holds two descriptors here (its stream and the reader's clone) and one in
         // the service; the service runs in a child that inherits the limit.
         raise_nofile(2 * clients_n as u64 + 256);
-        let mut daemon = Daemon::start();
+        let mut daemon = Daemon::start("scale");
         let pid = daemon.pid();
         let socket = daemon.socket.clone();
         let mut ok = true;

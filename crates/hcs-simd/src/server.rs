@@ -510,7 +510,7 @@ impl Loop {
     fn read(&mut self, token: Token) {
         let buf = &mut self.buf;
         let mut frames = Vec::new();
-        let outcome: Result<bool, String> = {
+        let outcome: Result<(), String> = {
             let Some(conn) = self.conns.get_mut(&token) else {
                 return;
             };
@@ -539,7 +539,7 @@ impl Loop {
                             break Err(b);
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => break Err(format!("read failed: {e}")),
                 }
