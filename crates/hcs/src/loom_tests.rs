@@ -1,11 +1,12 @@
 //! `loom` models of the two concurrent cores: the notification registry (register / dispatch /
 //! unregister racing) and the per-object notification state (the exit latch: set once, every
-//! waiter wakes, none misses the wake-up; armed completions vs disarm).
+//! waiter wakes, none misses the wake-up; armed completions vs disarm; notifications held while a
+//! close unregisters, dropped or replayed in order).
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p hcs --lib --release loom`.
 
 use crate::hresult::HResult;
-use crate::notifier::{Follow, Notifier, Outcome};
+use crate::notifier::{Arrival, Follow, Notifier, Outcome};
 use crate::notify::{NotificationKind, Registry, Sink};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
@@ -64,6 +65,7 @@ fn fire_exit(n: &Notifier, status: u32) {
         NotificationKind::SystemExited,
         HResult(status),
         None,
+        Arrival::Live,
         &|sig| Some(Outcome::SystemExit(sig.clone())),
     );
 }
@@ -123,6 +125,7 @@ fn completion_goes_to_the_armed_operation_or_is_dropped_after_disarm() {
                 NotificationKind::SystemStartCompleted,
                 HResult(0),
                 None,
+                Arrival::Live,
                 &|_| None,
             )
         });
@@ -132,5 +135,58 @@ fn completion_goes_to_the_armed_operation_or_is_dropped_after_disarm() {
         let next = n.arm(NotificationKind::SystemStartCompleted);
         assert!(n.completion_of(next).is_none());
         n.disarm(next);
+    });
+}
+
+fn replay_exit(n: &Notifier, status: HResult) {
+    n.on_notification(
+        NotificationKind::SystemExited,
+        NotificationKind::SystemExited,
+        status,
+        None,
+        Arrival::Replayed,
+        &|sig| Some(Outcome::SystemExit(sig.clone())),
+    );
+}
+
+#[test]
+fn notifications_racing_a_successful_unregister_are_never_published() {
+    loom::model(|| {
+        let n = Arc::new(Notifier::new());
+        n.hold();
+        let n2 = n.clone();
+        let hcs = thread::spawn(move || fire_exit(&n2, 0));
+        n.mute();
+        hcs.join().unwrap();
+        assert!(n.exit_signal().is_none(), "held then dropped, or muted");
+    });
+}
+
+#[test]
+fn notifications_held_during_a_failed_unregister_are_replayed_in_order() {
+    loom::model(|| {
+        let n = Arc::new(Notifier::new());
+        n.hold();
+        let n2 = n.clone();
+        let hcs = thread::spawn(move || {
+            fire_exit(&n2, 0);
+            fire_exit(&n2, HResult::ERROR_VMCOMPUTE_UNEXPECTED_EXIT.0);
+        });
+        // The closer's replay loop (object::Registration::replay_held), racing the arrivals.
+        loop {
+            let batch = n.next_held();
+            if batch.is_empty() {
+                break;
+            }
+            for (_, status, _) in batch {
+                replay_exit(&n, status);
+            }
+        }
+        hcs.join().unwrap();
+        assert_eq!(
+            n.exit_signal().map(|s| s.status),
+            Some(HResult(0)),
+            "the first exit HCS sent is the one latched, whether held or not"
+        );
     });
 }

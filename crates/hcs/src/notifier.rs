@@ -76,6 +76,10 @@ struct Inner {
     /// is a late callback (the contract says none may come from the driver itself) and is
     /// dropped, as it will be once the registry entry is gone (design §3.3).
     muted: bool,
+    /// `Some` while a close's unregister is in flight: notifications are held here instead of
+    /// applied. The unregister's success drops them (they raced a close that won, or were late
+    /// already), its failure replays them in order, so the still-open object loses nothing.
+    held: Option<Vec<Held>>,
     outcome: Option<Arc<Outcome>>,
     /// Threads blocked on `Notifier::cv`.
     blocked: usize,
@@ -101,6 +105,18 @@ pub(crate) struct Notifier {
     /// that sets `Inner::outcome`).
     #[cfg(not(loom))]
     published: std::sync::OnceLock<(Arc<Outcome>, bool)>,
+}
+
+/// A notification held while a close unregisters (kind, status, payload).
+pub(crate) type Held = (NotificationKind, HResult, Option<String>);
+
+/// Where a notification passed to [`Notifier::on_notification`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// From the driver (through dispatch), now: held while a close unregisters.
+    Live,
+    /// Held earlier and replayed after a failed unregister: applied, never held again.
+    Replayed,
 }
 
 /// What the caller of [`Notifier::on_notification`] must do next.
@@ -149,12 +165,17 @@ impl Notifier {
         kind: NotificationKind,
         status: HResult,
         payload: Option<&str>,
+        arrival: Arrival,
         exit_outcome: &dyn Fn(&ExitSignal) -> Option<Outcome>,
     ) -> Follow {
         let mut follow = Follow::Nothing;
         let mut s = lock(&self.inner);
         if s.muted {
             tracing::debug!(%kind, "notification after the callback was unregistered: dropped");
+            return Follow::Nothing;
+        }
+        if let (Some(held), Arrival::Live) = (s.held.as_mut(), arrival) {
+            held.push((kind, status, payload.map(str::to_owned)));
             return Follow::Nothing;
         }
         if kind == track_exit {
@@ -272,14 +293,41 @@ impl Notifier {
         armed.result
     }
 
-    /// Marks the object closing (pending waits end with `Closed`), or clears the mark after a
-    /// failed close.
-    /// Drops (`true`) or again takes (`false`) every notification: set by a close between its
-    /// unregister and the end of its handle close (see `Inner::muted`).
-    pub(crate) fn set_muted(&self, muted: bool) {
-        lock(&self.inner).muted = muted;
+    /// Starts holding notifications (a close is about to unregister the callback).
+    pub(crate) fn hold(&self) {
+        lock(&self.inner).held = Some(Vec::new());
     }
 
+    /// The next held notifications to replay, oldest first, after an unregister that failed;
+    /// empty once none are left, and then holding has stopped. Notifications arriving while
+    /// the caller replays a batch are held behind it, so the order is kept.
+    pub(crate) fn next_held(&self) -> Vec<Held> {
+        let mut s = lock(&self.inner);
+        match s.held.as_mut() {
+            Some(h) if !h.is_empty() => std::mem::take(h),
+            _ => {
+                s.held = None;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Drops every notification from now on, and the held ones (the unregister succeeded:
+    /// whatever comes now is a late callback); returns how many held ones were dropped.
+    pub(crate) fn mute(&self) -> usize {
+        let mut s = lock(&self.inner);
+        s.muted = true;
+        s.held.take().map_or(0, |h| h.len())
+    }
+
+    /// Takes notifications again (a close failed after its unregister; the callback is
+    /// registered again).
+    pub(crate) fn unmute(&self) {
+        lock(&self.inner).muted = false;
+    }
+
+    /// Marks the object closing (pending waits end with `Closed`), or clears the mark after a
+    /// failed close.
     pub(crate) fn set_closing(&self, closing: bool) {
         let mut s = lock(&self.inner);
         s.closing = closing;
@@ -455,6 +503,7 @@ mod tests {
             kind,
             HResult(status),
             None,
+            Arrival::Live,
             &|_| None,
         );
         assert_eq!(f, Follow::Nothing);

@@ -22,6 +22,12 @@ pub(crate) trait Sink: Send + Sync {
     /// Delivers one notification. Must not block beyond a short state lock, must not call a
     /// driver, must not panic.
     fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>);
+
+    /// Applies a notification that was held while a close unregistered and is now replayed
+    /// (the unregister failed): like [`Sink::notify`], but never held again.
+    fn replay(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
+        self.notify(kind, status, payload)
+    }
 }
 
 const SHARDS: usize = 64;

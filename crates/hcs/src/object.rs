@@ -13,6 +13,8 @@ use crate::sync::{lock, Arc, Mutex};
 /// create's completion has somewhere to go) and the driver callback registered for it.
 pub(crate) struct Registration {
     ctx: NotifyContext,
+    /// The sink behind `ctx`, for replaying notifications held during a failed unregister.
+    sink: Arc<dyn Sink>,
     live: Mutex<bool>,
     callback: Mutex<Option<CallbackHandle>>,
 }
@@ -20,7 +22,8 @@ pub(crate) struct Registration {
 impl Registration {
     pub(crate) fn new(sink: Arc<dyn Sink>) -> Self {
         Registration {
-            ctx: notify::global().insert(sink),
+            ctx: notify::global().insert(sink.clone()),
+            sink,
             live: Mutex::new(true),
             callback: Mutex::new(None),
         }
@@ -44,6 +47,20 @@ impl Registration {
     /// The context while the registry entry exists; `None` once it was removed.
     pub(crate) fn live_context(&self) -> Option<NotifyContext> {
         lock(&self.live).then_some(self.ctx)
+    }
+
+    /// Replays, in order, the notifications `notifier` held while an unregister was in flight
+    /// (it failed, or the registration was already gone) and stops holding.
+    fn replay_held(&self, notifier: &Notifier) {
+        loop {
+            let batch = notifier.next_held();
+            if batch.is_empty() {
+                return;
+            }
+            for (kind, status, payload) in batch {
+                self.sink.replay(kind, status, payload.as_deref());
+            }
+        }
     }
 
     /// Removes the registry entry (idempotent); later notifications for it are dropped.
@@ -123,25 +140,37 @@ pub(crate) fn close<H: Copy>(
         notifier.set_closing(false);
         Err(e)
     };
-    // From the moment the callback is unregistered until the registry entry is removed, a
-    // notification is a late callback: HCS (or a driver) calling a registration that no longer
-    // exists. It must not publish anything (a stale or fabricated exit would be a lie), so the
-    // notifier is muted for that window and unmuted if the close fails and the callback is
-    // registered again.
+    // From the moment the unregister starts until the registry entry is removed, the id is
+    // still found, yet what arrives may be a late callback: HCS (or a driver) calling a
+    // registration that no longer exists. It must not publish anything (a stale or fabricated
+    // exit would be a lie). So notifications are held while the unregister runs: its success
+    // drops them and mutes the notifier (a notification that raced the unregister lost to the
+    // close, which publishes `Closed`; and one delivered just after the unregister returned
+    // cannot slip in before the mute), its failure replays them, so the object that stays
+    // open loses nothing. The notifier is unmuted if the handle close then fails and the
+    // callback is registered again.
     let cb = *lock(&reg.callback);
     let mut unregistered = false;
     if let Some(cb) = cb {
+        notifier.hold();
         match unregister(cb) {
             Ok(()) => {
                 unregistered = true;
-                notifier.set_muted(true);
+                let dropped = notifier.mute();
+                if dropped > 0 {
+                    tracing::debug!(dropped, "notifications that raced the unregister dropped");
+                }
             }
             // The registration is already gone (e.g. the service restarted): nothing is left
             // to unregister, and retrying cannot help.
             Err(e) if is_dead(&e) => {
+                reg.replay_held(notifier);
                 tracing::warn!(hresult = %e.code, "callback registration already gone at close")
             }
-            Err(e) => return fail(e),
+            Err(e) => {
+                reg.replay_held(notifier);
+                return fail(e);
+            }
         }
         *lock(&reg.callback) = None;
     }
@@ -154,7 +183,7 @@ pub(crate) fn close<H: Copy>(
             // registry entry was kept, and the callback this close unregistered is registered
             // again (without it, a wait on the still-open object would never end).
             if unregistered {
-                notifier.set_muted(false);
+                notifier.unmute();
                 match reregister(h, reg.ctx) {
                     Ok(cb) => *lock(&reg.callback) = Some(cb),
                     Err(r) => tracing::error!(hresult = %r.code,

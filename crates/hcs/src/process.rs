@@ -10,7 +10,7 @@ use crate::driver::{ApiGeneration, Driver, Failure, ProcessHandle};
 use crate::error::{Cause, Error, Result};
 use crate::guard::HandleCell;
 use crate::hresult::{sets, HResult};
-use crate::notifier::{Follow, Notifier, Outcome};
+use crate::notifier::{Arrival, Follow, Notifier, Outcome};
 use crate::notify::{NotificationKind, Sink};
 use crate::object::{self, Registration};
 use crate::stdio::{PipeReader, PipeWriter, Stdio};
@@ -76,8 +76,8 @@ pub(crate) struct ProcessInner {
 
 struct ProcessSink(Weak<ProcessInner>);
 
-impl Sink for ProcessSink {
-    fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
+impl ProcessSink {
+    fn deliver(&self, kind: NotificationKind, status: HResult, payload: Option<&str>, arrival: Arrival) {
         let Some(p) = self.0.upgrade() else { return };
         let exit_outcome = |sig: &crate::notifier::ExitSignal| {
             if sig.status.is_failure() {
@@ -103,6 +103,7 @@ impl Sink for ProcessSink {
             kind,
             status,
             payload,
+            arrival,
             &exit_outcome,
         ) {
             let weak = self.0.clone();
@@ -112,6 +113,15 @@ impl Sink for ProcessSink {
                 }
             });
         }
+    }
+}
+
+impl Sink for ProcessSink {
+    fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
+        self.deliver(kind, status, payload, Arrival::Live)
+    }
+    fn replay(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
+        self.deliver(kind, status, payload, Arrival::Replayed)
     }
 }
 

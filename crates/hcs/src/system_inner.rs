@@ -10,7 +10,7 @@ use crate::error::{Cause, Error, Result};
 use crate::guard::HandleCell;
 use crate::hresult::{sets, HResult};
 use crate::migration_events::EventHub;
-use crate::notifier::{Notifier, Outcome, PendingEnd};
+use crate::notifier::{Arrival, Notifier, Outcome, PendingEnd};
 use crate::notify::Sink;
 use crate::object::{self, Registration};
 use crate::sync::lock;
@@ -51,16 +51,29 @@ pub(crate) struct SystemInner {
 
 struct SystemSink(Arc<Notifier>, Arc<EventHub>);
 
-impl Sink for SystemSink {
-    fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
+impl SystemSink {
+    fn deliver(&self, kind: NotificationKind, status: HResult, payload: Option<&str>, arrival: Arrival) {
         if kind == NotificationKind::LiveMigration {
             self.1.push(payload);
             return;
         }
-        self.0
-            .on_notification(NotificationKind::SystemExited, kind, status, payload, &|sig| {
-                Some(Outcome::SystemExit(sig.clone()))
-            });
+        self.0.on_notification(
+            NotificationKind::SystemExited,
+            kind,
+            status,
+            payload,
+            arrival,
+            &|sig| Some(Outcome::SystemExit(sig.clone())),
+        );
+    }
+}
+
+impl Sink for SystemSink {
+    fn notify(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
+        self.deliver(kind, status, payload, Arrival::Live)
+    }
+    fn replay(&self, kind: NotificationKind, status: HResult, payload: Option<&str>) {
+        self.deliver(kind, status, payload, Arrival::Replayed)
     }
 }
 

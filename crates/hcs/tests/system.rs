@@ -688,6 +688,62 @@ fn late_callback_after_unregistration_is_a_noop() {
     );
 }
 
+/// A notification that arrives while the close's unregister is in flight may already be a
+/// late callback (one delivered just after the unregister returned raced the mute before
+/// notifications were held): once the unregister succeeds it publishes nothing.
+#[test]
+fn a_notification_racing_a_successful_unregister_publishes_nothing() {
+    let (fake, s) = system();
+    let ctx = fake.last_system_context().unwrap();
+    let gate = Gate::new();
+    fake.script(
+        Method::UnregisterComputeSystemCallback,
+        Answer::ok().blocking(gate.clone()),
+    );
+    let s = Arc::new(s);
+    let s2 = s.clone();
+    let closer = std::thread::spawn(move || s2.close());
+    assert!(gate.wait_entered(LONG));
+    assert!(
+        fake.fire(ctx, NotificationKind::SystemExited, 0u32, None),
+        "the registry entry is still there during the unregister"
+    );
+    gate.open();
+    closer.join().unwrap().unwrap();
+    assert!(s.exit_status().is_none(), "the raced exit was published");
+    assert!(s.wait().unwrap_err().is_already_closed());
+    fake.assert_no_leaks();
+}
+
+/// The same notification during an unregister that fails is kept and applied: the object stays
+/// open and must still hear its exit.
+#[test]
+fn a_notification_held_during_a_failed_unregister_is_applied() {
+    let (fake, s) = system();
+    let ctx = fake.last_system_context().unwrap();
+    let gate = Gate::new();
+    fake.script(
+        Method::UnregisterComputeSystemCallback,
+        Answer::fail(0x8000_4005_u32).blocking(gate.clone()),
+    );
+    let s = Arc::new(s);
+    let s2 = s.clone();
+    let closer = std::thread::spawn(move || s2.close());
+    assert!(gate.wait_entered(LONG));
+    assert!(s.exit_status().is_none());
+    assert!(fake.fire(ctx, NotificationKind::SystemExited, 0u32, None));
+    assert!(
+        s.exit_status().is_none(),
+        "held while the unregister runs, not applied yet"
+    );
+    gate.open();
+    closer.join().unwrap().unwrap_err();
+    assert!(s.exit_status().is_some(), "the held exit was lost");
+    s.wait_timeout(ms(2000)).expect("the open object heard its exit");
+    s.close().unwrap();
+    fake.assert_no_leaks();
+}
+
 #[test]
 fn unknown_and_untracked_notifications_are_ignored() {
     let (fake, s) = system();
