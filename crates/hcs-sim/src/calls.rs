@@ -89,6 +89,9 @@ impl Simulator {
         argument: &str,
         f: impl FnOnce(&Model) -> R,
     ) -> R {
+        // Dropped last, after every lock the call took: runs what the call made due when
+        // `inline_deliveries` is on.
+        let _inline = self.engine.inline_scope();
         let recording = self.engine.recorder.on();
         let system = match (recording, system, handle) {
             (false, _, _) => None,

@@ -165,6 +165,14 @@ pub struct SimConfig {
     /// system, with the simulator, and with the process that owns the simulator. If the
     /// supervisor cannot be started, the simulator warns and falls back to direct spawns.
     pub supervisor: Option<SupervisorProgram>,
+    /// Runs the tasks a call makes due at once (zero-latency notifications, with the fault
+    /// plan's zero-delay extras) on the calling thread when the call ends, before it returns,
+    /// instead of waking the service thread for them; order is kept (one runner at a time, in
+    /// queue order), and when the service thread is running tasks already it gets them as
+    /// before. Off by default: HCS never calls back on the thread of a call, and a lifecycle
+    /// using this simulator in process is tested against that. A service that only forwards
+    /// notifications (`hcs-simd`) turns it on to spare a thread hand-off per notification.
+    pub inline_deliveries: bool,
 }
 
 impl Default for SimConfig {
@@ -189,6 +197,7 @@ impl Default for SimConfig {
             reap_interval: Duration::from_millis(2),
             faults: FaultPlan::default(),
             supervisor: None,
+            inline_deliveries: false,
         }
     }
 }
@@ -234,6 +243,12 @@ impl SimConfig {
     /// Sets the initial fault plan.
     pub fn faults(mut self, plan: FaultPlan) -> Self {
         self.faults = plan;
+        self
+    }
+    /// Delivers zero-latency notifications on the calling thread at the end of the call (see
+    /// the `inline_deliveries` field).
+    pub fn inline_deliveries(mut self, on: bool) -> Self {
+        self.inline_deliveries = on;
         self
     }
     /// Runs each system's host processes under a supervisor started from `program` (see the

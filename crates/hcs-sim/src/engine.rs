@@ -18,11 +18,35 @@ use hcs::{
     ApiGeneration, Failure, HResult, Method, NotificationKind, NotifyContext, ProcessHandle, SystemHandle,
 };
 use hcs_schema::{ProcessStatus, SystemExitStatus};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+thread_local! {
+    /// How many simulator calls with inline deliveries this thread is inside (see
+    /// [`Engine::inline_scope`]).
+    static INLINE_CALLS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// A call in progress on this thread, for [`SimConfig::inline_deliveries`]: dropping the
+/// outermost one runs the tasks the call made due.
+pub(crate) struct InlineScope<'a>(Option<&'a Arc<Engine>>);
+
+impl Drop for InlineScope<'_> {
+    fn drop(&mut self) {
+        let Some(engine) = self.0 else { return };
+        let depth = INLINE_CALLS.with(|c| {
+            let d = c.get().saturating_sub(1);
+            c.set(d);
+            d
+        });
+        if depth == 0 {
+            engine.run_due_here();
+        }
+    }
+}
 
 /// A `block` gate of the fault plan: released or not, and how many calls wait on it.
 #[derive(Debug, Default)]
@@ -99,6 +123,12 @@ pub(crate) struct Engine {
     pub(crate) gate_cv: Condvar,
     /// The timer queue the service thread runs.
     pub(crate) sched: Scheduler,
+    /// Held by whoever runs queued tasks (the service thread, or a caller running its own due
+    /// tasks with `inline`), so that tasks run one at a time in queue order.
+    run_lock: Mutex<()>,
+    /// `SimConfig::inline_deliveries`: zero-delay tasks queued during a call run on the
+    /// calling thread when the call ends.
+    inline: bool,
     /// The host children the service thread reaps.
     pub(crate) reaper: Reaper,
     /// The service thread's start and wake-up.
@@ -139,6 +169,8 @@ impl Engine {
             gates: Mutex::new(HashMap::new()),
             gate_cv: Condvar::new(),
             sched: Scheduler::default(),
+            run_lock: Mutex::new(()),
+            inline: config.inline_deliveries,
             reaper: Reaper::new(config.supervisor),
             service: Service::default(),
             shutdown: AtomicBool::new(false),
@@ -146,10 +178,41 @@ impl Engine {
         }
     }
 
-    /// Queues `task` to run `delay` from now on the service thread (starting or waking it).
+    /// Queues `task` to run `delay` from now on the service thread (starting or waking it),
+    /// or, with `inline` and no delay inside a call, when that call ends ([`InlineScope`]).
     pub(crate) fn schedule(self: &Arc<Self>, delay: Duration, task: Task) {
         self.sched.push(delay, task);
+        if self.inline && delay.is_zero() && INLINE_CALLS.with(Cell::get) > 0 {
+            return;
+        }
         self.service.poke(self);
+    }
+
+    /// Marks the calling thread as inside a call until the scope is dropped; with `inline`,
+    /// the drop of the outermost scope runs the tasks due by then (create it before the call
+    /// takes any lock, so that it is dropped after all of them are released).
+    pub(crate) fn inline_scope(self: &Arc<Self>) -> InlineScope<'_> {
+        if !self.inline {
+            return InlineScope(None);
+        }
+        INLINE_CALLS.with(|c| c.set(c.get() + 1));
+        InlineScope(Some(self))
+    }
+
+    /// Runs the due tasks on this thread, unless another runner (the service thread) is at it:
+    /// then it is poked, so that it looks at the queue again before it sleeps.
+    fn run_due_here(self: &Arc<Self>) {
+        let _runner = match self.run_lock.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.service.poke(self);
+                return;
+            }
+        };
+        while let Some(task) = self.sched.pop_due(Instant::now()) {
+            self.run_task(task);
+        }
     }
 
     /// Hands a spawned host child of process `proc` of system `sys` to the reaper (starting or
@@ -1238,6 +1301,7 @@ impl Work for Engine {
         self.sched.next_due()
     }
     fn run_due(self: &Arc<Self>, now: Instant) -> bool {
+        let _runner = lock(&self.run_lock);
         match self.sched.pop_due(now) {
             Some(task) => {
                 self.run_task(task);

@@ -323,3 +323,66 @@ fn process_exit_goes_to_every_process_registration_with_a_process_status() {
     sim.close_compute_system(h).unwrap();
     sim.assert_no_leaks();
 }
+
+/// `inline_deliveries` (what `hcs-simd` runs with): a zero-latency notification a call makes
+/// is delivered on the calling thread before the call returns; without it (the default), by
+/// the simulator's service thread. Delays still go through the service thread, and order is
+/// kept either way (the process's exit, then its system's).
+#[test]
+fn inline_deliveries_run_a_calls_zero_latency_notifications_on_its_thread_before_it_returns() {
+    for inline in [true, false] {
+        let sim = Simulator::new(
+            scripted()
+                .all_sync()
+                .latency(Duration::ZERO)
+                .inline_deliveries(inline),
+        );
+        let (sr, pr) = (Recorder::new(), Recorder::new());
+        let h = sim
+            .create_compute_system("i", &container("o"), sr.ctx())
+            .unwrap()
+            .value;
+        let cb = sim.register_compute_system_callback(h, sr.ctx()).unwrap();
+        sim.start_compute_system(h, "", sr.ctx()).unwrap();
+        let (p, _) = sim
+            .create_process(h, &params("svc", false, false, false))
+            .unwrap()
+            .value;
+        let pc = sim.register_process_callback(p, pr.ctx()).unwrap();
+        sim.terminate_compute_system(h, "").unwrap();
+        if inline {
+            let (pe, se) = (pr.events(), sr.events());
+            assert_eq!(
+                pe.len(),
+                1,
+                "the process's exit was delivered before terminate returned"
+            );
+            assert_eq!(
+                se.len(),
+                1,
+                "the system's exit was delivered before terminate returned"
+            );
+            assert_eq!(pe[0].kind, NotificationKind::ProcessExited);
+            assert_eq!(se[0].kind, NotificationKind::SystemExited);
+            for e in pe.iter().chain(&se) {
+                assert_eq!(
+                    e.thread,
+                    std::thread::current().id(),
+                    "{:?} on the caller's thread",
+                    e.kind
+                );
+            }
+        } else {
+            let se = sr
+                .wait(NotificationKind::SystemExited, FIVE_SECONDS)
+                .expect("the system's exit");
+            assert_ne!(se.thread, std::thread::current().id(), "from the service thread");
+            assert!(pr.wait(NotificationKind::ProcessExited, FIVE_SECONDS).is_some());
+        }
+        sim.unregister_process_callback(pc).unwrap();
+        sim.close_process(p).unwrap();
+        sim.unregister_compute_system_callback(cb).unwrap();
+        sim.close_compute_system(h).unwrap();
+        sim.assert_no_leaks();
+    }
+}

@@ -88,10 +88,24 @@ struct State {
     /// Callback handle → its context.
     callbacks: HashMap<u64, u64>,
     /// Contexts with pending operations whose completion has not arrived, with their count.
-    pending: HashMap<u64, usize>,
+    /// A completion can arrive before its call's pending reply (the service writes a
+    /// notification as soon as it is made), so a count may go below zero for a moment; an
+    /// entry is removed when it reaches zero either way.
+    pending: HashMap<u64, i64>,
     /// A thread holds the reader role (only that thread touches [`Inner::reader`] and reads
     /// the socket).
     reading: bool,
+}
+
+impl State {
+    /// Counts `n` more pending operations on `ctx` (a pending reply: 1; a completion: -1).
+    fn pending_added(&mut self, ctx: u64, n: i64) {
+        let count = self.pending.entry(ctx).or_default();
+        *count += n;
+        if *count == 0 {
+            self.pending.remove(&ctx);
+        }
+    }
 }
 
 /// The reading side of the connection, used only by the holder of the reader role.
@@ -370,7 +384,7 @@ impl ClientDriver {
     fn pending_capable(&self, ctx: NotifyContext, call: Call) -> DriverResult<()> {
         let r = self.unit(call)?;
         if r.pending {
-            *lock(&self.inner.state).pending.entry(ctx.raw()).or_default() += 1;
+            lock(&self.inner.state).pending_added(ctx.raw(), 1);
         }
         Ok(r)
     }
@@ -656,7 +670,7 @@ impl Inner {
             st.reading = false;
             let waiting = std::mem::take(&mut st.waiting);
             let mut contexts: Vec<u64> = st.callbacks.values().copied().collect();
-            contexts.extend(st.pending.keys().copied());
+            contexts.extend(st.pending.iter().filter(|(_, n)| **n > 0).map(|(c, _)| *c));
             contexts.sort_unstable();
             contexts.dedup();
             (waiting, contexts)
@@ -740,13 +754,7 @@ fn handle_frame(inner: &Inner, frame: ServerFrame, fds: &mut VecDeque<OwnedFd>) 
         } => {
             let kind = decode_kind(kind);
             if kind.is_completion() {
-                let mut st = lock(&inner.state);
-                if let Some(n) = st.pending.get_mut(&ctx) {
-                    *n -= 1;
-                    if *n == 0 {
-                        st.pending.remove(&ctx);
-                    }
-                }
+                lock(&inner.state).pending_added(ctx, -1);
             }
             hcs::dispatch(ctx, kind, HResult(status), payload.as_deref());
             Ok(())
@@ -784,7 +792,7 @@ impl Driver for ClientDriver {
         })?;
         let h = SystemHandle::new(r.value).ok_or_else(|| protocol_error(&"a zero system handle"))?;
         if r.pending {
-            *lock(&self.inner.state).pending.entry(ctx.raw()).or_default() += 1;
+            lock(&self.inner.state).pending_added(ctx.raw(), 1);
         }
         Ok(reply(h, r.document, r.pending))
     }

@@ -101,7 +101,10 @@ pub fn ping(name: &str, args: &DaemonArgs) -> i32 {
 /// supervisor names its service in `ps`.
 pub fn serve(name: &str, args: &DaemonArgs, supervisor_args: &[&str]) -> i32 {
     let socket = args.socket_path();
-    let mut sim = SimConfig::default();
+    // The service forwards notifications to its clients' sockets: zero-latency ones are written
+    // by the thread whose call made them (before its reply), not handed to the engine's
+    // service thread first.
+    let mut sim = SimConfig::default().inline_deliveries(true);
     if args.generation == Generation::V2 {
         sim = sim.generation(ApiGeneration::V2);
     }

@@ -103,7 +103,8 @@ fn has_rules(plan: &FaultPlan) -> bool {
 /// sparing two thread hand-offs. They only read the engine's state or register a callback,
 /// except `Terminate`: a forced stop signals the system's processes without waiting
 /// (`kill(2)`, or a non-blocking write to its supervisor's link: `Supervisor::send_now`), and
-/// its exit notification is queued for the engine's service thread. Everything else (spawns,
+/// the exit notification of a system left without processes is written by the loop itself,
+/// ahead of the reply (the daemon's simulator runs with `inline_deliveries`). Everything else (spawns,
 /// graceful stops, process signals, closes that drain deliveries, controls) runs on the worker
 /// pool.
 fn runs_inline(call: &Call) -> bool {
@@ -415,7 +416,7 @@ impl Loop {
                     }
                     token => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.read(token);
+                            self.read(token, ev.is_read_closed() || ev.is_error());
                         }
                         if ev.is_writable() {
                             self.flush(token);
@@ -502,12 +503,19 @@ impl Loop {
         }
     }
 
-    /// Reads what the client sent and serves its frames. Reads until the socket would block
-    /// (the registration is edge-triggered). A shorter read than the buffer is not taken as
-    /// "everything": a Unix stream read also stops where the queued bytes change sender
-    /// credentials or carry descriptors (a client that sends some, or a connection written by
-    /// two processes), and bytes left there would raise no new edge.
-    fn read(&mut self, token: Token) {
+    /// Reads what the client sent and serves its frames. The registration is edge-triggered,
+    /// so the read must not stop while bytes are left: it goes on until the socket would
+    /// block, or until a read comes back shorter than the buffer *without* descriptors. A
+    /// Unix stream read returns short only when the queue is empty, after bytes that carried
+    /// descriptors (which this side never accepts: they are dropped, and `MSG_CTRUNC` says
+    /// so), or where the sender's credentials change (only with `SO_PASSCRED`, which the
+    /// service does not set). The rule spares the call that would only say `EAGAIN`, which
+    /// sits between a request's arrival and its service. It is off when the event also said
+    /// the peer closed or failed (`closing`): the end of stream after the last bytes raises no
+    /// new edge either, so the read goes on to it. Tests:
+    /// `frames.rs::bytes_that_carry_descriptors_are_still_read_to_the_end` and the bad frames
+    /// followed by a shutdown in `each_kind_of_bad_frame_closes_only_its_connection_with_a_logged_reason`.
+    fn read(&mut self, token: Token, closing: bool) {
         let buf = &mut self.buf;
         let mut frames = Vec::new();
         let outcome: Result<(), String> = {
@@ -515,14 +523,14 @@ impl Loop {
                 return;
             };
             loop {
-                match (&conn.shared.stream).read(buf) {
-                    Ok(0) => {
+                match recv(&conn.shared.stream, buf) {
+                    Ok((0, _)) => {
                         break match conn.decoder.finish() {
                             Ok(()) => Err(String::new()),
                             Err(e) => Err(e.to_string()),
                         }
                     }
-                    Ok(n) => {
+                    Ok((n, truncated)) => {
                         conn.decoder.push(&buf[..n]);
                         let mut bad = None;
                         loop {
@@ -537,6 +545,9 @@ impl Loop {
                         }
                         if let Some(b) = bad {
                             break Err(b);
+                        }
+                        if n < buf.len() && !truncated && !closing {
+                            break Ok(()); // the queue is empty (see above)
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
@@ -743,6 +754,19 @@ impl Loop {
 }
 
 /// Writes `bytes`, attaching `fds` (if any) to the first byte.
+/// Reads into `buf` without blocking; returns the byte count and whether descriptors came
+/// with the bytes (and were dropped: `MSG_CTRUNC`, as no room is given for them).
+fn recv(stream: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    let mut control = rustix::net::RecvAncillaryBuffer::default();
+    let r = rustix::net::recvmsg(
+        stream,
+        &mut [io::IoSliceMut::new(buf)],
+        &mut control,
+        rustix::net::RecvFlags::DONTWAIT | rustix::net::RecvFlags::CMSG_CLOEXEC,
+    )?;
+    Ok((r.bytes, r.flags.contains(rustix::net::ReturnFlags::CTRUNC)))
+}
+
 fn send(stream: &UnixStream, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
     let flags = rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT;
     if fds.is_empty() {

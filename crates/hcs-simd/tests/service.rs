@@ -566,3 +566,48 @@ fn a_context_made_for_a_call_in_flight_is_not_pruned_by_another_call() {
     sys.wait_timeout(LIMIT).expect("wait");
     sys.close().expect("close");
 }
+
+/// A pending call's completion can reach the client before the call's "pending" reply (the
+/// service writes a zero-latency notification from the thread that made it, ahead of the
+/// reply). The operation is still over: when the service then goes away, its context (which
+/// registered no callback) is not told of a disconnect as if it still waited.
+#[test]
+fn a_completion_ahead_of_its_pending_reply_leaves_nothing_pending() {
+    use hcs::notify::Subscription;
+    use hcs::{Driver, NotificationKind};
+    use std::sync::Mutex;
+    let mut daemon = Daemon::start(&["--latency-ms", "0"]);
+    let client = daemon.client();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let sub = Subscription::new(move |kind, _, _| s2.lock().unwrap().push(kind));
+    let created = client
+        .create_compute_system("ahead", &config(false), sub.context())
+        .expect("create");
+    assert!(created.pending, "V1 without --sync: create answers pending");
+    let deadline = Instant::now() + LIMIT;
+    while !seen
+        .lock()
+        .unwrap()
+        .contains(&NotificationKind::SystemCreateCompleted)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no completion: {:?}",
+            seen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    daemon.kill9();
+    let deadline = Instant::now() + LIMIT;
+    while client.is_connected() {
+        assert!(Instant::now() < deadline, "the client did not see the service go");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![NotificationKind::SystemCreateCompleted],
+        "a context with nothing pending and no callback hears no disconnect"
+    );
+}
