@@ -38,6 +38,13 @@ struct ProcRow {
     created: SystemTime,
 }
 
+/// What the locked part of a properties query found: the finished answer (no property types
+/// asked for), or the basic document with what the rest needs (read outside the lock).
+enum Basic {
+    Done(String),
+    More(Value, Vec<String>, Vec<ProcRow>, Option<(Instant, SystemTime)>),
+}
+
 struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for CaptureWriter {
@@ -307,7 +314,7 @@ impl Driver for Model {
 
     fn get_compute_system_properties(&self, system: SystemHandle, query: &str) -> DriverResult<String> {
         let sh = &self.engine;
-        let (mut doc, types, procs, started) = sh.with_system(Method::GetComputeSystemProperties, system, |st, sys, _| {
+        let basic = sh.with_system(Method::GetComputeSystemProperties, system, |st, sys, _| {
             let v = parse_json(query, sh.generation, "property query")?;
             let mut types = Vec::new();
             match v.get("PropertyTypes") {
@@ -328,13 +335,24 @@ impl Driver for Model {
                 Some(_) => return Err(codes::failure(codes::INVALID_ARG, "PropertyTypes must be an array")),
             }
             let s = st.systems.get(&sys).ok_or_else(bad_handle)?;
+            if types.is_empty() {
+                // The common query (no property types): the typed document printed directly,
+                // without an intermediate `Value` map.
+                let text = serde_json::to_string(&crate::documents::basic_container_properties(s))
+                    .map_err(|e| codes::failure(codes::INVALID_ARG, e.to_string()))?;
+                return Ok(Basic::Done(text));
+            }
             let mut doc = basic_properties(s);
             if types.iter().any(|t| t == "Memory") {
                 doc["Memory"] = json!({ "SizeInMB": s.memory_mb });
             }
             let procs = process_rows(sh, st, sys);
-            Ok((doc, types, procs, s.started))
+            Ok(Basic::More(doc, types, procs, s.started))
         })?;
+        let (mut doc, types, procs, started) = match basic {
+            Basic::Done(text) => return Ok(Reply::done(text)),
+            Basic::More(doc, types, procs, started) => (doc, types, procs, started),
+        };
         // /proc is read outside the state lock.
         let stats: Vec<_> = procs
             .iter()
