@@ -188,6 +188,16 @@ impl Engine {
         self.service.poke(self);
     }
 
+    /// Runs once the engine is in its `Arc`. With `inline` the service thread is started now:
+    /// the callers run most due tasks themselves, so it would otherwise start at whatever moment
+    /// first needs it (a task a caller could not take), and a service's thread count would
+    /// change under load.
+    pub(crate) fn started(self: &Arc<Self>) {
+        if self.inline {
+            self.service.poke(self);
+        }
+    }
+
     /// Marks the calling thread as inside a call until the scope is dropped; with `inline`,
     /// the drop of the outermost scope runs the tasks due by then (create it before the call
     /// takes any lock, so that it is dropped after all of them are released).

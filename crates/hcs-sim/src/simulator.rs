@@ -117,6 +117,7 @@ impl Simulator {
     pub fn try_new(config: SimConfig) -> Result<Arc<Simulator>, PlanError> {
         config.faults.validate()?;
         let engine = Arc::new(Engine::new(config));
+        engine.started();
         Ok(Arc::new(Simulator {
             model: Model {
                 engine: Arc::clone(&engine),
