@@ -544,6 +544,11 @@ fn run_on(sim: &Arc<Simulator>, s: &Scenario, log: &mut Vec<String>) {
         log.push(format!("{step:?} -> {outcome}"));
     }
 
+    // What the objects report, read *before* the ground truth: the model records an exit
+    // before it sends the notification, so an exit reported by then is in the truth taken
+    // after it. (Read the other way round, a process exiting between the two reads showed as
+    // "reports exit code 0 but is still running".)
+    let reported: Vec<_> = procs.iter().map(|p| p.object.exit()).collect();
     // Ground truth before anything is closed (the model forgets what nobody can reach).
     let truth_system = sim.system_info(id);
     let system_rewritten = s.plan.rules.iter().any(|r| {
@@ -560,8 +565,8 @@ fn run_on(sim: &Arc<Simulator>, s: &Scenario, log: &mut Vec<String>) {
     };
 
     // Exit codes: a known code is the real one, never a clean 0 for an unclean exit.
-    for p in &procs {
-        if let Some(ExitCode::Code(code)) = p.object.exit() {
+    for (p, exit) in procs.iter().zip(reported) {
+        if let Some(ExitCode::Code(code)) = exit {
             let scripted = COMMANDS
                 .iter()
                 .find(|(c, _)| *c == p.command)
