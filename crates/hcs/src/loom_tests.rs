@@ -60,12 +60,16 @@ fn registry_ids_are_unique_across_concurrent_registrations() {
 }
 
 fn fire_exit(n: &Notifier, status: u32) {
+    exit_arrives(n, HResult(status), Arrival::Live);
+}
+
+fn exit_arrives(n: &Notifier, status: HResult, arrival: Arrival) {
     n.on_notification(
         NotificationKind::SystemExited,
         NotificationKind::SystemExited,
-        HResult(status),
+        status,
         None,
-        Arrival::Live,
+        arrival,
         &|sig| Some(Outcome::SystemExit(sig.clone())),
     );
 }
@@ -138,17 +142,6 @@ fn completion_goes_to_the_armed_operation_or_is_dropped_after_disarm() {
     });
 }
 
-fn replay_exit(n: &Notifier, status: HResult) {
-    n.on_notification(
-        NotificationKind::SystemExited,
-        NotificationKind::SystemExited,
-        status,
-        None,
-        Arrival::Replayed,
-        &|sig| Some(Outcome::SystemExit(sig.clone())),
-    );
-}
-
 #[test]
 fn notifications_racing_a_successful_unregister_are_never_published() {
     loom::model(|| {
@@ -179,7 +172,7 @@ fn notifications_held_during_a_failed_unregister_are_replayed_in_order() {
                 break;
             }
             for (_, status, _) in batch {
-                replay_exit(&n, status);
+                exit_arrives(&n, status, Arrival::Replayed);
             }
         }
         hcs.join().unwrap();
