@@ -67,3 +67,109 @@ fn every_cargo_fuzz_target_calls_the_body_of_the_same_name() {
         );
     }
 }
+
+/// The `simd_frames` seeds, built from the protocol types of this build: each is a chunk size
+/// (the target's first byte), then frames (whole, or cut or oversized on purpose).
+#[cfg(unix)]
+fn simd_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use hcs_simd::protocol::{
+        encode, Call, CallResult, ClientFrame, Generation, ServerFrame, Value, MAGIC, MAX_FRAME,
+        PROTOCOL_VERSION,
+    };
+    let hello = encode(&ClientFrame::Hello {
+        magic: MAGIC.into(),
+        version: PROTOCOL_VERSION,
+    })
+    .expect("encode");
+    let create = encode(&ClientFrame::Call {
+        id: 1,
+        call: Call::Create {
+            id: "demo".into(),
+            configuration: r#"{"SchemaVersion":{"Major":2,"Minor":1},"Container":{}}"#.into(),
+            ctx: 7,
+        },
+    })
+    .expect("encode");
+    let stats = encode(&ClientFrame::Call {
+        id: 9,
+        call: Call::Stats,
+    })
+    .expect("encode");
+    let reply_err = encode(&ServerFrame::Reply {
+        id: 4,
+        result: CallResult::Err {
+            code: 0x8007_0006,
+            document: Some(r#"{"Error":-2147024890,"ErrorMessage":"The handle is invalid."}"#.into()),
+        },
+    })
+    .expect("encode");
+    let reply_process = encode(&ServerFrame::Reply {
+        id: 4,
+        result: CallResult::Ok {
+            value: Value::Process {
+                handle: Some(3),
+                pid: 1,
+                stdin: false,
+                stdout: true,
+                stderr: false,
+            },
+            document: None,
+            pending: false,
+        },
+    })
+    .expect("encode");
+    let welcome = encode(&ServerFrame::Welcome {
+        version: PROTOCOL_VERSION,
+        generation: Generation::V2,
+        pid: 42,
+    })
+    .expect("encode");
+    let notify = encode(&ServerFrame::Notify {
+        ctx: 7,
+        kind: 1,
+        status: 0,
+        payload: Some(r#"{"Status":0,"ExitType":"ForcedExit"}"#.into()),
+    })
+    .expect("encode");
+    let mut oversized = ((MAX_FRAME as u32) + 1).to_le_bytes().to_vec();
+    oversized.extend_from_slice(&[0, 1, 2]);
+    let seed = |step: u8, parts: &[&[u8]]| {
+        let mut v = vec![step];
+        for p in parts {
+            v.extend_from_slice(p);
+        }
+        v
+    };
+    vec![
+        ("hello", seed(7, &[&hello])),
+        ("hello_then_call", seed(3, &[&hello, &create])),
+        ("oversized", seed(4, &[&oversized])),
+        ("reply_err", seed(1, &[&reply_err])),
+        ("reply_process", seed(11, &[&reply_process])),
+        ("stats_call", seed(64, &[&stats])),
+        ("truncated", seed(2, &[&hello[..hello.len() - 3]])),
+        ("welcome_notify", seed(5, &[&welcome, &notify])),
+    ]
+}
+
+/// The committed `simd_frames` seeds are the frames this build speaks (a protocol change that
+/// left them stale would leave the fuzzer starting from bytes the decoder refuses at once).
+/// `HCS_FUZZ_WRITE_SEEDS=1 cargo test -p hcs-fuzz --test corpus` rewrites them.
+#[cfg(unix)]
+#[test]
+fn the_simd_frames_seeds_are_frames_of_this_protocol_version() {
+    let dir = fuzz_dir().join("corpus").join("simd_frames");
+    let write = std::env::var_os("HCS_FUZZ_WRITE_SEEDS").is_some();
+    for (name, bytes) in simd_seeds() {
+        let path = dir.join(name);
+        if write {
+            std::fs::write(&path, &bytes).expect("write a seed");
+        }
+        let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            committed == bytes,
+            "{} is not the frames of this protocol version; rewrite the seeds with HCS_FUZZ_WRITE_SEEDS=1 cargo test -p hcs-fuzz --test corpus",
+            path.display()
+        );
+    }
+}

@@ -266,7 +266,10 @@ impl ClientDriver {
     /// Replaces the service's fault plan (an `hcs_sim::FaultPlan` as JSON; rules that name a
     /// system id apply to that system only).
     pub fn set_fault_plan(&self, plan: serde_json::Value) -> Result<(), Failure> {
-        self.unit(Call::SetFaultPlan { plan }).map(|_| ())
+        self.unit(Call::SetFaultPlan {
+            plan: plan.to_string(),
+        })
+        .map(|_| ())
     }
 
     /// Removes every fault rule of the service.
@@ -317,7 +320,9 @@ impl ClientDriver {
             st.waiting.insert(id, tx);
             id
         };
-        let bytes = match encode(&ClientFrame::Call { id, call }) {
+        let frame = ClientFrame::Call { id, call };
+        tracing::trace!(?frame, "hcs-simd client: frame out");
+        let bytes = match encode(&frame) {
             Ok(b) => b,
             Err(e) => {
                 lock(&self.inner.state).waiting.remove(&id);
@@ -724,6 +729,7 @@ fn watch(inner: &Inner) {
 }
 
 fn handle_frame(inner: &Inner, frame: ServerFrame, fds: &mut VecDeque<OwnedFd>) -> Result<(), String> {
+    tracing::trace!(?frame, "hcs-simd client: frame in");
     match frame {
         ServerFrame::Reply { id, result } => {
             let n = match &result {

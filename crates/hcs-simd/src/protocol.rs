@@ -1,16 +1,22 @@
 //! The wire protocol between `hcs-simd` and its clients (`docs/hcs-simd-protocol.md` is the
 //! prose version): length-prefixed frames (a 4-byte little-endian length, then that many bytes
-//! of one JSON object), at most [`MAX_FRAME`] bytes each, a versioned handshake
-//! ([`ClientFrame::Hello`] / [`ServerFrame::Welcome`]), then calls tagged with a client-chosen
-//! id and answered by id, and notifications the service sends whenever they happen. Process
-//! stdio travels as file descriptors (`SCM_RIGHTS`) attached to the first byte of the reply
-//! that announces them. This module only encodes and decodes; it does no I/O.
+//! of one frame in the `postcard` encoding of the types below), at most [`MAX_FRAME`] bytes
+//! each, a versioned handshake ([`ClientFrame::Hello`] / [`ServerFrame::Welcome`]), then calls
+//! tagged with a client-chosen id and answered by id, and notifications the service sends
+//! whenever they happen. Process stdio travels as file descriptors (`SCM_RIGHTS`) attached to
+//! the first byte of the reply that announces them. This module only encodes and decodes; it
+//! does no I/O.
+//!
+//! The encoding is positional: a variant is its index in declaration order, a struct its
+//! fields in order. New variants go at the end of an enum; `Hello` (the first client variant)
+//! and `Welcome` and `Refused` (the first two service variants) keep their index and fields in
+//! every version, so that a peer of another version is still told so.
 
 use hcs::{HResult, NotificationKind};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks; a [`ClientFrame::Hello`] with another is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The magic string of the handshake (guards against a client of another service).
 pub const MAGIC: &str = "hcs-simd";
@@ -23,7 +29,6 @@ pub const PREFIX: usize = 4;
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "t", deny_unknown_fields)]
 pub enum ClientFrame {
     /// The first frame of every connection, and only the first.
     Hello {
@@ -43,7 +48,6 @@ pub enum ClientFrame {
 
 /// What the service sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "t", deny_unknown_fields)]
 pub enum ServerFrame {
     /// The handshake was accepted.
     Welcome {
@@ -115,7 +119,6 @@ impl From<Generation> for hcs::ApiGeneration {
 /// connection that obtained them; `ctx` is the client's own callback context) or a control
 /// request of the service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", deny_unknown_fields)]
 #[allow(missing_docs)] // the fields are the driver method's parameters, named alike
 pub enum Call {
     /// `HcsEnumerateComputeSystems`.
@@ -176,9 +179,9 @@ pub enum Call {
     ModifyServiceSettings { settings: String },
     /// `Driver::cancel_pending` for the client context `ctx` (`kind` as [`encode_kind`]).
     CancelPending { ctx: u64, kind: u32 },
-    /// Control: replaces the service's fault plan (`hcs_sim::FaultPlan` JSON; rules may name
-    /// a system id, which is how a plan targets one system).
-    SetFaultPlan { plan: serde_json::Value },
+    /// Control: replaces the service's fault plan (the JSON text of an `hcs_sim::FaultPlan`;
+    /// rules may name a system id, which is how a plan targets one system).
+    SetFaultPlan { plan: String },
     /// Control: removes every fault rule.
     ClearFaults,
     /// Control: releases the calls held at fault gate `gate`.
@@ -195,7 +198,6 @@ pub enum Call {
 
 /// The answer to a call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "r", deny_unknown_fields)]
 pub enum CallResult {
     /// Success, or pending.
     Ok {
@@ -217,7 +219,6 @@ pub enum CallResult {
 
 /// The output of a successful call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "v", deny_unknown_fields)]
 pub enum Value {
     /// Nothing.
     Unit,
@@ -329,23 +330,31 @@ pub enum FrameError {
     Truncated(usize),
 }
 
-/// Encodes one frame: length prefix and JSON body. Fails only when the body would exceed
-/// [`MAX_FRAME`].
+/// Encodes one frame: length prefix and `postcard` body. Fails only when the body would
+/// exceed [`MAX_FRAME`].
 pub fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, FrameError> {
-    let body = serde_json::to_vec(frame).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    if body.len() > MAX_FRAME {
-        return Err(FrameError::Oversized(body.len()));
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(&[0u8; PREFIX]);
+    let mut out = postcard::to_extend(frame, out).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let body = out.len() - PREFIX;
+    if body > MAX_FRAME {
+        return Err(FrameError::Oversized(body));
     }
-    let len = u32::try_from(body.len()).map_err(|_| FrameError::Oversized(body.len()))?;
-    let mut out = Vec::with_capacity(PREFIX + body.len());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&body);
+    let len = u32::try_from(body).map_err(|_| FrameError::Oversized(body))?;
+    out[..PREFIX].copy_from_slice(&len.to_le_bytes());
     Ok(out)
 }
 
-/// Decodes one frame body.
+/// Decodes one frame body: exactly one frame, nothing after it.
 pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, FrameError> {
-    serde_json::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
+    match postcard::take_from_bytes(body) {
+        Ok((frame, [])) => Ok(frame),
+        Ok((_, rest)) => Err(FrameError::Malformed(format!(
+            "{} bytes after the end of the frame",
+            rest.len()
+        ))),
+        Err(e) => Err(FrameError::Malformed(e.to_string())),
+    }
 }
 
 /// An incremental frame splitter: feed it bytes as they arrive, take whole frame bodies out.
@@ -375,6 +384,23 @@ impl Decoder {
     /// The next whole frame body, `Ok(None)` when more bytes are needed, or the error that
     /// makes the rest of the stream unreadable.
     pub fn next_body(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        Ok(self.take_body()?.map(<[u8]>::to_vec))
+    }
+
+    /// The next whole frame, decoded as `T` (straight from the buffer).
+    pub fn next_frame<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, FrameError> {
+        match self.take_body()? {
+            Some(body) => decode(body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Consumes the next whole frame body and lends it out until the next call.
+    fn take_body(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         let avail = &self.buf[self.start..];
         let Some(prefix) = avail.get(..PREFIX) else {
             return Ok(None);
@@ -385,24 +411,12 @@ impl Decoder {
         if len > MAX_FRAME {
             return Err(FrameError::Oversized(len));
         }
-        let Some(body) = avail.get(PREFIX..PREFIX + len) else {
+        if avail.len() < PREFIX + len {
             return Ok(None);
-        };
-        let body = body.to_vec();
-        self.start += PREFIX + len;
-        if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
-            self.buf.drain(..self.start);
-            self.start = 0;
         }
-        Ok(Some(body))
-    }
-
-    /// The next whole frame, decoded as `T`.
-    pub fn next_frame<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, FrameError> {
-        match self.next_body()? {
-            Some(body) => decode(&body).map(Some),
-            None => Ok(None),
-        }
+        let at = self.start + PREFIX;
+        self.start = at + len;
+        Ok(Some(&self.buf[at..at + len]))
     }
 
     /// Bytes received but not yet returned as a frame (non-zero at end of stream means a
@@ -457,6 +471,41 @@ mod tests {
             assert_eq!(out, frames);
             d.finish().unwrap();
         }
+    }
+
+    /// The bytes `docs/hcs-simd-protocol.md` shows for a handshake; `Hello` is client variant
+    /// 0 and `Welcome` service variant 0 in every version.
+    #[test]
+    fn the_handshake_bytes_are_those_of_the_protocol_document() {
+        let hello = encode(&ClientFrame::Hello {
+            magic: MAGIC.into(),
+            version: 2,
+        })
+        .unwrap();
+        assert_eq!(hello, [&[11, 0, 0, 0, 0, 8][..], b"hcs-simd", &[2]].concat());
+        let welcome = encode(&ServerFrame::Welcome {
+            version: 2,
+            generation: Generation::V1,
+            pid: 4242,
+        })
+        .unwrap();
+        assert_eq!(welcome, [5, 0, 0, 0, 0, 2, 0, 0x92, 0x21]);
+        let refused = encode(&ServerFrame::Refused { reason: "no".into() }).unwrap();
+        assert_eq!(refused, [4, 0, 0, 0, 1, 2, b'n', b'o']);
+    }
+
+    #[test]
+    fn bytes_after_a_frame_are_refused() {
+        let mut f = encode(&ClientFrame::Call {
+            id: 1,
+            call: Call::Stats,
+        })
+        .unwrap();
+        f.push(0);
+        assert_eq!(
+            decode::<ClientFrame>(&f[PREFIX..]),
+            Err(FrameError::Malformed("1 bytes after the end of the frame".into()))
+        );
     }
 
     #[test]

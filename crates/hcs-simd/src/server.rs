@@ -15,8 +15,8 @@
 
 use crate::paths::{claim, ClaimError};
 use crate::protocol::{
-    decode, encode, encode_kind, encode_status, Call, CallResult, ClientFrame, Decoder, Generation,
-    ServerFrame, Stats, Value, MAGIC, PROTOCOL_VERSION,
+    encode, encode_kind, encode_status, Call, CallResult, ClientFrame, Decoder, Generation, ServerFrame,
+    Stats, Value, MAGIC, PROTOCOL_VERSION,
 };
 use hcs::notify::Subscription;
 use hcs::{
@@ -210,6 +210,7 @@ struct ConnShared {
 
 impl ConnShared {
     fn push(&self, frame: &ServerFrame, fds: Vec<OwnedFd>) {
+        tracing::trace!(peer = %self.peer, ?frame, fds = fds.len(), "hcs-simd: frame out");
         let bytes = match encode(frame) {
             Ok(b) => b,
             Err(e) => {
@@ -534,8 +535,8 @@ impl Loop {
                         conn.decoder.push(&buf[..n]);
                         let mut bad = None;
                         loop {
-                            match conn.decoder.next_body() {
-                                Ok(Some(body)) => frames.push(body),
+                            match conn.decoder.next_frame::<ClientFrame>() {
+                                Ok(Some(frame)) => frames.push(frame),
                                 Ok(None) => break,
                                 Err(e) => {
                                     bad = Some(e.to_string());
@@ -557,8 +558,8 @@ impl Loop {
             }
         };
         // Frames decoded before an error are still served, in order.
-        for body in frames {
-            if let Err(reason) = self.frame(token, &body) {
+        for frame in frames {
+            if let Err(reason) = self.frame(token, frame) {
                 self.close(token, &reason);
                 return;
             }
@@ -568,11 +569,11 @@ impl Loop {
         }
     }
 
-    fn frame(&mut self, token: Token, body: &[u8]) -> Result<(), String> {
+    fn frame(&mut self, token: Token, frame: ClientFrame) -> Result<(), String> {
         let Some(conn) = self.conns.get_mut(&token) else {
             return Ok(());
         };
-        let frame: ClientFrame = decode(body).map_err(|e| e.to_string())?;
+        tracing::trace!(peer = %conn.shared.peer, ?frame, "hcs-simd: frame in");
         match (conn.hello, frame) {
             (false, ClientFrame::Hello { magic, version }) => {
                 if magic != MAGIC || version != PROTOCOL_VERSION {
@@ -1232,7 +1233,7 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<ConnShared>, call: Call) -> (CallResul
                 None => unit(Ok(Reply::done(()))),
             }
         }
-        Call::SetFaultPlan { plan } => match serde_json::from_value::<FaultPlan>(plan) {
+        Call::SetFaultPlan { plan } => match serde_json::from_str::<FaultPlan>(&plan) {
             Ok(plan) => {
                 let active = has_rules(&plan);
                 // Calls go to the workers from now on, before the plan can make one block.
