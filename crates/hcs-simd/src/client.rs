@@ -308,9 +308,14 @@ impl ClientDriver {
     }
 
     /// Sends one call and waits for its answer (or for the connection to drop).
+    ///
+    /// The reader role is taken, when free, *before* the call is written: a caller preempted
+    /// right after its write (the service's thread, woken by it, often runs first on a shared
+    /// CPU) then finds its answer waiting when it runs again, instead of the watcher waking to
+    /// read it and handing it over.
     fn call(&self, call: Call) -> Result<Answer, Failure> {
         let (tx, rx) = mpsc::sync_channel(2);
-        let id = {
+        let (id, role) = {
             let mut st = lock(&self.inner.state);
             if let Some(reason) = &st.dead {
                 return Err(disconnected(reason));
@@ -318,28 +323,39 @@ impl ClientDriver {
             let id = st.next_id;
             st.next_id += 1;
             st.waiting.insert(id, tx);
-            id
+            (id, !std::mem::replace(&mut st.reading, true))
         };
+        if role {
+            // The reply is ours to read: it need not wake the watcher too.
+            self.inner.set_watch(epoll::EventFlags::ONESHOT);
+        }
         let frame = ClientFrame::Call { id, call };
         tracing::trace!(?frame, "hcs-simd client: frame out");
-        let bytes = match encode(&frame) {
-            Ok(b) => b,
-            Err(e) => {
-                lock(&self.inner.state).waiting.remove(&id);
-                return Err(Failure::with_document(HResult::E_INVALIDARG, e.to_string()));
+        let written = match encode(&frame) {
+            Ok(bytes) => {
+                let _w = lock(&self.inner.write);
+                write_all(&self.inner.stream, &bytes).map_err(|e| {
+                    let failure = disconnected(&format!("cannot write to the service: {e}"));
+                    (failure.with_source(e), true)
+                })
             }
+            Err(e) => Err((
+                Failure::with_document(HResult::E_INVALIDARG, e.to_string()),
+                false,
+            )),
         };
-        let written = {
-            let _w = lock(&self.inner.write);
-            write_all(&self.inner.stream, &bytes)
-        };
-        if let Err(e) = written {
+        if let Err((failure, broken)) = written {
             lock(&self.inner.state).waiting.remove(&id);
-            // The reader sees the same broken connection and tells every registration.
-            let _ = self.inner.stream.shutdown(std::net::Shutdown::Both);
-            return Err(disconnected(&format!("cannot write to the service: {e}")).with_source(e));
+            if broken {
+                // The reader sees the same broken connection and tells every registration.
+                let _ = self.inner.stream.shutdown(std::net::Shutdown::Both);
+            }
+            if role {
+                self.inner.release();
+            }
+            return Err(failure);
         }
-        self.inner.wait_answer(&rx)
+        self.inner.wait_answer(&rx, role)
     }
 
     fn unit(&self, call: Call) -> DriverResult<()> {
@@ -507,30 +523,33 @@ impl Inner {
     }
 
     /// Waits for the answer to a call already sent: reads the socket itself while it holds the
-    /// reader role, otherwise waits for its answer or for the role to be handed to it.
-    fn wait_answer(&self, rx: &mpsc::Receiver<Msg>) -> Result<Answer, Failure> {
-        let mut role = match rx.try_recv() {
-            Ok(Msg::Answer(a)) => return Ok(a),
-            Ok(Msg::Role) => true,
-            Err(TryRecvError::Disconnected) => return Err(self.gone()),
-            Err(TryRecvError::Empty) => false,
-        };
-        if !role {
-            let mut st = lock(&self.state);
-            if st.dead.is_none() && !st.reading {
-                st.reading = true;
-                role = true;
-            }
-        }
-        if role {
-            // The reply is ours to read: it need not wake the watcher too. (A role handed over
-            // comes with the watch disarmed already.)
-            self.set_watch(epoll::EventFlags::ONESHOT);
-        } else {
-            match rx.recv() {
+    /// reader role (`held`: taken before the call was written, the watch disarmed), otherwise
+    /// waits for its answer or for the role to be handed to it.
+    fn wait_answer(&self, rx: &mpsc::Receiver<Msg>, held: bool) -> Result<Answer, Failure> {
+        if !held {
+            let mut role = match rx.try_recv() {
                 Ok(Msg::Answer(a)) => return Ok(a),
-                Ok(Msg::Role) => {}
-                Err(_) => return Err(self.gone()),
+                Ok(Msg::Role) => true,
+                Err(TryRecvError::Disconnected) => return Err(self.gone()),
+                Err(TryRecvError::Empty) => false,
+            };
+            if !role {
+                let mut st = lock(&self.state);
+                if st.dead.is_none() && !st.reading {
+                    st.reading = true;
+                    role = true;
+                }
+            }
+            if role {
+                // The reply is ours to read: it need not wake the watcher too. (A role handed
+                // over comes with the watch disarmed already.)
+                self.set_watch(epoll::EventFlags::ONESHOT);
+            } else {
+                match rx.recv() {
+                    Ok(Msg::Answer(a)) => return Ok(a),
+                    Ok(Msg::Role) => {}
+                    Err(_) => return Err(self.gone()),
+                }
             }
         }
         // The role is ours: read until the answer is there.
