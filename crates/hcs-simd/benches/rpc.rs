@@ -72,12 +72,6 @@ mod bench {
         }
     }
 
-    /// The CPUs this process may use.
-    fn allowed() -> Vec<usize> {
-        let set = sched_getaffinity(None).expect("sched_getaffinity");
-        (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect()
-    }
-
     fn cpu_set(cpu: Option<usize>) -> CpuSet {
         let mut set = CpuSet::new();
         match cpu {
@@ -87,9 +81,13 @@ mod bench {
         set
     }
 
+    /// The CPUs this process was allowed when the bench started.
     fn allowed_at_start() -> &'static [usize] {
         static ALLOWED: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
-        ALLOWED.get_or_init(allowed)
+        ALLOWED.get_or_init(|| {
+            let set = sched_getaffinity(None).expect("sched_getaffinity");
+            (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect()
+        })
     }
 
     /// Pins every thread of process `pid` (threads it creates later inherit the mask).
@@ -135,10 +133,11 @@ mod bench {
         rounds: usize,
         per_round: usize,
         server_cpu: Option<usize>,
+        tag: &str,
     ) -> (f64, f64, f64) {
         let sys = System::create_with(
             client.clone(),
-            &format!("rpc-{}", server_cpu.map_or(-1, |c| c as i64)),
+            &format!("rpc-{tag}"),
             CONFIG,
             Timeouts::uniform(Duration::from_secs(10)),
         )
@@ -361,7 +360,7 @@ mod bench {
                 (true, false) => "FAIL",
                 (false, _) => "info, not gated",
             };
-            let (o, b, r) = rpc(&client, 21 * scale, 200, server_cpu);
+            let (o, b, r) = rpc(&client, 21 * scale, 200, server_cpu, name);
             ok &= !gated(placement) || r <= 2.0;
             println!(
                 "rpc [{name}]: properties query via ClientDriver {:.1} µs vs raw unix-socket ping-pong {:.1} µs: ratio of medians {:.2}, paired ratio {r:.2} (target ≤ 2) {}",
