@@ -101,6 +101,8 @@ pub(crate) struct Fired {
 pub(crate) struct Engine {
     /// The API generation whose encodings and notification shapes are used.
     pub(crate) generation: ApiGeneration,
+    /// `SystemExited`'s status and payload per [`StopKind`] (see [`Engine::exit_payload`]).
+    exit_payloads: [(HResult, String); 3],
     /// Delay between a model event and its notification.
     pub(crate) latency: Duration,
     /// Pending-capable calls that answer synchronously.
@@ -152,12 +154,33 @@ pub(crate) fn bad_handle() -> Failure {
     Failure::new(codes::INVALID_HANDLE)
 }
 
+/// The status and payload of `SystemExited` after each kind of stop (indexed by
+/// `StopKind as usize`), as `generation` sends them: see [`Engine::exit_payload`].
+fn exit_payloads(generation: ApiGeneration) -> [(HResult, String); 3] {
+    [StopKind::Graceful, StopKind::Forced, StopKind::Unexpected].map(|kind| {
+        let exit_status = match kind {
+            StopKind::Unexpected => codes::UNEXPECTED_EXIT.of(generation),
+            StopKind::Graceful | StopKind::Forced => HResult::S_OK,
+        };
+        let doc = SystemExitStatus {
+            status: exit_status.as_i32(),
+            exit_type: Some(kind.exit_type()),
+        };
+        let status = match generation {
+            ApiGeneration::V1 => exit_status,
+            ApiGeneration::V2 => HResult::S_OK,
+        };
+        (status, serde_json::to_string(&doc).unwrap_or_default())
+    })
+}
+
 impl Engine {
     /// The engine of a simulator configured by `config` (whose fault plan is valid). Its
     /// service thread starts on first need.
     pub(crate) fn new(config: SimConfig) -> Engine {
         Engine {
             generation: config.generation,
+            exit_payloads: exit_payloads(config.generation),
             latency: config.latency,
             sync_ops: config.sync_ops,
             shutdown_grace: config.shutdown_grace,
@@ -598,19 +621,10 @@ impl Engine {
     /// `{"Status":<hresult as i32>,"ExitType":"GracefulExit"|"ForcedExit"|"UnexpectedExit"}`
     /// in both generations.
     pub(crate) fn exit_payload(&self, kind: StopKind) -> (HResult, String) {
-        let exit_status = match kind {
-            StopKind::Unexpected => codes::UNEXPECTED_EXIT.of(self.generation),
-            StopKind::Graceful | StopKind::Forced => HResult::S_OK,
-        };
-        let doc = SystemExitStatus {
-            status: exit_status.as_i32(),
-            exit_type: Some(kind.exit_type()),
-        };
-        let status = match self.generation {
-            ApiGeneration::V1 => exit_status,
-            ApiGeneration::V2 => HResult::S_OK,
-        };
-        (status, serde_json::to_string(&doc).unwrap_or_default())
+        // Made once per engine (the generation is fixed): a system's exit is on the path of
+        // every terminate, and serialising the document there cost more than the rest of it.
+        let (status, payload) = &self.exit_payloads[kind as usize];
+        (*status, payload.clone())
     }
 
     /// The `ProcessStatus` document of a process: the payload of `ProcessExited` (dispatched
@@ -868,8 +882,11 @@ impl Engine {
                     rec.delivering = None;
                 }
             }
+            let waiters = st.drain_waiters > 0;
             drop(st);
-            self.drained.notify_all();
+            if waiters {
+                self.drained.notify_all();
+            }
         }
     }
 
@@ -890,7 +907,9 @@ impl Engine {
             .get(&cb)
             .is_some_and(|rec| rec.in_flight > 0 && rec.delivering != Some(me))
         {
+            st.drain_waiters += 1;
             st = self.drained.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.drain_waiters -= 1;
         }
         if let Some(rec) = st.callbacks.remove(&cb) {
             match rec.target {

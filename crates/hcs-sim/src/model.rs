@@ -322,6 +322,9 @@ pub(crate) struct State {
     /// Busy per-handle signal queues, by process handle.
     pub(crate) signal_queues: HashMap<u64, SignalQueue>,
     pub(crate) next_queue_gen: u64,
+    /// Threads blocked on the engine's `drained` condvar (unregisters waiting for a delivery
+    /// on another thread to end): a delivery wakes them only when there are some.
+    pub(crate) drain_waiters: usize,
 }
 
 impl State {
@@ -339,6 +342,7 @@ impl State {
             callbacks: HashMap::new(),
             signal_queues: HashMap::new(),
             next_queue_gen: 0,
+            drain_waiters: 0,
         }
     }
     /// A fresh handle value (unique across all kinds, never reused).

@@ -26,8 +26,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::mpsc::{self, TryRecvError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rustix::event::epoll;
@@ -73,18 +72,136 @@ pub enum ConnectError {
 
 type Answer = (CallResult, Vec<OwnedFd>);
 
-/// What a waiting caller receives: its answer, or the reader role (it then reads the socket
-/// itself until its answer arrives).
+/// What a waiting caller receives: its answer, the reader role (it then reads the socket
+/// itself until its answer arrives), or the end of the connection.
 enum Msg {
     Answer(Answer),
     Role,
+    Closed,
+}
+
+/// One call's mailbox: the holder of the reader role leaves the caller's answer here, or hands
+/// it the role. (A mutex and a condition variable, woken only when the caller sleeps on it:
+/// lighter than a channel per call, which was a visible share of a call's cost.)
+#[derive(Default)]
+struct Mailbox {
+    mail: Mutex<Mail>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct Mail {
+    answer: Option<Answer>,
+    role: bool,
+    /// The connection ended before an answer.
+    closed: bool,
+    /// An answer or the end was delivered (the mailbox is out of [`State::waiting`]).
+    delivered: bool,
+    /// The caller is asleep on [`Mailbox::cv`].
+    sleeping: bool,
+    /// The caller stopped waiting (a failed write, or an unwind): a role handed here would be
+    /// lost, so it is refused.
+    left: bool,
+}
+
+impl Mail {
+    /// The next message, in the order they can be sent (a role is only ever handed to a
+    /// caller before its answer arrives).
+    fn take(&mut self) -> Option<Msg> {
+        if std::mem::take(&mut self.role) {
+            Some(Msg::Role)
+        } else if let Some(a) = self.answer.take() {
+            Some(Msg::Answer(a))
+        } else if self.closed {
+            Some(Msg::Closed)
+        } else {
+            None
+        }
+    }
+}
+
+impl Mailbox {
+    fn try_take(&self) -> Option<Msg> {
+        lock(&self.mail).take()
+    }
+
+    /// Sleeps until a message is there.
+    fn recv(&self) -> Msg {
+        let mut m = lock(&self.mail);
+        loop {
+            if let Some(msg) = m.take() {
+                return msg;
+            }
+            m.sleeping = true;
+            m = self.cv.wait(m).unwrap_or_else(|e| e.into_inner());
+            m.sleeping = false;
+        }
+    }
+
+    /// Puts `f`'s change in the mailbox and wakes its caller if it sleeps; `false` (and no
+    /// change) when the caller has left.
+    fn put(&self, f: impl FnOnce(&mut Mail)) -> bool {
+        let mut m = lock(&self.mail);
+        if m.left {
+            return false;
+        }
+        f(&mut m);
+        if m.sleeping {
+            self.cv.notify_one();
+        }
+        true
+    }
+
+    fn answer(&self, a: Answer) {
+        self.put(|m| {
+            m.answer = Some(a);
+            m.delivered = true;
+        });
+    }
+
+    fn close(&self) {
+        self.put(|m| {
+            m.closed = true;
+            m.delivered = true;
+        });
+    }
+
+    fn offer_role(&self) -> bool {
+        self.put(|m| m.role = true)
+    }
+}
+
+/// A call's place in [`State::waiting`] while its caller waits. Dropped when the caller stops
+/// waiting, however it does (answer, failed write, unwind): an entry still listed is removed,
+/// and a role handed over but not taken is passed on, so the reader role is never lost.
+struct Waiting<'a> {
+    inner: &'a Inner,
+    id: u64,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let (listed, role) = {
+            let mut m = lock(&self.mailbox.mail);
+            m.left = true;
+            (!m.delivered, std::mem::take(&mut m.role))
+        };
+        if listed {
+            lock(&self.inner.state).take_waiting(self.id);
+        }
+        if role {
+            self.inner.release();
+        }
+    }
 }
 
 #[derive(Default)]
 struct State {
     dead: Option<String>,
     next_id: u64,
-    waiting: HashMap<u64, mpsc::SyncSender<Msg>>,
+    /// The calls whose answer has not arrived (a few at a time: one per calling thread).
+    waiting: Vec<(u64, Arc<Mailbox>)>,
     /// Callback handle → its context.
     callbacks: HashMap<u64, u64>,
     /// Contexts with pending operations whose completion has not arrived, with their count.
@@ -98,6 +215,12 @@ struct State {
 }
 
 impl State {
+    /// Removes call `id`'s mailbox from the waiting calls.
+    fn take_waiting(&mut self, id: u64) -> Option<Arc<Mailbox>> {
+        let i = self.waiting.iter().position(|(k, _)| *k == id)?;
+        Some(self.waiting.swap_remove(i).1)
+    }
+
     /// Counts `n` more pending operations on `ctx` (a pending reply: 1; a completion: -1).
     fn pending_added(&mut self, ctx: u64, n: i64) {
         let count = self.pending.entry(ctx).or_default();
@@ -314,7 +437,7 @@ impl ClientDriver {
     /// CPU) then finds its answer waiting when it runs again, instead of the watcher waking to
     /// read it and handing it over.
     fn call(&self, call: Call) -> Result<Answer, Failure> {
-        let (tx, rx) = mpsc::sync_channel(2);
+        let mailbox = Arc::new(Mailbox::default());
         let (id, role) = {
             let mut st = lock(&self.inner.state);
             if let Some(reason) = &st.dead {
@@ -322,8 +445,13 @@ impl ClientDriver {
             }
             let id = st.next_id;
             st.next_id += 1;
-            st.waiting.insert(id, tx);
+            st.waiting.push((id, mailbox.clone()));
             (id, !std::mem::replace(&mut st.reading, true))
+        };
+        let waiting = Waiting {
+            inner: &self.inner,
+            id,
+            mailbox,
         };
         if role {
             // The reply is ours to read: it need not wake the watcher too.
@@ -345,7 +473,7 @@ impl ClientDriver {
             )),
         };
         if let Err((failure, broken)) = written {
-            lock(&self.inner.state).waiting.remove(&id);
+            drop(waiting); // no longer waiting
             if broken {
                 // The reader sees the same broken connection and tells every registration.
                 let _ = self.inner.stream.shutdown(std::net::Shutdown::Both);
@@ -355,7 +483,7 @@ impl ClientDriver {
             }
             return Err(failure);
         }
-        self.inner.wait_answer(&rx, role)
+        self.inner.wait_answer(&waiting.mailbox, role)
     }
 
     fn unit(&self, call: Call) -> DriverResult<()> {
@@ -525,13 +653,13 @@ impl Inner {
     /// Waits for the answer to a call already sent: reads the socket itself while it holds the
     /// reader role (`held`: taken before the call was written, the watch disarmed), otherwise
     /// waits for its answer or for the role to be handed to it.
-    fn wait_answer(&self, rx: &mpsc::Receiver<Msg>, held: bool) -> Result<Answer, Failure> {
+    fn wait_answer(&self, mailbox: &Mailbox, held: bool) -> Result<Answer, Failure> {
         if !held {
-            let mut role = match rx.try_recv() {
-                Ok(Msg::Answer(a)) => return Ok(a),
-                Ok(Msg::Role) => true,
-                Err(TryRecvError::Disconnected) => return Err(self.gone()),
-                Err(TryRecvError::Empty) => false,
+            let mut role = match mailbox.try_take() {
+                Some(Msg::Answer(a)) => return Ok(a),
+                Some(Msg::Role) => true,
+                Some(Msg::Closed) => return Err(self.gone()),
+                None => false,
             };
             if !role {
                 let mut st = lock(&self.state);
@@ -545,10 +673,10 @@ impl Inner {
                 // over comes with the watch disarmed already.)
                 self.set_watch(epoll::EventFlags::ONESHOT);
             } else {
-                match rx.recv() {
-                    Ok(Msg::Answer(a)) => return Ok(a),
-                    Ok(Msg::Role) => {}
-                    Err(_) => return Err(self.gone()),
+                match mailbox.recv() {
+                    Msg::Answer(a) => return Ok(a),
+                    Msg::Role => {}
+                    Msg::Closed => return Err(self.gone()),
                 }
             }
         }
@@ -559,14 +687,14 @@ impl Inner {
                 self.shut(reason);
                 break;
             }
-            match rx.try_recv() {
-                Ok(Msg::Answer(a)) => {
+            match mailbox.try_take() {
+                Some(Msg::Answer(a)) => {
                     self.release();
                     return Ok(a);
                 }
                 // Only a waiter without the role is handed the role.
-                Ok(Msg::Role) | Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::Disconnected) => break,
+                Some(Msg::Role) | None => {}
+                Some(Msg::Closed) => break,
             }
             if let Err(reason) = self.read_some(&mut r, true) {
                 self.shut(reason);
@@ -575,8 +703,8 @@ impl Inner {
         }
         // The connection is gone; the answer may still have been delivered before.
         drop(r);
-        match rx.recv() {
-            Ok(Msg::Answer(a)) => Ok(a),
+        match mailbox.recv() {
+            Msg::Answer(a) => Ok(a),
             _ => Err(self.gone()),
         }
     }
@@ -656,18 +784,18 @@ impl Inner {
     fn release(&self) {
         let next = {
             let mut st = lock(&self.state);
-            match st.waiting.values().next() {
-                Some(tx) if st.dead.is_none() => Some(tx.clone()),
+            match st.waiting.first() {
+                Some((_, mailbox)) if st.dead.is_none() => Some(mailbox.clone()),
                 _ => {
                     st.reading = false;
                     None
                 }
             }
         };
-        // The role goes with the message (`reading` stays set). A waiter's channel always has
-        // room and its receiver lives while it waits; should the message not go, free the role.
-        if let Some(tx) = next {
-            if tx.try_send(Msg::Role).is_ok() {
+        // The role goes with the message (`reading` stays set). Should its caller have left
+        // meanwhile, free the role.
+        if let Some(mailbox) = next {
+            if mailbox.offer_role() {
                 return;
             }
             lock(&self.state).reading = false;
@@ -699,7 +827,9 @@ impl Inner {
             contexts.dedup();
             (waiting, contexts)
         };
-        drop(waiting);
+        for (_, mailbox) in waiting {
+            mailbox.close();
+        }
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
         // The watcher wakes (the stream has ended) and leaves.
         self.set_watch(armed());
@@ -762,11 +892,9 @@ fn handle_frame(inner: &Inner, frame: ServerFrame, fds: &mut VecDeque<OwnedFd>) 
                 ));
             }
             let mine: Vec<OwnedFd> = fds.drain(..n).collect();
-            let waiter = lock(&inner.state).waiting.remove(&id);
+            let waiter = lock(&inner.state).take_waiting(id);
             match waiter {
-                Some(tx) => {
-                    let _ = tx.try_send(Msg::Answer((result, mine)));
-                }
+                Some(mailbox) => mailbox.answer((result, mine)),
                 None => tracing::warn!(id, "hcs-simd client: a reply to no call; ignored"),
             }
             Ok(())
@@ -1053,5 +1181,119 @@ impl Driver for ClientDriver {
             kind: encode_kind(kind),
         })
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `Inner` over one end of a socket pair (the other end is returned), not connected to
+    /// any service: enough for the reader-role bookkeeping.
+    fn inner() -> (Arc<Inner>, UnixStream) {
+        let (stream, peer) = UnixStream::pair().expect("socketpair");
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
+        epoll::add(&epoll, &stream, epoll::EventData::new_u64(0), armed()).expect("watch");
+        let inner = Arc::new(Inner {
+            stream,
+            write: Mutex::new(()),
+            state: Mutex::new(State::default()),
+            reader: Mutex::new(Reader {
+                decoder: Decoder::new(),
+                fds: VecDeque::new(),
+                buf: vec![0; 64],
+            }),
+            epoll,
+        });
+        (inner, peer)
+    }
+
+    fn unit_answer() -> Answer {
+        (
+            CallResult::Ok {
+                value: Value::Unit,
+                document: None,
+                pending: false,
+            },
+            Vec::new(),
+        )
+    }
+
+    /// Lists a waiting call, as `ClientDriver::call` does.
+    fn waiting(inner: &Inner, id: u64) -> Waiting<'_> {
+        let mailbox = Arc::new(Mailbox::default());
+        lock(&inner.state).waiting.push((id, mailbox.clone()));
+        Waiting { inner, id, mailbox }
+    }
+
+    #[test]
+    fn a_sleeping_caller_wakes_for_its_answer_and_for_the_end() {
+        let mailbox = Arc::new(Mailbox::default());
+        let m2 = mailbox.clone();
+        let t = std::thread::spawn(move || matches!(m2.recv(), Msg::Answer(_)));
+        std::thread::sleep(Duration::from_millis(20));
+        mailbox.answer(unit_answer());
+        assert!(t.join().unwrap(), "the caller did not get its answer");
+
+        let mailbox = Arc::new(Mailbox::default());
+        let m2 = mailbox.clone();
+        let t = std::thread::spawn(move || matches!(m2.recv(), Msg::Closed));
+        std::thread::sleep(Duration::from_millis(20));
+        mailbox.close();
+        assert!(t.join().unwrap(), "the caller did not learn of the end");
+    }
+
+    #[test]
+    fn a_role_handed_before_the_answer_is_taken_first() {
+        let mailbox = Mailbox::default();
+        assert!(mailbox.offer_role());
+        mailbox.answer(unit_answer());
+        assert!(matches!(mailbox.try_take(), Some(Msg::Role)));
+        assert!(matches!(mailbox.try_take(), Some(Msg::Answer(_))));
+        assert!(mailbox.try_take().is_none());
+    }
+
+    #[test]
+    fn a_caller_that_left_is_unlisted_and_refuses_the_role() {
+        let (inner, _peer) = inner();
+        let w = waiting(&inner, 7);
+        let mailbox = w.mailbox.clone();
+        drop(w);
+        assert!(
+            lock(&inner.state).waiting.is_empty(),
+            "a caller that left is still listed"
+        );
+        assert!(!mailbox.offer_role(), "a role was handed to a caller that left");
+    }
+
+    #[test]
+    fn a_role_handed_to_a_caller_that_leaves_goes_on_to_the_next_or_is_freed() {
+        let (inner, _peer) = inner();
+        lock(&inner.state).reading = true; // the role is held
+        let a = waiting(&inner, 1);
+        let b = waiting(&inner, 2);
+        // The holder lets the role go to the first caller listed (a)...
+        inner.release();
+        assert!(
+            lock(&inner.state).reading,
+            "the role went free with callers waiting"
+        );
+        // ...which leaves (a failed write, an unwind) before taking it: it goes on to b.
+        let (first, second) = if lock(&a.mailbox.mail).role {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        drop(first);
+        assert!(
+            matches!(second.mailbox.try_take(), Some(Msg::Role)),
+            "the role was not passed on to the other waiting caller"
+        );
+        // b leaves holding the role (taken, then an unwind before it read): its owner frees
+        // it; here, handed again and not taken, the drop frees it as nobody else waits.
+        assert!(second.mailbox.offer_role());
+        drop(second);
+        assert!(!lock(&inner.state).reading, "the role was lost");
+        assert!(lock(&inner.state).waiting.is_empty());
     }
 }

@@ -35,7 +35,9 @@ impl<H: Copy> Drop for HandleUse<'_, H> {
     fn drop(&mut self) {
         let mut s = lock(&self.cell.state);
         s.in_use -= 1;
-        if s.in_use == 0 {
+        // Only a closer waits for the uses to end, and it set `closing` first (under this
+        // lock): without one, waking is a system call for nobody, on every driver call.
+        if s.in_use == 0 && s.closing {
             self.cell.idle.notify_all();
         }
     }
