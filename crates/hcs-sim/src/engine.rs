@@ -471,14 +471,26 @@ impl Engine {
         f: impl FnOnce(&mut State, u64, &Fired) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
         let _span = tracing::debug_span!("hcs_sim", op = %op, handle = h.raw()).entered();
-        let id = self.system_id(h)?;
-        let fired = self.begin(op, Some(&id), Some(h.raw()))?;
+        // Without a fault plan the prologue is only the connectivity check, made below under
+        // the lock the call takes anyway: the system's id (a lookup and a copy) is needed only
+        // to match rules.
+        let plain = lock(&self.faults).is_empty();
+        let fired = if plain {
+            Fired::default()
+        } else {
+            let id = self.system_id(h)?;
+            self.begin(op, Some(&id), Some(h.raw()))?
+        };
         let mut st = self.lock();
+        if plain && !st.connected {
+            return Err(unavailable());
+        }
         let sys = *st.system_handles.get(&h.raw()).ok_or_else(bad_handle)?;
         let result = f(&mut st, sys, &fired);
         self.after(&mut st, Some(sys), None, &fired);
         if let Err(e) = &result {
-            tracing::debug!(%op, system = %id, code = %e.code, "hcs-sim: call failed");
+            let id = st.systems.get(&sys).map(|s| s.id.as_str());
+            tracing::debug!(%op, system = ?id, code = %e.code, "hcs-sim: call failed");
         }
         result
     }
