@@ -155,7 +155,8 @@ pub(crate) fn bad_handle() -> Failure {
 }
 
 /// The status and payload of `SystemExited` after each kind of stop (indexed by
-/// `StopKind as usize`), as `generation` sends them: see [`Engine::exit_payload`].
+/// `StopKind as usize`: listed in declaration order), as `generation` sends them: see
+/// [`Engine::exit_payload`].
 fn exit_payloads(generation: ApiGeneration) -> [(HResult, String); 3] {
     [StopKind::Graceful, StopKind::Forced, StopKind::Unexpected].map(|kind| {
         let exit_status = match kind {
@@ -634,7 +635,7 @@ impl Engine {
     /// in both generations.
     pub(crate) fn exit_payload(&self, kind: StopKind) -> (HResult, String) {
         // Made once per engine (the generation is fixed): a system's exit is on the path of
-        // every terminate, and serialising the document there cost more than the rest of it.
+        // every terminate, where serialising the document was a visible share of its cost.
         let (status, payload) = &self.exit_payloads[kind as usize];
         (*status, payload.clone())
     }
