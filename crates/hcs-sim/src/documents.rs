@@ -10,8 +10,12 @@ use serde_json::Value;
 use std::time::{Duration, SystemTime};
 
 /// Parses a JSON document argument; blank text is `{}`. Text that does not parse fails with
-/// the generation's invalid-JSON code, naming `what` the document is.
-pub(crate) fn parse_json(text: &str, generation: ApiGeneration, what: &str) -> Result<Value, Failure> {
+/// the generation's invalid-JSON code, naming `what` the document is (formatted only then).
+pub(crate) fn parse_json(
+    text: &str,
+    generation: ApiGeneration,
+    what: impl std::fmt::Display,
+) -> Result<Value, Failure> {
     if text.trim().is_empty() {
         return Ok(Value::Object(Default::default()));
     }

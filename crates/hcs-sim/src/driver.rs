@@ -918,10 +918,7 @@ impl Model {
     ) -> DriverResult<()> {
         let sh = &self.engine;
         sh.with_system(op, system, |st, sys, fired| {
-            // (An empty document is valid; checked first, the error text is not built.)
-            if !options.trim().is_empty() {
-                parse_json(options, sh.generation, &format!("{} options", sys_op.name()))?;
-            }
+            parse_json(options, sh.generation, format_args!("{} options", sys_op.name()))?;
             let s = st.systems.get_mut(&sys).ok_or_else(bad_handle)?;
             s.transition(sys_op)
                 .map_err(|e| transition_failure(e, sh.generation))?;

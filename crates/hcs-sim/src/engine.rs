@@ -101,8 +101,8 @@ pub(crate) struct Fired {
 pub(crate) struct Engine {
     /// The API generation whose encodings and notification shapes are used.
     pub(crate) generation: ApiGeneration,
-    /// `SystemExited`'s status and payload per [`StopKind`] (see [`Engine::exit_payload`]).
-    exit_payloads: [(HResult, String); 3],
+    /// `SystemExited`'s status and payload per [`StopKind`].
+    exit_payloads: ExitPayloads,
     /// Delay between a model event and its notification.
     pub(crate) latency: Duration,
     /// Pending-capable calls that answer synchronously.
@@ -154,25 +154,45 @@ pub(crate) fn bad_handle() -> Failure {
     Failure::new(codes::INVALID_HANDLE)
 }
 
-/// The status and payload of `SystemExited` after each kind of stop (indexed by
-/// `StopKind as usize`: listed in declaration order), as `generation` sends them: see
-/// [`Engine::exit_payload`].
-fn exit_payloads(generation: ApiGeneration) -> [(HResult, String); 3] {
-    [StopKind::Graceful, StopKind::Forced, StopKind::Unexpected].map(|kind| {
-        let exit_status = match kind {
-            StopKind::Unexpected => codes::UNEXPECTED_EXIT.of(generation),
-            StopKind::Graceful | StopKind::Forced => HResult::S_OK,
+/// `SystemExited`'s status and payload after each kind of stop, as one generation sends them
+/// (see [`Engine::exit_payload`]): made once per engine, the generation being fixed.
+struct ExitPayloads {
+    graceful: (HResult, String),
+    forced: (HResult, String),
+    unexpected: (HResult, String),
+}
+
+impl ExitPayloads {
+    fn new(generation: ApiGeneration) -> Self {
+        let make = |kind: StopKind| {
+            let exit_status = match kind {
+                StopKind::Unexpected => codes::UNEXPECTED_EXIT.of(generation),
+                StopKind::Graceful | StopKind::Forced => HResult::S_OK,
+            };
+            let doc = SystemExitStatus {
+                status: exit_status.as_i32(),
+                exit_type: Some(kind.exit_type()),
+            };
+            let status = match generation {
+                ApiGeneration::V1 => exit_status,
+                ApiGeneration::V2 => HResult::S_OK,
+            };
+            (status, serde_json::to_string(&doc).unwrap_or_default())
         };
-        let doc = SystemExitStatus {
-            status: exit_status.as_i32(),
-            exit_type: Some(kind.exit_type()),
-        };
-        let status = match generation {
-            ApiGeneration::V1 => exit_status,
-            ApiGeneration::V2 => HResult::S_OK,
-        };
-        (status, serde_json::to_string(&doc).unwrap_or_default())
-    })
+        ExitPayloads {
+            graceful: make(StopKind::Graceful),
+            forced: make(StopKind::Forced),
+            unexpected: make(StopKind::Unexpected),
+        }
+    }
+
+    fn get(&self, kind: StopKind) -> &(HResult, String) {
+        match kind {
+            StopKind::Graceful => &self.graceful,
+            StopKind::Forced => &self.forced,
+            StopKind::Unexpected => &self.unexpected,
+        }
+    }
 }
 
 impl Engine {
@@ -181,7 +201,7 @@ impl Engine {
     pub(crate) fn new(config: SimConfig) -> Engine {
         Engine {
             generation: config.generation,
-            exit_payloads: exit_payloads(config.generation),
+            exit_payloads: ExitPayloads::new(config.generation),
             latency: config.latency,
             sync_ops: config.sync_ops,
             shutdown_grace: config.shutdown_grace,
@@ -472,26 +492,14 @@ impl Engine {
         f: impl FnOnce(&mut State, u64, &Fired) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
         let _span = tracing::debug_span!("hcs_sim", op = %op, handle = h.raw()).entered();
-        // Without a fault plan the prologue is only the connectivity check, made below under
-        // the lock the call takes anyway: the system's id (a lookup and a copy) is needed only
-        // to match rules.
-        let plain = lock(&self.faults).is_empty();
-        let fired = if plain {
-            Fired::default()
-        } else {
-            let id = self.system_id(h)?;
-            self.begin(op, Some(&id), Some(h.raw()))?
-        };
+        let id = self.system_id(h)?;
+        let fired = self.begin(op, Some(&id), Some(h.raw()))?;
         let mut st = self.lock();
-        if plain && !st.connected {
-            return Err(unavailable());
-        }
         let sys = *st.system_handles.get(&h.raw()).ok_or_else(bad_handle)?;
         let result = f(&mut st, sys, &fired);
         self.after(&mut st, Some(sys), None, &fired);
         if let Err(e) = &result {
-            let id = st.systems.get(&sys).map(|s| s.id.as_str());
-            tracing::debug!(%op, system = ?id, code = %e.code, "hcs-sim: call failed");
+            tracing::debug!(%op, system = %id, code = %e.code, "hcs-sim: call failed");
         }
         result
     }
@@ -636,7 +644,7 @@ impl Engine {
     pub(crate) fn exit_payload(&self, kind: StopKind) -> (HResult, String) {
         // Made once per engine (the generation is fixed): a system's exit is on the path of
         // every terminate, where serialising the document was a visible share of its cost.
-        let (status, payload) = &self.exit_payloads[kind as usize];
+        let (status, payload) = self.exit_payloads.get(kind);
         (*status, payload.clone())
     }
 

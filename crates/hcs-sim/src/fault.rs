@@ -1532,11 +1532,6 @@ impl ActivePlan {
         }
     }
 
-    /// No rule at all: no call or notification can fire anything.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// Counts a call against every matching rule; returns the actions of the rules that fire.
     pub(crate) fn on_call(&mut self, op: Method, system: Option<&str>, handle: Option<u64>) -> Vec<Action> {
         self.fire(

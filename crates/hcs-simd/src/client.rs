@@ -323,20 +323,7 @@ impl ClientDriver {
         };
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|e| io_err(e.into()))?;
         epoll::add(&epoll, &stream, epoll::EventData::new_u64(0), armed()).map_err(|e| io_err(e.into()))?;
-        let inner = Arc::new(Inner {
-            stream,
-            write: Mutex::new(()),
-            state: Mutex::new(State {
-                next_id: 1,
-                ..State::default()
-            }),
-            reader: Mutex::new(Reader {
-                decoder,
-                fds: VecDeque::new(),
-                buf: vec![0u8; 64 * 1024],
-            }),
-            epoll,
-        });
+        let inner = Arc::new(Inner::new(stream, decoder, epoll));
         let for_watcher = inner.clone();
         std::thread::Builder::new()
             .name("hcs-simd-client".into())
@@ -642,6 +629,25 @@ enum Got {
 }
 
 impl Inner {
+    /// The connection's state after the handshake: `decoder` holds what was read past it,
+    /// `epoll` watches `stream` (armed).
+    fn new(stream: UnixStream, decoder: Decoder, epoll: OwnedFd) -> Inner {
+        Inner {
+            stream,
+            write: Mutex::new(()),
+            state: Mutex::new(State {
+                next_id: 1,
+                ..State::default()
+            }),
+            reader: Mutex::new(Reader {
+                decoder,
+                fds: VecDeque::new(),
+                buf: vec![0u8; 64 * 1024],
+            }),
+            epoll,
+        }
+    }
+
     fn gone(&self) -> Failure {
         let reason = lock(&self.state)
             .dead
@@ -1194,18 +1200,7 @@ mod tests {
         let (stream, peer) = UnixStream::pair().expect("socketpair");
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
         epoll::add(&epoll, &stream, epoll::EventData::new_u64(0), armed()).expect("watch");
-        let inner = Arc::new(Inner {
-            stream,
-            write: Mutex::new(()),
-            state: Mutex::new(State::default()),
-            reader: Mutex::new(Reader {
-                decoder: Decoder::new(),
-                fds: VecDeque::new(),
-                buf: vec![0; 64],
-            }),
-            epoll,
-        });
-        (inner, peer)
+        (Arc::new(Inner::new(stream, Decoder::new(), epoll)), peer)
     }
 
     fn unit_answer() -> Answer {
@@ -1272,13 +1267,13 @@ mod tests {
         lock(&inner.state).reading = true; // the role is held
         let a = waiting(&inner, 1);
         let b = waiting(&inner, 2);
-        // The holder lets the role go to the first caller listed (a)...
+        // The holder lets the role go to one of the two callers (`first`)...
         inner.release();
         assert!(
             lock(&inner.state).reading,
             "the role went free with callers waiting"
         );
-        // ...which leaves (a failed write, an unwind) before taking it: it goes on to b.
+        // ...which leaves (a failed write, an unwind) before taking it: it goes on to `second`.
         let (first, second) = if lock(&a.mailbox.mail).role {
             (a, b)
         } else {
@@ -1289,8 +1284,8 @@ mod tests {
             matches!(second.mailbox.try_take(), Some(Msg::Role)),
             "the role was not passed on to the other waiting caller"
         );
-        // b leaves holding the role (taken, then an unwind before it read): its owner frees
-        // it; here, handed again and not taken, the drop frees it as nobody else waits.
+        // `second` is handed the role again and leaves without taking it: with no caller
+        // left to take it, the guard frees it.
         assert!(second.mailbox.offer_role());
         drop(second);
         assert!(!lock(&inner.state).reading, "the role was lost");
