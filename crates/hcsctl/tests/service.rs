@@ -481,3 +481,92 @@ fn exec_t_follows_a_resize_of_our_terminal() {
     let o = d.run(&["rm", "-f", "winch"]);
     assert_eq!(code(&o), 0, "{}", err(&o));
 }
+
+/// `stop` shows its progress on a terminal while it waits for the grace period (a process that
+/// ignores `SIGTERM` keeps the system up), clears the line when done, and writes nothing of the
+/// kind when its stderr is not a terminal.
+#[test]
+fn stop_shows_progress_on_a_terminal_only() {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    use std::io::Read;
+
+    let d = Daemon::start("progress");
+    let stubborn = "trap '' TERM; while :; do sleep 0.1; done";
+    let mut execs = Vec::new();
+    for id in ["tty", "piped"] {
+        let o = d.run(&["create", "--start", id]);
+        assert_eq!(code(&o), 0, "{}", err(&o));
+        execs.push(
+            d.cmd(&["exec", id, "--", "sh", "-c", stubborn])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn hcsctl exec"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !out(&d.run(&["ps", id, "--json"])).contains(r#""ImageName":"sh""#) {
+            assert!(Instant::now() < deadline, "the process never ran in {id}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    // On a terminal.
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .expect("open the pty slave");
+    let reader = {
+        let mut master = std::fs::File::from(master.try_clone().expect("dup the master"));
+        std::thread::spawn(move || {
+            let mut seen = String::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if seen.contains("(0s)") && seen.ends_with("\r\x1b[2K") {
+                    break;
+                }
+            }
+            seen
+        })
+    };
+    let status = d
+        .cmd(&["stop", "--grace", "1s", "tty"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::from(slave))
+        .status()
+        .expect("run hcsctl stop");
+    assert_eq!(status.code(), Some(0));
+    let seen = reader.join().expect("reader");
+    assert!(
+        seen.contains("stopping \"tty\" (0s)"),
+        "no progress on the terminal: {seen:?}"
+    );
+    assert!(
+        seen.ends_with("\r\x1b[2K"),
+        "the progress line was not cleared: {seen:?}"
+    );
+
+    // Not a terminal.
+    let o = d.run(&["stop", "--grace", "1s", "piped"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert!(
+        !err(&o).contains("stopping") && !err(&o).contains('\x1b'),
+        "progress written to a pipe: {:?}",
+        err(&o)
+    );
+    for mut e in execs {
+        let _ = e.wait();
+    }
+}
